@@ -1,0 +1,1 @@
+"""The spela-stream command line (typer), thin over the library."""

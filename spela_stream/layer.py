@@ -1,0 +1,126 @@
+"""One SPELA layer: a fully connected layer with its own fixed class vectors and local loss.
+
+The layer learns right after its forward step (SPELA.md): ``z = W x + b``, ``y = phi(z)``, loss
+``log(2 - cos(y, v_k))``, closed-form gradient, plain SGD. It keeps nothing between calls but its
+parameters: no graph, no stored activations.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from .class_vectors import ClassVectors
+from .rule import LEAKY_SLOPE, local_grad
+
+
+class SpelaLayer:
+    """A fully connected SPELA layer (weights, bias, class vectors) on one torch device.
+
+    Parameters
+    ----------
+    d_in, d_out
+        Input and output widths; ``d_out`` is also the class vectors' dimension.
+    capacity
+        Class vectors spread up front; the set grows beyond it without moving old vectors.
+    seed
+        Seeds the weights (CPU generator, so the same on every machine) and the class vectors.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        *,
+        capacity: int = 16,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        bound = math.sqrt(6.0 / d_in)  # the authors' init: W ~ U(+-sqrt(6 / d_in))
+        w = (torch.rand(d_out, d_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        b_bound = 1.0 / math.sqrt(d_in)  # bias as torch.nn.Linear initialises it
+        b = (torch.rand(d_out, generator=gen, dtype=torch.float64) * 2 - 1) * b_bound
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.weight = w.to(device=self.device, dtype=dtype)  # (d_out, d_in)
+        self.bias = b.to(device=self.device, dtype=dtype)  # (d_out,)
+        self.class_vectors = ClassVectors(d_out, capacity=capacity, seed=seed)
+        self._sync_vectors()
+
+    @property
+    def d_in(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def d_out(self) -> int:
+        return int(self.weight.shape[0])
+
+    def _sync_vectors(self) -> None:
+        self.vectors = torch.as_tensor(
+            self.class_vectors.vectors, dtype=self.dtype, device=self.device
+        )  # (n_alloc, d_out)
+
+    def ensure_classes(self, n: int) -> None:
+        """Make sure there are class vectors for ``n`` classes."""
+        if n > len(self.class_vectors):
+            self.class_vectors.ensure(n)
+            self._sync_vectors()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(z, y) for a batch x (B, d_in): pre-activation and LeakyReLU output, each (B, d_out)."""
+        if x.shape[0] == 1:
+            z = torch.addmv(self.bias, self.weight, x[0]).unsqueeze(0)
+        else:
+            z = torch.addmm(self.bias, x, self.weight.T)
+        y = torch.nn.functional.leaky_relu(z, LEAKY_SLOPE)
+        return z, y
+
+    def scores(self, y: torch.Tensor, n_classes: int) -> torch.Tensor:
+        """cos(y, v_k) for the first ``n_classes`` class vectors: (B, n_classes)."""
+        v = self.vectors[:n_classes]
+        out: torch.Tensor = (y @ v.T) / y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        return out
+
+    def update(
+        self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor, k: torch.Tensor, lr: float
+    ) -> None:
+        """One SGD step on the local loss for targets k (B,), averaged over the batch."""
+        g_y = local_grad(y, self.vectors[k])  # dL/dy, closed form (SPELA.md)  (B, d_out)
+        g_z = torch.where(z > 0, g_y, g_y * LEAKY_SLOPE)  # dL/dz = dL/dy * phi'(z)
+        step = lr / x.shape[0]
+        if x.shape[0] == 1:
+            self.weight.addr_(g_z[0], x[0], alpha=-step)  # W -= lr * dz x^T (rank 1)
+        else:
+            self.weight.addmm_(g_z.T, x, alpha=-step)  # W -= lr/B * dZ^T X
+        self.bias.add_(g_z.sum(dim=0), alpha=-step)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Parameters as numpy arrays."""
+        return {
+            "weight": self.weight.detach().cpu().numpy().copy(),
+            "bias": self.bias.detach().cpu().numpy().copy(),
+            "vectors": self.class_vectors.vectors.copy(),
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        state: dict[str, np.ndarray],
+        *,
+        seed: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> SpelaLayer:
+        """Rebuild a layer from ``state`` (no re-initialisation, no regeneration)."""
+        layer = cls.__new__(cls)
+        layer.device = torch.device(device)
+        layer.dtype = dtype
+        layer.weight = torch.as_tensor(np.array(state["weight"]), dtype=dtype, device=layer.device)
+        layer.bias = torch.as_tensor(np.array(state["bias"]), dtype=dtype, device=layer.device)
+        layer.class_vectors = ClassVectors.from_array(state["vectors"], seed=seed)
+        layer._sync_vectors()
+        return layer

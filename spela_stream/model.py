@@ -1,0 +1,494 @@
+"""SpelaMLP: a stack of SPELA layers behind a running standardiser, with River's vocabulary.
+
+Each layer learns from its own local loss right after its forward step and hands the next layer
+its output as a plain tensor, so one forward pass per sample is the whole of learning, and every
+layer makes a prediction.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> model = SpelaMLP(hidden=(32,), seed=0)
+>>> for _ in range(300):
+...     x = rng.normal(size=4)
+...     model.learn_one(x, "pos" if x[0] + x[1] > 0 else "neg")
+>>> model.predict_one(np.array([2.0, 2.0, 0.0, 0.0]))
+'pos'
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from river import base
+
+from .errors import ConfigError, LabelError, ModelError, NonFiniteError, WidthError
+from .layer import SpelaLayer
+from .scaling import Standardiser
+
+Label = int | str | bool
+Report = Literal["last", "confident", "early_exit", "vote"]
+REPORTS: tuple[str, ...] = ("last", "confident", "early_exit", "vote")
+STATE_FORMAT = "spela-stream.model/1"
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the model predicted for one sample, and where.
+
+    ``label`` is None before any class is known. ``layer`` is the index of the layer whose
+    prediction is reported (-1 for a vote over layers); ``layer_labels`` holds every computed
+    layer's own prediction (fewer than the depth when early exit stopped the pass).
+    """
+
+    label: Label | None
+    confidence: float
+    layer: int
+    layer_labels: tuple[Label | None, ...]
+    layer_confidences: tuple[float, ...]
+
+
+def _check_label(y: object) -> Label:
+    """Return ``y`` as a plain int, str or bool, or raise LabelError."""
+    if isinstance(y, bool | np.bool_):
+        return bool(y)
+    if isinstance(y, int | np.integer):
+        return int(y)
+    if isinstance(y, str):
+        return str(y)
+    raise LabelError(
+        f"label {y!r} has type {type(y).__name__}; labels must be int, str or bool "
+        "(convert float class codes with int())"
+    )
+
+
+class SpelaMLP(base.Classifier):
+    """A SPELA network that learns one sample (or a micro-batch) at a time.
+
+    Parameters
+    ----------
+    hidden
+        Widths of the SPELA layers; every layer predicts, the last one by default.
+    lr
+        SGD step size of every layer's local update, for one sample at a time.
+    capacity
+        Class vectors each layer spreads up front (more classes grow the set). 16 keeps a binary
+        stream's two vectors from being antipodal.
+    report
+        Which prediction is reported: ``last`` layer, most ``confident`` layer, ``early_exit`` at
+        the first layer whose confidence reaches ``exit_threshold``, or a ``vote`` summing every
+        layer's scores.
+    temperature
+        Probabilities are ``softmax(cos / temperature)`` over the known classes.
+    standardise, clip
+        Standardise features with running statistics, clipping to [-clip, clip].
+    device, dtype
+        Torch device ("cpu", "cuda", ...) and "float32" or "float64".
+    """
+
+    def __init__(
+        self,
+        hidden: Sequence[int] = (1024, 1024),
+        lr: float = 0.5,
+        capacity: int = 16,
+        report: Report = "last",
+        exit_threshold: float = 0.9,
+        temperature: float = 0.1,
+        standardise: bool = True,
+        clip: float | None = 5.0,
+        seed: int = 0,
+        device: str = "cpu",
+        dtype: str = "float32",
+    ) -> None:
+        self.hidden = tuple(int(h) for h in hidden)
+        self.lr = float(lr)
+        self.capacity = int(capacity)
+        self.report = report
+        self.exit_threshold = float(exit_threshold)
+        self.temperature = float(temperature)
+        self.standardise = bool(standardise)
+        self.clip = clip
+        self.seed = int(seed)
+        self.device = str(device)
+        self.dtype = str(dtype)
+        self._validate_config()
+        self._torch_device = torch.device(self.device)
+        self._torch_dtype = _DTYPES[self.dtype]
+        self.labels: list[Label] = []
+        self._index: dict[Label, int] = {}
+        self.feature_names: list[Hashable] | None = None
+        self.n_features: int | None = None
+        self.n_learned = 0
+        self.scaler: Standardiser | None = None
+        self.layers: list[SpelaLayer] = []
+
+    def _validate_config(self) -> None:
+        if not self.hidden or any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden must be one or more positive widths, got {self.hidden}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if self.capacity < 1:
+            raise ConfigError(f"capacity must be >= 1, got {self.capacity}")
+        if self.report not in REPORTS:
+            raise ConfigError(f"report must be one of {', '.join(REPORTS)}, got {self.report!r}")
+        if not self.temperature > 0:
+            raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.dtype not in _DTYPES:
+            raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device!r} asked for, but torch sees no CUDA device")
+
+    @property
+    def _multiclass(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------------ input handling
+
+    def _build(self, n_features: int) -> None:
+        self.n_features = n_features
+        self.scaler = Standardiser(n_features, clip=self.clip)
+        widths = (n_features, *self.hidden)
+        self.layers = [
+            SpelaLayer(
+                widths[i],
+                widths[i + 1],
+                capacity=self.capacity,
+                seed=self.seed * 1_000_003 + i,
+                device=self._torch_device,
+                dtype=self._torch_dtype,
+            )
+            for i in range(len(self.hidden))
+        ]
+
+    def _vector(self, x: object, names: list[Hashable] | None = None) -> np.ndarray:
+        """Turn one sample (dict or vector) into a float64 (d,) array, validating everything."""
+        if isinstance(x, Mapping):
+            names = names or self.feature_names or list(x)
+            if len(x) != len(names) or any(k not in x for k in names):
+                extra = [k for k in x if k not in set(names)]
+                missing = [k for k in names if k not in x]
+                raise WidthError(
+                    f"feature dict keys differ from the ones first seen: "
+                    f"missing {missing[:5]}, unknown {extra[:5]}"
+                )
+            try:
+                vec = np.array([x[k] for k in names], dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                bad = [k for k in names if not isinstance(x[k], int | float | np.number)]
+                raise WidthError(f"feature(s) {bad[:5]} are not numbers: {exc}") from None
+        else:
+            if isinstance(x, torch.Tensor):
+                x = x.detach().cpu().numpy()
+            try:
+                vec = np.asarray(x, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise WidthError(f"sample is not a numeric vector: {exc}") from None
+            if vec.ndim != 1:
+                raise WidthError(f"sample must be a 1-d vector, got shape {vec.shape}")
+        if self.n_features is not None and vec.shape[0] != self.n_features:
+            raise WidthError(
+                f"sample has {vec.shape[0]} features, the model was built for {self.n_features}"
+            )
+        if vec.shape[0] == 0:
+            raise WidthError("sample has no features")
+        if not np.isfinite(vec).all():
+            where = np.flatnonzero(~np.isfinite(vec))[:5].tolist()
+            raise NonFiniteError(f"sample holds NaN or infinity at feature index(es) {where}")
+        return vec
+
+    def _matrix(self, xs: object) -> np.ndarray:
+        """Turn a batch (2-d array, DataFrame or list of samples) into a float64 (B, d) array."""
+        if hasattr(xs, "to_dict") and hasattr(xs, "columns"):  # a pandas DataFrame
+            xs = xs.to_dict(orient="records")
+        if isinstance(xs, np.ndarray | torch.Tensor) and xs.ndim == 2:
+            rows: Iterable[object] = list(xs)
+        elif isinstance(xs, Iterable):
+            rows = list(xs)
+        else:
+            raise WidthError(f"a batch must be a 2-d array or a list of samples, got {type(xs)}")
+        rows = list(rows)
+        names = self.feature_names
+        if names is None and rows and isinstance(rows[0], Mapping):
+            names = list(rows[0])
+        vecs = [self._vector(r, names) for r in rows]
+        if not vecs:
+            return np.zeros((0, self.n_features or 0))
+        widths = {v.shape[0] for v in vecs}
+        if len(widths) > 1:
+            raise WidthError(f"samples in the batch have different widths {sorted(widths)}")
+        return np.stack(vecs)
+
+    def _commit_input(self, x: object, width: int) -> None:
+        """Fix the feature names and build the layers at the first learned sample."""
+        if self.n_features is None:
+            if isinstance(x, Mapping):
+                self.feature_names = list(x)
+            self._build(width)
+
+    def _to_tensor(self, batch: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(batch, dtype=self._torch_dtype).to(self._torch_device)
+
+    # ------------------------------------------------------------------ forward passes
+
+    def _scaled(self, batch: np.ndarray) -> np.ndarray:
+        assert self.scaler is not None
+        return self.scaler.transform(batch) if self.standardise else batch
+
+    def _forward_scores(self, h: torch.Tensor, stop_early: bool) -> tuple[list[torch.Tensor], int]:
+        """Scores (B, C) of every computed layer; with ``stop_early``, stop at a confident one."""
+        n_classes = len(self.labels)
+        out = []
+        for i, layer in enumerate(self.layers):
+            _, h = layer.forward(h)
+            s = layer.scores(h, n_classes)
+            out.append(s)
+            if stop_early and i + 1 < len(self.layers):
+                conf = self._confidence(s)
+                if bool((conf >= self.exit_threshold).all()):
+                    return out, i
+        return out, len(self.layers) - 1
+
+    def _confidence(self, scores: torch.Tensor) -> torch.Tensor:
+        """Probability of the top class under softmax(cos / temperature): (B,)."""
+        return torch.softmax(scores / self.temperature, dim=1).max(dim=1).values
+
+    def _choose(self, layer_scores: list[torch.Tensor]) -> list[Prediction]:
+        """Apply the report policy to per-layer scores of a batch."""
+        probs = [torch.softmax(s / self.temperature, dim=1).cpu().numpy() for s in layer_scores]
+        preds = []
+        for row in range(probs[0].shape[0]):
+            tops = [int(p[row].argmax()) for p in probs]
+            confs = tuple(float(p[row, t]) for p, t in zip(probs, tops, strict=True))
+            labels = tuple(self.labels[t] for t in tops)
+            if self.report == "vote":
+                summed = sum(s[row] for s in layer_scores)
+                assert isinstance(summed, torch.Tensor)
+                p = torch.softmax(summed / (self.temperature * len(layer_scores)), dim=0)
+                top = int(p.argmax())
+                preds.append(Prediction(self.labels[top], float(p[top]), -1, labels, confs))
+                continue
+            if self.report == "confident":
+                chosen = int(np.argmax(confs))
+            else:  # "last", or "early_exit" (the pass already stopped at the exit layer)
+                chosen = len(probs) - 1
+            preds.append(Prediction(labels[chosen], confs[chosen], chosen, labels, confs))
+        return preds
+
+    def _predict_matrix(self, batch: np.ndarray) -> list[Prediction]:
+        if not self.labels or self.n_features is None:
+            empty = Prediction(None, 0.0, len(self.hidden) - 1, (), ())
+            return [empty] * batch.shape[0]
+        with torch.inference_mode():
+            h = self._to_tensor(self._scaled(batch))
+            scores, _ = self._forward_scores(h, stop_early=self.report == "early_exit")
+            return self._choose(scores)
+
+    def _learn_matrix(
+        self, batch: np.ndarray, ys: Sequence[Label], predict: bool
+    ) -> list[Prediction] | None:
+        """Predict (optionally) and learn a batch in one forward pass."""
+        assert self.scaler is not None
+        new = [y for y in dict.fromkeys(ys) if y not in self._index]
+        n_classes = len(self.labels) + len(new)
+        for layer in self.layers:
+            layer.ensure_classes(n_classes)
+        preds = None
+        with torch.inference_mode():
+            h = self._to_tensor(self._scaled(batch))
+            if self.standardise:
+                self.scaler.update(batch)
+            if predict and self.labels:
+                known = len(self.labels)
+                scores = []
+                for y_idx, layer in enumerate(self.layers):
+                    del y_idx
+                    z, out = layer.forward(h)
+                    scores.append(layer.scores(out, known))
+                    h = self._learn_layer(layer, h, z, out, ys, new)
+                preds = self._choose(scores)
+            else:
+                for layer in self.layers:
+                    z, out = layer.forward(h)
+                    h = self._learn_layer(layer, h, z, out, ys, new)
+        if predict and preds is None:
+            preds = [Prediction(None, 0.0, len(self.hidden) - 1, (), ())] * batch.shape[0]
+        self.n_learned += batch.shape[0]
+        return preds
+
+    def _learn_layer(
+        self,
+        layer: SpelaLayer,
+        h: torch.Tensor,
+        z: torch.Tensor,
+        out: torch.Tensor,
+        ys: Sequence[Label],
+        new: list[Label],
+    ) -> torch.Tensor:
+        for y in new:  # register new labels once, at the first layer
+            self._index[y] = len(self.labels)
+            self.labels.append(y)
+        new.clear()
+        k = torch.tensor([self._index[y] for y in ys], device=self._torch_device)
+        layer.update(h, z, out, k, self.lr)
+        return out  # the next layer receives y, computed before this layer's update
+
+    # ------------------------------------------------------------------ River API
+
+    def learn_one(self, x: object, y: object, **kwargs: Any) -> None:
+        """Learn one labelled sample: standardise, then each layer forwards and updates."""
+        self.predict_learn_one(x, y, predict=False)
+
+    def predict_learn_one(self, x: object, y: object, predict: bool = True) -> Prediction | None:
+        """Predict ``x`` as ``predict_one`` would, then learn ``(x, y)``, in one forward pass.
+
+        This is test-then-train for the price of one pass: each layer's prediction uses its
+        output before its own update, which is exactly what ``predict_one`` would have seen.
+        """
+        label = _check_label(y)
+        vec = self._vector(x)
+        self._commit_input(x, vec.shape[0])
+        preds = self._learn_matrix(vec[None, :], [label], predict)
+        return preds[0] if preds else None
+
+    def predict_one(self, x: object, **kwargs: Any) -> Label | None:
+        """The reported label for ``x`` (None before any class has been learned)."""
+        return self._predict_matrix(self._vector(x)[None, :])[0].label
+
+    def predict_proba_one(self, x: object, **kwargs: Any) -> dict[Label, float]:
+        """Probabilities over known labels, softmax(cos / temperature) at the reported layer."""
+        vec = self._vector(x)
+        if not self.labels or self.n_features is None:
+            return {}
+        with torch.inference_mode():
+            h = self._to_tensor(self._scaled(vec[None, :]))
+            scores, _ = self._forward_scores(h, stop_early=self.report == "early_exit")
+            if self.report == "vote":
+                s = sum(scores) / len(scores)
+                assert isinstance(s, torch.Tensor)
+            elif self.report == "confident":
+                s = max(scores, key=lambda t: float(self._confidence(t)[0]))
+            else:
+                s = scores[-1]
+            p = torch.softmax(s[0] / self.temperature, dim=0).cpu().tolist()
+        return dict(zip(self.labels, p, strict=True))
+
+    def predict_layers_one(self, x: object) -> Prediction:
+        """Every layer's prediction for ``x`` (the full pass, whatever the report policy)."""
+        vec = self._vector(x)
+        if not self.labels or self.n_features is None:
+            return Prediction(None, 0.0, len(self.hidden) - 1, (), ())
+        with torch.inference_mode():
+            h = self._to_tensor(self._scaled(vec[None, :]))
+            scores, _ = self._forward_scores(h, stop_early=False)
+            return self._choose(scores)[0]
+
+    def predict_explain_one(self, x: object) -> Prediction:
+        """The reported prediction for ``x`` with its confidence and the layer it came from."""
+        return self._predict_matrix(self._vector(x)[None, :])[0]
+
+    def learn_many(self, X: object, y: Iterable[object]) -> None:
+        """Learn a micro-batch in one step per layer (the gradient is averaged over the batch)."""
+        self.predict_learn_many(X, y, predict=False)
+
+    def predict_learn_many(
+        self, X: object, y: Iterable[object], predict: bool = True
+    ) -> list[Prediction] | None:
+        """Predict a micro-batch as ``predict_many`` would, then learn it, in one pass."""
+        labels = [_check_label(v) for v in y]
+        if hasattr(X, "to_dict") and hasattr(X, "columns"):  # a pandas DataFrame
+            X = X.to_dict(orient="records")
+        if isinstance(X, Iterable) and not isinstance(X, np.ndarray | torch.Tensor):
+            X = list(X)
+        batch = self._matrix(X)
+        if batch.shape[0] != len(labels):
+            raise WidthError(f"batch has {batch.shape[0]} samples but {len(labels)} labels")
+        if batch.shape[0] == 0:
+            return [] if predict else None
+        first = X[0] if isinstance(X, list) else None
+        self._commit_input(first, batch.shape[1])
+        return self._learn_matrix(batch, labels, predict)
+
+    def predict_many(self, X: object) -> list[Label | None]:
+        """Reported labels for a micro-batch."""
+        batch = self._matrix(X)
+        if batch.shape[0] == 0:
+            return []
+        return [p.label for p in self._predict_matrix(batch)]
+
+    # ------------------------------------------------------------------ state
+
+    def config(self) -> dict[str, Any]:
+        """Hyper-parameters as JSON-able values."""
+        return {
+            "hidden": list(self.hidden),
+            "lr": self.lr,
+            "capacity": self.capacity,
+            "report": self.report,
+            "exit_threshold": self.exit_threshold,
+            "temperature": self.temperature,
+            "standardise": self.standardise,
+            "clip": self.clip,
+            "seed": self.seed,
+            "device": self.device,
+            "dtype": self.dtype,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """All state as a flat dict of numpy arrays and JSON-able values (no pickling needed)."""
+        state: dict[str, Any] = {
+            "format": STATE_FORMAT,
+            "config": self.config(),
+            "labels": list(self.labels),
+            "feature_names": None if self.feature_names is None else list(self.feature_names),
+            "n_features": self.n_features,
+            "n_learned": self.n_learned,
+        }
+        if self.scaler is not None:
+            for key, arr in self.scaler.state().items():
+                state[f"scaler.{key}"] = arr
+        for i, layer in enumerate(self.layers):
+            for key, arr in layer.state().items():
+                state[f"layers.{i}.{key}"] = arr
+        return state
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any], **overrides: Any) -> SpelaMLP:
+        """Rebuild a model from ``state_dict()``; ``overrides`` may change e.g. ``device``."""
+        if state.get("format") != STATE_FORMAT:
+            raise ModelError(
+                f"not a spela-stream model state (format {state.get('format')!r}, "
+                f"expected {STATE_FORMAT!r})"
+            )
+        try:
+            config = {**state["config"], **overrides}
+            model = cls(**config)
+            model.labels = [_check_label(v) for v in state["labels"]]
+            model._index = {v: i for i, v in enumerate(model.labels)}
+            names = state["feature_names"]
+            model.feature_names = None if names is None else list(names)
+            model.n_learned = int(state["n_learned"])
+            n_features = state["n_features"]
+            if n_features is not None:
+                model.n_features = int(n_features)
+                model.scaler = Standardiser(model.n_features, clip=model.clip)
+                model.scaler.load({k: state[f"scaler.{k}"] for k in ("count", "mean", "m2")})
+                model.layers = [
+                    SpelaLayer.from_state(
+                        {k: state[f"layers.{i}.{k}"] for k in ("weight", "bias", "vectors")},
+                        seed=model.seed * 1_000_003 + i,
+                        device=model._torch_device,
+                        dtype=model._torch_dtype,
+                    )
+                    for i in range(len(model.hidden))
+                ]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"model state is incomplete or corrupt: {exc!r}") from None
+        return model
+
+    def __repr__(self) -> str:
+        return f"SpelaMLP({json.dumps(self.config())[1:-1]}, n_learned={self.n_learned})"

@@ -1,0 +1,43 @@
+"""SPELA's local rule as pure functions: the loss ``log(2 - cos)`` and its closed-form gradient.
+
+No autograd: these are the equations of SPELA.md, batched over rows. Shapes: ``y`` is (B, d),
+the targets ``v`` are (B, d) unit vectors (the class vector of each row's label).
+"""
+
+from __future__ import annotations
+
+import torch
+
+LEAKY_SLOPE = 1e-3  # LeakyReLU negative slope, as the authors use
+_EPS = 1e-12
+
+
+def leaky_relu(z: torch.Tensor) -> torch.Tensor:
+    """phi(z) = z where z > 0, else LEAKY_SLOPE * z."""
+    return torch.where(z > 0, z, z * LEAKY_SLOPE)
+
+
+def leaky_relu_grad(z: torch.Tensor) -> torch.Tensor:
+    """phi'(z): 1 where z > 0, else LEAKY_SLOPE."""
+    return torch.where(z > 0, torch.ones_like(z), torch.full_like(z, LEAKY_SLOPE))
+
+
+def cosine(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Row-wise cos(y, v) for unit ``v``: (B,)."""
+    cos: torch.Tensor = (y * v).sum(dim=1) / y.norm(dim=1).clamp_min(_EPS)
+    return cos
+
+
+def local_loss(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """L = log(2 - cos(y, v)) per row: 0 when aligned, log 3 when opposite. (B,)"""
+    loss: torch.Tensor = torch.log(2.0 - cosine(y, v))
+    return loss
+
+
+def local_grad(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """dL/dy = -(v - c * y_hat) / (|y| (2 - c)), with y_hat = y / |y| and c = y_hat . v. (B, d)"""
+    n = y.norm(dim=1, keepdim=True).clamp_min(_EPS)  # (B, 1)
+    y_hat = y / n
+    c = (y_hat * v).sum(dim=1, keepdim=True)  # (B, 1)
+    grad: torch.Tensor = -(v - c * y_hat) / (n * (2.0 - c))
+    return grad

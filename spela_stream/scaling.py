@@ -1,0 +1,86 @@
+"""A running standardiser (Welford) for raw stream features.
+
+Raw features of mixed scale break SPELA (and backprop): Elec2's raw prices sit near the
+majority-class rate without it. The standardiser learns each feature's mean and variance from
+the stream itself and is part of the model's state.
+
+>>> s = Standardiser(2)
+>>> for row in ([1.0, 10.0], [3.0, 30.0]):
+...     s.update(np.array(row))
+>>> s.transform(np.array([2.0, 20.0])).tolist()
+[0.0, 0.0]
+>>> s.transform(np.array([3.0, 30.0])).tolist()
+[1.0, 1.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_TINY_STD = 1e-8
+
+
+class Standardiser:
+    """Per-feature running mean and variance; ``transform`` gives (x - mean) / std, clipped.
+
+    Parameters
+    ----------
+    n_features
+        Width of the vectors.
+    clip
+        Standardised values are clipped to [-clip, clip]; a feature that was constant until now
+        would otherwise explode on its first change. ``None`` disables clipping.
+    """
+
+    def __init__(self, n_features: int, clip: float | None = 5.0) -> None:
+        self.n_features = n_features
+        self.clip = clip
+        self.count = 0
+        self.mean = np.zeros(n_features)  # (d,) float64
+        self.m2 = np.zeros(n_features)  # (d,) sum of squared deviations
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """Standardise a vector (d,) or a batch (B, d) with the statistics seen so far."""
+        if self.count == 0:
+            return np.zeros_like(x, dtype=np.float64)
+        std = np.sqrt(self.m2 / self.count)
+        scale = np.where(std > _TINY_STD, 1.0 / np.maximum(std, _TINY_STD), 1.0)
+        out = (x - self.mean) * scale
+        if self.clip is not None:
+            np.clip(out, -self.clip, self.clip, out=out)
+        return out
+
+    def update(self, x: np.ndarray) -> None:
+        """Fold one vector (d,) or a batch (B, d) into the statistics (Chan et al.'s merge)."""
+        batch = np.atleast_2d(x).astype(np.float64, copy=False)
+        nb = batch.shape[0]
+        if nb == 0:
+            return
+        if nb == 1:
+            row = batch[0]
+            self.count += 1
+            delta = row - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (row - self.mean)
+            return
+        b_mean = batch.mean(axis=0)
+        b_m2 = ((batch - b_mean) ** 2).sum(axis=0)
+        total = self.count + nb
+        delta = b_mean - self.mean
+        self.mean = self.mean + delta * (nb / total)
+        self.m2 = self.m2 + b_m2 + delta**2 * (self.count * nb / total)
+        self.count = total
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The statistics as arrays (count as a 0-d int64 array)."""
+        return {
+            "count": np.asarray(self.count, dtype=np.int64),
+            "mean": self.mean.copy(),
+            "m2": self.m2.copy(),
+        }
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        """Restore statistics saved by ``state``."""
+        self.count = int(state["count"])
+        self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
+        self.m2 = np.asarray(state["m2"], dtype=np.float64).copy()
