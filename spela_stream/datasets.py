@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import gzip
 import struct
+import zlib
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from .errors import SourceError
+from .errors import ConfigError, SourceError
 
 MNIST_IMAGES = "t10k-images-idx3-ubyte.gz"
 MNIST_LABELS = "t10k-labels-idx1-ubyte.gz"
@@ -26,7 +27,7 @@ def read_idx(path: Path | str) -> np.ndarray:
     try:
         with opener(path, "rb") as fh:
             data = fh.read()
-    except OSError as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip raises EOFError when truncated
         raise SourceError(f"{path}: cannot read IDX file: {exc}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise SourceError(f"{path}: not an IDX file (bad magic number)")
@@ -35,6 +36,8 @@ def read_idx(path: Path | str) -> np.ndarray:
     if code not in dtypes:
         raise SourceError(f"{path}: unknown IDX element type 0x{code:02x}")
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise SourceError(f"{path}: IDX header is truncated ({len(data)} bytes)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = np.dtype(dtypes[code])
     expected = int(np.prod(dims)) * dtype.itemsize
@@ -55,10 +58,13 @@ def _data_dir() -> Path:
 
 def load_mnist(limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The embedded MNIST test set: images (n, 784) float32 in 0..255 and labels (n,) int64."""
+    if limit is not None and limit < 0:
+        raise ConfigError(f"limit must be >= 0, got {limit}")
     images = read_idx(_data_dir() / MNIST_IMAGES)
     labels = read_idx(_data_dir() / MNIST_LABELS)
     n = len(labels) if limit is None else min(limit, len(labels))
-    return images[:n].reshape(n, -1).astype(np.float32), labels[:n].astype(np.int64)
+    width = int(np.prod(images.shape[1:]))
+    return images[:n].reshape(n, width).astype(np.float32), labels[:n].astype(np.int64)
 
 
 def iter_mnist(limit: int | None = None) -> Iterator[tuple[np.ndarray, int]]:

@@ -34,6 +34,7 @@ Label = int | str | bool
 Report = Literal["last", "confident", "early_exit", "vote"]
 REPORTS: tuple[str, ...] = ("last", "confident", "early_exit", "vote")
 STATE_FORMAT = "spela-stream.model/1"
+MAX_ABS = 1e30  # larger magnitudes overflow float32 weights or the standardiser's squares
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -199,6 +200,12 @@ class SpelaMLP(base.Classifier):
         if not np.isfinite(vec).all():
             where = np.flatnonzero(~np.isfinite(vec))[:5].tolist()
             raise NonFiniteError(f"sample holds NaN or infinity at feature index(es) {where}")
+        if np.abs(vec).max() > MAX_ABS:
+            where = np.flatnonzero(np.abs(vec) > MAX_ABS)[:5].tolist()
+            raise NonFiniteError(
+                f"feature index(es) {where} exceed {MAX_ABS:g} in magnitude, beyond what float32 "
+                "learning can hold; rescale the feature"
+            )
         return vec
 
     def _matrix(self, xs: object) -> np.ndarray:
@@ -274,7 +281,11 @@ class SpelaMLP(base.Classifier):
                 continue
             if self.report == "confident":
                 chosen = int(np.argmax(confs))
-            else:  # "last", or "early_exit" (the pass already stopped at the exit layer)
+            elif self.report == "early_exit":  # the first confident layer; later ones unused
+                confident = [i for i, c in enumerate(confs) if c >= self.exit_threshold]
+                chosen = confident[0] if confident else len(probs) - 1
+                labels, confs = labels[: chosen + 1], confs[: chosen + 1]
+            else:
                 chosen = len(probs) - 1
             preds.append(Prediction(labels[chosen], confs[chosen], chosen, labels, confs))
         return preds

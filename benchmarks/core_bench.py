@@ -1,0 +1,247 @@
+"""Benchmark of the learning core against the baselines the core issue names.
+
+Prequential (predict, then learn, one pass, in stream order) on the four shared streams, with
+spela-stream's default hyper-parameters on every stream; a per-sample backprop MLP of the same
+shape (torch, SGD, softmax output, best learning rate of a small grid, standardised input); River's
+SoftmaxRegression on standardised input. Then throughput, the memory-bandwidth bound of a rank-1
+update, peak memory learning vs predicting, and learn_many against learn_one.
+
+    python -m benchmarks.core_bench            # full streams (about 30 minutes on 2 cores)
+    python -m benchmarks.core_bench --quick    # first 2,000 samples of each stream
+
+Figures go to stdout as markdown and to benchmarks/results/core_bench.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.baselines import best_backprop, prequential_river_softmax, throughput_backprop
+from benchmarks.streams import STREAMS, load_stream
+from spela_stream import SpelaMLP
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def prequential_spela(X: np.ndarray, y: list[Any], **params: Any) -> dict[str, Any]:
+    """One pass of predict_learn_one; accuracy of the reported layer and of every layer."""
+    model = SpelaMLP(**params)
+    hits = 0
+    layer_hits = np.zeros(len(model.hidden))
+    t0 = time.perf_counter()
+    for xi, yi in zip(X, y, strict=True):
+        p = model.predict_learn_one(xi, yi)
+        if p is not None and p.label is not None:
+            hits += p.label == yi
+            layer_hits[: len(p.layer_labels)] += [lab == yi for lab in p.layer_labels]
+    seconds = time.perf_counter() - t0
+    return {
+        "accuracy": hits / len(y),
+        "layer_accuracy": (layer_hits / len(y)).round(4).tolist(),
+        "samples_per_s": len(y) / seconds,
+        "config": model.config(),
+    }
+
+
+def accuracy_table(streams: list[str], limit: int | None, grid: tuple[float, ...]) -> list[dict]:
+    rows = []
+    for name in streams:
+        X, y = load_stream(name, limit=limit)
+        spela = prequential_spela(X, y)
+        log(f"{name}: spela {spela['accuracy']:.4f} ({spela['samples_per_s']:.0f}/s)")
+        hidden = tuple(spela["config"]["hidden"])
+        bp = best_backprop(X, y, hidden=hidden, grid=grid)
+        log(f"{name}: backprop {bp['accuracy']:.4f} at lr {bp['lr']}")
+        river = prequential_river_softmax(X, y)
+        log(f"{name}: river softmax {river['accuracy']:.4f}")
+        rows.append({"stream": name, "n": len(y), "spela": spela, "backprop": bp, "river": river})
+    return rows
+
+
+def _spela_learn_rate(d_in: int, hidden: tuple[int, ...], n: int, batch: int = 1) -> float:
+    gen = np.random.default_rng(0)
+    X = gen.standard_normal((n, d_in)).astype(np.float32)
+    y = gen.integers(0, 10, n).tolist()
+    model = SpelaMLP(hidden=hidden)
+    model.learn_many(X[:batch], y[:batch])  # build and warm up
+    t0 = time.perf_counter()
+    if batch == 1:
+        for xi, yi in zip(X, y, strict=True):
+            model.learn_one(xi, yi)
+    else:
+        for i in range(0, n, batch):
+            model.learn_many(X[i : i + batch], y[i : i + batch])
+    return n / (time.perf_counter() - t0)
+
+
+def bandwidth_bound(d_in: int, hidden: tuple[int, ...], reps: int = 200) -> dict[str, float]:
+    """Time the memory traffic a per-sample SPELA step cannot avoid, on the same matrices: one
+    read of W for the forward product and one read+write of W for the rank-1 update."""
+    widths = (d_in, *hidden)
+    mats = [torch.randn(widths[i + 1], widths[i]) for i in range(len(hidden))]
+    vecs = [torch.randn(w) for w in widths[:-1]]
+    outs = [torch.randn(w) for w in widths[1:]]
+    for _ in range(10):
+        for w, v, o in zip(mats, vecs, outs, strict=True):
+            torch.mv(w, v)
+            w.addr_(o, v, alpha=1e-9)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        for w in mats:
+            w.add_(1e-9)  # pure streaming read+write of the matrix
+    rw = (time.perf_counter() - t0) / reps
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        for w, v in zip(mats, vecs, strict=True):
+            torch.mv(w, v)
+    rd = (time.perf_counter() - t0) / reps
+    nbytes = sum(w.numel() * 4 for w in mats)
+    return {
+        "weight_bytes": nbytes,
+        "read_write_s": rw,
+        "read_s": rd,
+        "bound_samples_per_s": 1.0 / (rw + rd),
+        "stream_gb_per_s": 3 * nbytes / (rw + rd) / 1e9,
+    }
+
+
+_MEM_CHILD = r"""
+import resource, sys, numpy as np, torch
+torch.set_num_threads(1)
+from spela_stream import SpelaMLP
+mode, n = sys.argv[1], int(sys.argv[2])
+rng = np.random.default_rng(0)
+X = rng.standard_normal((n, 784)).astype(np.float32)
+y = rng.integers(0, 10, n).tolist()
+m = SpelaMLP(hidden=(1024, 1024))
+m.learn_one(X[0], y[0])
+m.predict_one(X[0])
+def rss():
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * resource.getpagesize()
+before = rss()
+for xi, yi in zip(X, y):
+    if mode == "learn":
+        m.learn_one(xi, yi)
+    else:
+        m.predict_one(xi)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(before, peak, rss())
+"""
+
+
+def peak_memory(n: int = 2000) -> dict[str, float]:
+    """Peak RSS of a fresh process learning vs only predicting (model 784-1024-1024)."""
+    out = {}
+    for mode in ("predict", "learn"):
+        res = subprocess.run(
+            [sys.executable, "-c", _MEM_CHILD, mode, str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        before, peak, after = (int(v) for v in res.stdout.split())
+        out[f"{mode}_rss_before_mb"] = before / 2**20
+        out[f"{mode}_peak_mb"] = peak / 2**20
+        out[f"{mode}_rss_after_mb"] = after / 2**20
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="first 2,000 samples of each stream")
+    ap.add_argument("--streams", default=",".join(STREAMS))
+    ap.add_argument("--grid", default="0.003,0.01,0.03,0.1", help="backprop learning rates")
+    ap.add_argument("--skip-accuracy", action="store_true")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    limit = 2000 if a.quick else None
+    grid = tuple(float(v) for v in a.grid.split(","))
+    report: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"1 thread",
+        "defaults": SpelaMLP().config(),
+    }
+    if not a.skip_accuracy:
+        report["accuracy"] = accuracy_table(a.streams.split(","), limit, grid)
+    shape = (1024, 1024)
+    n = 1000 if a.quick else 3000
+    log("throughput ...")
+    spela_rates, bp_rates = [], []
+    for _ in range(3):  # interleaved, so that both see the same machine state
+        spela_rates.append(_spela_learn_rate(784, shape, n))
+        bp_rates.append(throughput_backprop(784, shape, 10, n=n // 2))
+    report["throughput"] = {
+        "shape": [784, *shape],
+        "spela_learn_one_per_s": max(spela_rates),
+        "backprop_learn_one_per_s": max(bp_rates),
+        "ratio": max(spela_rates) / max(bp_rates),
+        "spela_learn_many_32_per_s": max(
+            _spela_learn_rate(784, shape, n * 4, 32) for _ in range(3)
+        ),
+        "bandwidth": bandwidth_bound(784, shape),
+    }
+    t = report["throughput"]
+    t["learn_many_speedup"] = t["spela_learn_many_32_per_s"] / t["spela_learn_one_per_s"]
+    t["fraction_of_bound"] = t["spela_learn_one_per_s"] / t["bandwidth"]["bound_samples_per_s"]
+    log("peak memory ...")
+    report["memory"] = peak_memory(1000 if a.quick else 3000)
+    RESULTS.mkdir(exist_ok=True)
+    name = "core_bench_quick.json" if a.quick else "core_bench.json"
+    (RESULTS / name).write_text(json.dumps(report, indent=1, default=str))
+    print(render(report))
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = [f"machine: {r['machine']}", f"spela defaults: {json.dumps(r['defaults'])}", ""]
+    if "accuracy" in r:
+        lines += [
+            "| stream | n | spela-stream | per layer | backprop same shape (best lr) "
+            "| River SoftmaxRegression | spela /s | backprop /s |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in r["accuracy"]:
+            s, b, v = row["spela"], row["backprop"], row["river"]
+            lines.append(
+                f"| {row['stream']} | {row['n']} | {s['accuracy']:.4f} | "
+                f"{' / '.join(f'{a:.3f}' for a in s['layer_accuracy'])} | "
+                f"{b['accuracy']:.4f} (lr {b['lr']}) | {v['accuracy']:.4f} | "
+                f"{s['samples_per_s']:.0f} | {b['samples_per_s']:.0f} |"
+            )
+        lines.append("")
+    t = r["throughput"]
+    bw = t["bandwidth"]
+    lines += [
+        f"learn_one {'-'.join(map(str, t['shape']))}, 1 thread: spela "
+        f"{t['spela_learn_one_per_s']:.0f}/s, backprop {t['backprop_learn_one_per_s']:.0f}/s, "
+        f"ratio {t['ratio']:.2f}x",
+        f"bandwidth bound (read W once, read+write W once; {bw['weight_bytes'] / 1e6:.1f} MB of "
+        f"weights, {bw['stream_gb_per_s']:.1f} GB/s measured): {bw['bound_samples_per_s']:.0f}/s; "
+        f"spela reaches {t['fraction_of_bound']:.0%} of it",
+        f"learn_many(32): {t['spela_learn_many_32_per_s']:.0f}/s = "
+        f"{t['learn_many_speedup']:.1f}x learn_one per sample",
+    ]
+    m = r["memory"]
+    lines.append(
+        f"peak RSS, 784-1024-1024: predicting {m['predict_peak_mb']:.1f} MB, learning "
+        f"{m['learn_peak_mb']:.1f} MB ({m['learn_peak_mb'] / m['predict_peak_mb'] - 1:+.1%})"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
