@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--streams", default=",".join(STREAMS))
     ap.add_argument("--grid", default="0.003,0.01,0.03,0.1", help="backprop learning rates")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true", help="no throughput or memory figures")
     a = ap.parse_args()
     torch.set_num_threads(1)
     limit = 2000 if a.quick else None
@@ -178,6 +179,12 @@ def main() -> None:
     }
     if not a.skip_accuracy:
         report["accuracy"] = accuracy_table(a.streams.split(","), limit, grid)
+    RESULTS.mkdir(exist_ok=True)
+    name = "core_bench_quick" if a.quick else "core_bench"
+    if a.skip_speed:
+        (RESULTS / f"{name}_accuracy.json").write_text(json.dumps(report, indent=1, default=str))
+        print(render(report))
+        return
     shape = (1024, 1024)
     n = 1000 if a.quick else 3000
     log("throughput ...")
@@ -200,9 +207,9 @@ def main() -> None:
     t["fraction_of_bound"] = t["spela_learn_one_per_s"] / t["bandwidth"]["bound_samples_per_s"]
     log("peak memory ...")
     report["memory"] = peak_memory(1000 if a.quick else 3000)
-    RESULTS.mkdir(exist_ok=True)
-    name = "core_bench_quick.json" if a.quick else "core_bench.json"
-    (RESULTS / name).write_text(json.dumps(report, indent=1, default=str))
+    if a.skip_accuracy:
+        name += "_speed"
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=1, default=str))
     print(render(report))
 
 
@@ -223,6 +230,8 @@ def render(r: dict[str, Any]) -> str:
                 f"{s['samples_per_s']:.0f} | {b['samples_per_s']:.0f} |"
             )
         lines.append("")
+    if "throughput" not in r:
+        return "\n".join(lines)
     t = r["throughput"]
     bw = t["bandwidth"]
     lines += [

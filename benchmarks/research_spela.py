@@ -62,6 +62,10 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
             vecs = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
         Vs.append(torch.as_tensor(vecs, dtype=torch.float32))
     scaler = Standardiser(X.shape[1], clip=cfg.get("clip", 5.0))
+    in_beta = cfg.get("in_beta", 0)
+    IM = np.zeros(X.shape[1])
+    IV = np.zeros(X.shape[1])
+    t_in = 0
     index: dict[Any, int] = {}
     L = len(hidden)
     correct = np.zeros(L + 2)  # per layer, confident, vote
@@ -74,8 +78,21 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
     with torch.inference_mode():
         for xi, yi in zip(X, y, strict=True):
             x64 = xi.astype(np.float64)
-            h = torch.from_numpy(scaler.transform(x64).astype(np.float32))
-            scaler.update(x64)
+            if in_beta:
+                t_in += 1
+                ci = 1 - in_beta**t_in
+                IM *= in_beta
+                IM += (1 - in_beta) * x64
+                mu = IM / ci
+                IV *= in_beta
+                IV += (1 - in_beta) * (x64 - mu) ** 2
+                sd = np.sqrt(IV / ci)
+                hx = np.clip((x64 - mu) / np.where(sd > 1e-8, sd, 1.0), -5, 5)
+                hx = hx if t_in > 1 else 0 * x64
+                h = torch.from_numpy(hx.astype(np.float32))
+            else:
+                h = torch.from_numpy(scaler.transform(x64).astype(np.float32))
+                scaler.update(x64)
             known = len(index)
             if yi not in index:
                 index[yi] = len(index)
@@ -83,10 +100,16 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
             cos_layers = []
             t_step += 1
             corr = 1 - beta**t_step
+            corr_h = 1 - hbeta**t_step
             for i in range(L):
                 W, b, V = Ws[i], bs[i], Vs[i]
                 if hnorm and i > 0:
-                    if hnorm == "center":
+                    if hnorm == "ema":
+                        HM[i].mul_(hbeta).add_(h, alpha=1 - hbeta)
+                        mu = HM[i] / corr_h
+                        HV[i].mul_(hbeta).add_((h - mu) ** 2, alpha=1 - hbeta)
+                        h = (h - mu) / ((HV[i] / corr_h).sqrt() + 1e-6)
+                    elif hnorm == "center":
                         HM[i].mul_(hbeta).add_(h, alpha=1 - hbeta)
                         h = h - HM[i] / corr
                     else:

@@ -49,7 +49,7 @@ def _row(r: Report) -> str:
 @app.command()
 def learn(
     hidden: Annotated[str, typer.Option(help="SPELA layer widths, comma separated.")] = "1024,1024",
-    lr: Annotated[float, typer.Option(help="Step size of every layer's local update.")] = 0.5,
+    lr: Annotated[float, typer.Option(help="Step size of every layer's local update.")] = 10.0,
     report: Annotated[str, typer.Option(help=f"Reported layer: {', '.join(REPORTS)}.")] = "last",
     limit: Annotated[int | None, typer.Option(help="Stop after this many samples.", min=1)] = None,
     every: Annotated[int, typer.Option(help="A progress row every N samples.", min=1)] = 1000,

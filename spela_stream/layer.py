@@ -14,6 +14,7 @@ import torch
 
 from .class_vectors import ClassVectors
 from .rule import LEAKY_SLOPE, local_grad
+from .scaling import TensorStandardiser
 
 
 class SpelaLayer:
@@ -38,6 +39,8 @@ class SpelaLayer:
         seed: int = 0,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        normalise_input: bool = False,
+        input_decay: float | None = None,
     ) -> None:
         gen = torch.Generator().manual_seed(seed)
         bound = math.sqrt(6.0 / d_in)  # the authors' init: W ~ U(+-sqrt(6 / d_in))
@@ -50,6 +53,9 @@ class SpelaLayer:
         self.bias = b.to(device=self.device, dtype=dtype)  # (d_out,)
         self.class_vectors = ClassVectors(d_out, capacity=capacity, seed=seed)
         self._sync_vectors()
+        self.input_norm = (
+            TensorStandardiser(d_in, self.device, decay=input_decay) if normalise_input else None
+        )
 
     @property
     def d_in(self) -> int:
@@ -69,6 +75,15 @@ class SpelaLayer:
         if n > len(self.class_vectors):
             self.class_vectors.ensure(n)
             self._sync_vectors()
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's view of its raw input: standardised per unit when ``normalise_input``."""
+        return x if self.input_norm is None else self.input_norm.transform(x)
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Fold a raw input batch into the input statistics (after learning from it)."""
+        if self.input_norm is not None:
+            self.input_norm.update(x)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(z, y) for a batch x (B, d_in): pre-activation and LeakyReLU output, each (B, d_out)."""
@@ -100,11 +115,15 @@ class SpelaLayer:
 
     def state(self) -> dict[str, np.ndarray]:
         """Parameters as numpy arrays."""
-        return {
+        state = {
             "weight": self.weight.detach().cpu().numpy().copy(),
             "bias": self.bias.detach().cpu().numpy().copy(),
             "vectors": self.class_vectors.vectors.copy(),
         }
+        if self.input_norm is not None:
+            for key, arr in self.input_norm.state().items():
+                state[f"input_{key}"] = arr
+        return state
 
     @classmethod
     def from_state(
@@ -114,6 +133,7 @@ class SpelaLayer:
         seed: int,
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
+        input_decay: float | None = None,
     ) -> SpelaLayer:
         """Rebuild a layer from ``state`` (no re-initialisation, no regeneration)."""
         layer = cls.__new__(cls)
@@ -123,4 +143,8 @@ class SpelaLayer:
         layer.bias = torch.as_tensor(np.array(state["bias"]), dtype=dtype, device=layer.device)
         layer.class_vectors = ClassVectors.from_array(state["vectors"], seed=seed)
         layer._sync_vectors()
+        layer.input_norm = None
+        if "input_mean" in state:
+            layer.input_norm = TensorStandardiser(layer.d_in, layer.device, decay=input_decay)
+            layer.input_norm.load({k: state[f"input_{k}"] for k in ("count", "mean", "m2")})
         return layer

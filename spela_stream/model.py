@@ -34,6 +34,10 @@ Label = int | str | bool
 Report = Literal["last", "confident", "early_exit", "vote"]
 REPORTS: tuple[str, ...] = ("last", "confident", "early_exit", "vote")
 STATE_FORMAT = "spela-stream.model/1"
+# lr is the step of a layer of this width; a layer of width d steps lr * sqrt(d / 1024), because
+# dL/dy shrinks as 1 / |y| and |y| grows as sqrt(d) (measured: with one fixed lr, narrow layers
+# overshoot and wide ones crawl).
+REFERENCE_WIDTH = 1024
 MAX_ABS = 1e30  # larger magnitudes overflow float32 weights or the standardiser's squares
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -76,7 +80,8 @@ class SpelaMLP(base.Classifier):
     hidden
         Widths of the SPELA layers; every layer predicts, the last one by default.
     lr
-        SGD step size of every layer's local update, for one sample at a time.
+        SGD step size of the local updates, one sample at a time, for a layer of 1024 units; a layer
+        of width d uses ``lr * sqrt(d / 1024)``.
     capacity
         Class vectors each layer spreads up front (more classes grow the set). 16 keeps a binary
         stream's two vectors from being antipodal.
@@ -88,6 +93,11 @@ class SpelaMLP(base.Classifier):
         Probabilities are ``softmax(cos / temperature)`` over the known classes.
     standardise, clip
         Standardise features with running statistics, clipping to [-clip, clip].
+    normalise_hidden, hidden_decay
+        Standardise every later layer's input (the previous layer's output) per unit with running
+        statistics, so that one step size suits every layer and stream. With ``hidden_decay`` the
+        statistics are moving averages that forget (0.98: about the last 50 samples), which lets
+        the network follow a drifting stream; ``None`` keeps equal-weight statistics.
     device, dtype
         Torch device ("cpu", "cuda", ...) and "float32" or "float64".
     """
@@ -95,13 +105,15 @@ class SpelaMLP(base.Classifier):
     def __init__(
         self,
         hidden: Sequence[int] = (1024, 1024),
-        lr: float = 0.5,
+        lr: float = 10.0,
         capacity: int = 16,
         report: Report = "last",
         exit_threshold: float = 0.9,
         temperature: float = 0.1,
         standardise: bool = True,
         clip: float | None = 5.0,
+        normalise_hidden: bool = True,
+        hidden_decay: float | None = 0.98,
         seed: int = 0,
         device: str = "cpu",
         dtype: str = "float32",
@@ -114,6 +126,8 @@ class SpelaMLP(base.Classifier):
         self.temperature = float(temperature)
         self.standardise = bool(standardise)
         self.clip = clip
+        self.normalise_hidden = bool(normalise_hidden)
+        self.hidden_decay = None if hidden_decay is None else float(hidden_decay)
         self.seed = int(seed)
         self.device = str(device)
         self.dtype = str(dtype)
@@ -133,6 +147,8 @@ class SpelaMLP(base.Classifier):
             raise ConfigError(f"hidden must be one or more positive widths, got {self.hidden}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if self.hidden_decay is not None and not 0.0 < self.hidden_decay < 1.0:
+            raise ConfigError(f"hidden_decay must be in (0, 1) or None, got {self.hidden_decay}")
         if self.capacity < 1:
             raise ConfigError(f"capacity must be >= 1, got {self.capacity}")
         if self.report not in REPORTS:
@@ -162,6 +178,8 @@ class SpelaMLP(base.Classifier):
                 seed=self.seed * 1_000_003 + i,
                 device=self._torch_device,
                 dtype=self._torch_dtype,
+                normalise_input=self.normalise_hidden and i > 0,
+                input_decay=self.hidden_decay,
             )
             for i in range(len(self.hidden))
         ]
@@ -251,7 +269,7 @@ class SpelaMLP(base.Classifier):
         n_classes = len(self.labels)
         out = []
         for i, layer in enumerate(self.layers):
-            _, h = layer.forward(h)
+            _, h = layer.forward(layer.normalise(h))
             s = layer.scores(h, n_classes)
             out.append(s)
             if stop_early and i + 1 < len(self.layers):
@@ -316,16 +334,17 @@ class SpelaMLP(base.Classifier):
             if predict and self.labels:
                 known = len(self.labels)
                 scores = []
-                for y_idx, layer in enumerate(self.layers):
-                    del y_idx
-                    z, out = layer.forward(h)
+                for layer in self.layers:
+                    h_in = layer.normalise(h)
+                    z, out = layer.forward(h_in)
                     scores.append(layer.scores(out, known))
-                    h = self._learn_layer(layer, h, z, out, ys, new)
+                    h = self._learn_layer(layer, h, h_in, z, out, ys, new)
                 preds = self._choose(scores)
             else:
                 for layer in self.layers:
-                    z, out = layer.forward(h)
-                    h = self._learn_layer(layer, h, z, out, ys, new)
+                    h_in = layer.normalise(h)
+                    z, out = layer.forward(h_in)
+                    h = self._learn_layer(layer, h, h_in, z, out, ys, new)
         if predict and preds is None:
             preds = [Prediction(None, 0.0, len(self.hidden) - 1, (), ())] * batch.shape[0]
         self.n_learned += batch.shape[0]
@@ -335,6 +354,7 @@ class SpelaMLP(base.Classifier):
         self,
         layer: SpelaLayer,
         h: torch.Tensor,
+        h_in: torch.Tensor,
         z: torch.Tensor,
         out: torch.Tensor,
         ys: Sequence[Label],
@@ -345,7 +365,8 @@ class SpelaMLP(base.Classifier):
             self.labels.append(y)
         new.clear()
         k = torch.tensor([self._index[y] for y in ys], device=self._torch_device)
-        layer.update(h, z, out, k, self.lr)
+        layer.update(h_in, z, out, k, self.lr * math.sqrt(layer.d_out / REFERENCE_WIDTH))
+        layer.observe(h)
         return out  # the next layer receives y, computed before this layer's update
 
     # ------------------------------------------------------------------ River API
@@ -444,6 +465,8 @@ class SpelaMLP(base.Classifier):
             "temperature": self.temperature,
             "standardise": self.standardise,
             "clip": self.clip,
+            "normalise_hidden": self.normalise_hidden,
+            "hidden_decay": self.hidden_decay,
             "seed": self.seed,
             "device": self.device,
             "dtype": self.dtype,
@@ -490,10 +513,15 @@ class SpelaMLP(base.Classifier):
                 model.scaler.load({k: state[f"scaler.{k}"] for k in ("count", "mean", "m2")})
                 model.layers = [
                     SpelaLayer.from_state(
-                        {k: state[f"layers.{i}.{k}"] for k in ("weight", "bias", "vectors")},
+                        {
+                            k.removeprefix(f"layers.{i}."): v
+                            for k, v in state.items()
+                            if k.startswith(f"layers.{i}.")
+                        },
                         seed=model.seed * 1_000_003 + i,
                         device=model._torch_device,
                         dtype=model._torch_dtype,
+                        input_decay=model.hidden_decay,
                     )
                     for i in range(len(model.hidden))
                 ]

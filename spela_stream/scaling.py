@@ -16,6 +16,7 @@ the stream itself and is part of the model's state.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 _TINY_STD = 1e-8
 
@@ -84,3 +85,93 @@ class Standardiser:
         self.count = int(state["count"])
         self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
         self.m2 = np.asarray(state["m2"], dtype=np.float64).copy()
+
+
+class TensorStandardiser:
+    """The same running standardiser on torch tensors, for a hidden layer's input on its device.
+
+    SPELA hands each layer the previous layer's LeakyReLU output: non-negative, of drifting scale.
+    Standardising it per unit (zero mean, unit variance, running statistics) lets one step size
+    serve every layer; this is the "normalise each layer's input" candidate of the core issue.
+    Statistics are kept in float64. With ``decay`` the statistics are exponential moving averages
+    (bias-corrected) that forget, so the normalisation follows a drifting stream; without it they
+    are Welford's equal-weight running mean and variance.
+    """
+
+    def __init__(
+        self, n_features: int, device: torch.device | str = "cpu", decay: float | None = None
+    ) -> None:
+        self.decay = decay
+        self.count = 0
+        self.mean = torch.zeros(n_features, dtype=torch.float64, device=device)
+        self.m2 = torch.zeros(n_features, dtype=torch.float64, device=device)
+        self._scale: torch.Tensor | None = None
+
+    def transform(self, h: torch.Tensor) -> torch.Tensor:
+        """(h - mean) / std for a batch (B, d), in h's dtype; zeros before any statistics."""
+        if self.count == 0:
+            return torch.zeros_like(h)
+        if self._scale is None:
+            std = self.variance().sqrt()
+            self._scale = torch.where(std > _TINY_STD, 1.0 / std.clamp_min(_TINY_STD), 1.0)
+        return (h - self.mean.to(h.dtype)) * self._scale.to(h.dtype)
+
+    def variance(self) -> torch.Tensor:
+        """Per-unit variance estimate (d,)."""
+        if self.decay is not None:
+            return self.m2 / (1.0 - self.decay**self.count)  # m2 holds the EMA of squares
+        return self.m2 / self.count
+
+    def update(self, h: torch.Tensor) -> None:
+        """Fold a batch (B, d) into the statistics."""
+        batch = h.to(torch.float64)
+        nb = batch.shape[0]
+        if nb == 0:
+            return
+        self._scale = None
+        if self.decay is not None:
+            self._update_ema(batch)
+            return
+        if nb == 1:
+            self.count += 1
+            delta = batch[0] - self.mean
+            self.mean += delta / self.count
+            self.m2 += delta * (batch[0] - self.mean)
+            return
+        b_mean = batch.mean(dim=0)
+        b_m2 = ((batch - b_mean) ** 2).sum(dim=0)
+        total = self.count + nb
+        delta = b_mean - self.mean
+        self.mean += delta * (nb / total)
+        self.m2 += b_m2 + delta**2 * (self.count * nb / total)
+        self.count = total
+
+    def _update_ema(self, batch: torch.Tensor) -> None:
+        # mean holds the bias-corrected EMA mean; m2 the raw EMA of squared deviations from it.
+        assert self.decay is not None
+        beta = self.decay
+        nb = batch.shape[0]
+        w = (1.0 - beta) * beta ** torch.arange(nb - 1, -1, -1, dtype=torch.float64)  # (B,)
+        w = w.to(batch.device)[:, None]
+        t0, t1 = self.count, self.count + nb
+        c0, c1 = 1.0 - beta**t0, 1.0 - beta**t1
+        raw_mean = beta**nb * self.mean * c0 + (w * batch).sum(dim=0)
+        self.mean = raw_mean / c1
+        self.m2 = beta**nb * self.m2 + (w * (batch - self.mean) ** 2).sum(dim=0)
+        self.count = t1
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The statistics as numpy arrays (count as a 0-d int64 array)."""
+        return {
+            "count": np.asarray(self.count, dtype=np.int64),
+            "mean": self.mean.cpu().numpy().copy(),
+            "m2": self.m2.cpu().numpy().copy(),
+        }
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        """Restore statistics saved by ``state``."""
+        self.count = int(state["count"])
+        device = self.mean.device
+        self.mean = torch.as_tensor(np.array(state["mean"]), dtype=torch.float64, device=device)
+        self.m2 = torch.as_tensor(np.array(state["m2"]), dtype=torch.float64, device=device)
+        self._scale = None

@@ -14,7 +14,7 @@ from spela_stream.prequential import Report, prequential
 
 
 def _model(**kw: Any) -> SpelaMLP:
-    return SpelaMLP(**{"hidden": (16, 8), "lr": 0.5, "capacity": 16, "seed": 0, **kw})
+    return SpelaMLP(**{"hidden": (16, 8), "lr": 10.0, "capacity": 16, "seed": 0, **kw})
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,8 @@ def test_accuracies_match_a_manual_predict_then_learn_loop(
     assert last.rolling_accuracy == pytest.approx(np.mean(hits[-50:]))
     assert last.layer_accuracy == pytest.approx(tuple(np.mean(layer_hits, axis=0)))
     assert p is not None and last.last_prediction == p.label and last.last_label == y[-1]
-    # Measured 0.873 (depth 1) and 0.823 (depth 3, layers 0.873/0.779/0.823); chance is 0.25.
+    # Measured at lr 10: 0.916 (depth 1) and 0.849 (depth 3, layers 0.916/0.910/0.849);
+    # chance is 0.25.
     assert last.accuracy > 0.7
 
 
@@ -77,5 +78,5 @@ def test_mnist_stream_with_reports() -> None:
     reports = list(prequential(_model(hidden=(64,)), iter_mnist(600), every=200))
     assert [r.samples for r in reports] == [200, 400, 600]
     assert all(r.last_label in range(10) and r.last_prediction in range(10) for r in reports)
-    # Measured 0.701 after 600 digits (chance 0.10); 0.60 leaves margin across machines.
+    # Measured 0.676 after 600 digits at lr 10 (chance 0.10); 0.60 leaves margin across machines.
     assert reports[-1].accuracy > 0.60
