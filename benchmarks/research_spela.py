@@ -41,7 +41,10 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
     HM = [torch.zeros(w) for w in widths[:-1]]
     HV = [torch.zeros(w) for w in widths[:-1]]
     hnorm = cfg.get("hnorm", None)
+    slope = cfg.get("slope", SLOPE)
     hbeta = cfg.get("hbeta", 0.999)
+    OM = [torch.zeros(w) for w in widths[1:]]
+    OV = [torch.zeros(w) for w in widths[1:]]
     for i in range(len(hidden)):
         bound = math.sqrt(6.0 / widths[i]) * cfg.get("init_gain", 1.0)
         Ws.append((torch.rand(widths[i + 1], widths[i], generator=gen) * 2 - 1) * bound)
@@ -121,8 +124,14 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
                         if hnorm == "stdclip":
                             h = h.clamp(-5, 5)
                 z = torch.addmv(b, W, h)
-                out = torch.nn.functional.leaky_relu(z, SLOPE)
+                out = torch.nn.functional.leaky_relu(z, slope)
                 t = z if loss_on == "z" else out
+                if loss_on == "centred":  # loss on the output standardised by moving stats
+                    OM[i].mul_(hbeta).add_(out, alpha=1 - hbeta)
+                    omu = OM[i] / corr_h
+                    OV[i].mul_(hbeta).add_((out - omu) ** 2, alpha=1 - hbeta)
+                    osd = (OV[i] / corr_h).sqrt() + 1e-6
+                    t = (out - omu) / osd
                 n = t.norm().clamp_min(1e-12)
                 th = t / n
                 if known:
@@ -130,7 +139,9 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
                 v = V[k]
                 c = torch.dot(th, v)
                 g = -(v - c * th) / (n * (2 - c))
-                gz = g if loss_on == "z" else torch.where(z > 0, g, g * SLOPE)
+                if loss_on == "centred":
+                    g = g / osd
+                gz = g if loss_on == "z" else torch.where(z > 0, g, g * slope)
                 s = lr * cfg["lrs"][i] if "lrs" in cfg else lr
                 if step_mode == "ynorm":
                     s = s * float(n) / math.sqrt(float(out.shape[0]))
@@ -156,7 +167,7 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
                     b.add_(gz, alpha=-s * bias_scale)
                 if pass_norm:
                     out = out * (math.sqrt(out.shape[0]) / float(out.norm().clamp_min(1e-12)))
-                h = out
+                h = t if loss_on == "centred" else out
             if known:
                 n_scored += 1
                 tops = [int(cl.argmax()) for cl in cos_layers]

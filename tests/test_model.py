@@ -27,6 +27,7 @@ from spela_stream.errors import (
     SpelaError,
     WidthError,
 )
+from spela_stream.layer import SpelaLayer
 from spela_stream.model import STATE_FORMAT, Prediction, SpelaMLP
 
 # Explicit hyper-parameters everywhere: defaults are being tuned elsewhere.
@@ -810,3 +811,36 @@ def test_learns_mnist_two_layers() -> None:
     # Measured 0.801 (seeds 0-2: 0.801-0.804) at lr 10. Chance is 0.10; 0.76 leaves ~4 points of
     # margin for float/BLAS differences across machines.
     assert acc > 0.76
+
+
+def test_step_is_scaled_by_layer_width() -> None:
+    """A layer of width d steps lr * sqrt(d / 1024): compare with a manual layer update."""
+    x = np.linspace(-1.0, 1.0, 6)
+    model = SpelaMLP(hidden=(64,), lr=4.0, standardise=False, seed=3, dtype="float64")
+    model.learn_one(x, "a")  # builds the layer; the first update
+    before = model.layers[0].state()
+    model.learn_one(x, "a")
+    layer = SpelaLayer.from_state(before, seed=0, dtype=torch.float64)
+    h = torch.as_tensor(x[None, :])
+    z, out = layer.forward(h)
+    layer.update(h, z, out, torch.tensor([0]), 4.0 * (64 / 1024) ** 0.5)
+    np.testing.assert_allclose(model.layers[0].weight.numpy(), layer.weight.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(model.layers[0].bias.numpy(), layer.bias.numpy(), rtol=1e-12)
+
+
+def test_hidden_statistics_are_state_and_forget() -> None:
+    model = SpelaMLP(hidden=(8, 8), hidden_decay=0.5, seed=0)
+    for i in range(20):
+        model.learn_one(np.array([float(i), 1.0, -1.0]), i % 2)
+    state = model.state_dict()
+    assert {"layers.1.input_mean", "layers.1.input_m2", "layers.1.input_count"} <= set(state)
+    assert "layers.0.input_mean" not in state  # the first layer sees the standardised features
+    back = SpelaMLP.from_state(state)
+    assert back.layers[1].input_norm is not None and back.layers[1].input_norm.decay == 0.5
+    x = np.array([3.0, 1.0, -1.0])
+    assert back.predict_proba_one(x) == model.predict_proba_one(x)
+    plain = SpelaMLP(hidden=(8, 8), normalise_hidden=False)
+    plain.learn_one(x, 0)
+    assert plain.layers[1].input_norm is None
+    with pytest.raises(ConfigError):
+        SpelaMLP(hidden_decay=1.5)

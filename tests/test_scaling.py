@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from spela_stream.scaling import Standardiser
+from spela_stream.scaling import Standardiser, TensorStandardiser
 
 
 def _data(seed: int = 0, n: int = 257, d: int = 5) -> np.ndarray:
@@ -111,3 +112,73 @@ def test_state_round_trip() -> None:
     s.update(X[100:])
     assert np.array_equal(back.mean, s.mean) and np.array_equal(back.m2, s.m2)
     _check_stats(back, X)
+
+
+# ------------------------------------------------------------------ TensorStandardiser
+
+
+def _ema_reference(X: np.ndarray, beta: float) -> tuple[np.ndarray, np.ndarray]:
+    """Bias-corrected exponential moving mean and variance, one row at a time."""
+    m = np.zeros(X.shape[1])
+    v = np.zeros(X.shape[1])
+    mean = m
+    for t, row in enumerate(X, start=1):
+        m = beta * m + (1 - beta) * row
+        mean = m / (1 - beta**t)
+        v = beta * v + (1 - beta) * (row - mean) ** 2
+    return mean, v / (1 - beta ** X.shape[0])
+
+
+def test_tensor_standardiser_welford_matches_numpy() -> None:
+    X = _data(seed=3)
+    s = TensorStandardiser(5)
+    for row in X[:100]:
+        s.update(torch.as_tensor(row[None, :]))
+    s.update(torch.as_tensor(X[100:]))  # a batch after single rows: Chan's merge
+    np.testing.assert_allclose(s.mean.numpy(), X.mean(axis=0), rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(s.variance().sqrt().numpy(), X.std(axis=0), rtol=1e-9)
+
+
+def test_tensor_standardiser_ema_matches_reference_rows_and_batches() -> None:
+    X = _data(seed=4, n=120)
+    mean, var = _ema_reference(X, 0.9)
+    rows = TensorStandardiser(5, decay=0.9)
+    for row in X:
+        rows.update(torch.as_tensor(row[None, :]))
+    np.testing.assert_allclose(rows.mean.numpy(), mean, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(rows.variance().numpy(), var, rtol=1e-10, atol=1e-9)
+    batched = TensorStandardiser(5, decay=0.9)
+    batched.update(torch.as_tensor(X[:60]))
+    batched.update(torch.as_tensor(X[60:]))
+    # The batched form weights rows exactly as the per-row form does; the variance uses the
+    # batch's final mean for every row, so it is close but not identical.
+    np.testing.assert_allclose(batched.mean.numpy(), mean, rtol=1e-10, atol=1e-9)
+    np.testing.assert_allclose(batched.variance().numpy(), var, rtol=0.2)
+
+
+def test_tensor_standardiser_ema_forgets() -> None:
+    s = TensorStandardiser(1, decay=0.9)
+    for _ in range(200):
+        s.update(torch.tensor([[0.0]]))
+    for _ in range(200):
+        s.update(torch.tensor([[10.0]]))
+    # After 200 samples at the new level the old level has weight 0.9**200 ~ 7e-10.
+    assert float(s.mean[0]) == pytest.approx(10.0, abs=1e-6)
+    welford = TensorStandardiser(1)
+    for value in [0.0] * 200 + [10.0] * 200:
+        welford.update(torch.tensor([[value]]))
+    assert float(welford.mean[0]) == pytest.approx(5.0)
+
+
+def test_tensor_standardiser_transform_and_state_round_trip() -> None:
+    X = _data(seed=5)
+    s = TensorStandardiser(5, decay=0.98)
+    assert torch.equal(s.transform(torch.ones(2, 5)), torch.zeros(2, 5))
+    s.update(torch.as_tensor(X))
+    out = s.transform(torch.as_tensor(X[:3]))
+    expected = (X[:3] - s.mean.numpy()) / s.variance().sqrt().numpy()
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-9)
+    back = TensorStandardiser(5, decay=0.98)
+    back.load(s.state())
+    assert back.count == s.count
+    assert torch.equal(back.transform(torch.as_tensor(X[:3])), out)
