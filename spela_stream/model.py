@@ -58,6 +58,14 @@ class Prediction:
     layer_confidences: tuple[float, ...]
 
 
+def _positions(mask: np.ndarray) -> str:
+    """Name the first few True places of a (d,) or (B, d) mask: 'feature index(es) [3, 7]'."""
+    hits = np.argwhere(mask)[:5]
+    if mask.ndim == 1:
+        return f"feature index(es) {hits[:, 0].tolist()}"
+    return "(row, feature) " + ", ".join(f"({r}, {c})" for r, c in hits.tolist())
+
+
 def _check_label(y: object) -> Label:
     """Return ``y`` as a plain int, str or bool, or raise LabelError."""
     if isinstance(y, bool | np.bool_):
@@ -209,30 +217,41 @@ class SpelaMLP(base.Classifier):
                 raise WidthError(f"sample is not a numeric vector: {exc}") from None
             if vec.ndim != 1:
                 raise WidthError(f"sample must be a 1-d vector, got shape {vec.shape}")
-        if self.n_features is not None and vec.shape[0] != self.n_features:
-            raise WidthError(
-                f"sample has {vec.shape[0]} features, the model was built for {self.n_features}"
-            )
-        if vec.shape[0] == 0:
-            raise WidthError("sample has no features")
-        if not np.isfinite(vec).all():
-            where = np.flatnonzero(~np.isfinite(vec))[:5].tolist()
-            raise NonFiniteError(f"sample holds NaN or infinity at feature index(es) {where}")
-        if np.abs(vec).max() > MAX_ABS:
-            where = np.flatnonzero(np.abs(vec) > MAX_ABS)[:5].tolist()
-            raise NonFiniteError(
-                f"feature index(es) {where} exceed {MAX_ABS:g} in magnitude, beyond what float32 "
-                "learning can hold; rescale the feature"
-            )
+        self._check_values(vec)
         return vec
+
+    def _check_values(self, arr: np.ndarray) -> None:
+        """Width, finiteness and magnitude of a vector (d,) or a batch (B, d)."""
+        width = arr.shape[-1]
+        if self.n_features is not None and width != self.n_features:
+            raise WidthError(
+                f"sample has {width} features, the model was built for {self.n_features}"
+            )
+        if width == 0:
+            raise WidthError("sample has no features")
+        if not np.isfinite(arr).all():
+            where = _positions(~np.isfinite(arr))
+            raise NonFiniteError(f"sample holds NaN or infinity at {where}")
+        if np.abs(arr).max() > MAX_ABS:
+            where = _positions(np.abs(arr) > MAX_ABS)
+            raise NonFiniteError(
+                f"{where} exceed {MAX_ABS:g} in magnitude, beyond what float32 learning can hold; "
+                "rescale the feature"
+            )
 
     def _matrix(self, xs: object) -> np.ndarray:
         """Turn a batch (2-d array, DataFrame or list of samples) into a float64 (B, d) array."""
         if hasattr(xs, "to_dict") and hasattr(xs, "columns"):  # a pandas DataFrame
             xs = xs.to_dict(orient="records")
-        if isinstance(xs, np.ndarray | torch.Tensor) and xs.ndim == 2:
-            rows: Iterable[object] = list(xs)
-        elif isinstance(xs, Iterable):
+        if isinstance(xs, torch.Tensor):
+            xs = xs.detach().cpu().numpy()
+        if isinstance(xs, np.ndarray) and xs.ndim == 2 and xs.dtype.kind in "biuf":
+            batch = xs.astype(np.float64)  # validated at once, not row by row
+            if batch.shape[0]:
+                self._check_values(batch)
+            return batch
+        rows: Iterable[object]
+        if isinstance(xs, Iterable):
             rows = list(xs)
         else:
             raise WidthError(f"a batch must be a 2-d array or a list of samples, got {type(xs)}")
@@ -322,52 +341,34 @@ class SpelaMLP(base.Classifier):
     ) -> list[Prediction] | None:
         """Predict (optionally) and learn a batch in one forward pass."""
         assert self.scaler is not None
-        new = [y for y in dict.fromkeys(ys) if y not in self._index]
-        n_classes = len(self.labels) + len(new)
+        known = len(self.labels)  # predictions may only use classes known before this batch
+        for y in dict.fromkeys(ys):
+            if y not in self._index:
+                self._index[y] = len(self.labels)
+                self.labels.append(y)
         for layer in self.layers:
-            layer.ensure_classes(n_classes)
-        preds = None
+            layer.ensure_classes(len(self.labels))
+        predict_now = predict and known > 0
+        scores = []
         with torch.inference_mode():
+            k = torch.tensor([self._index[y] for y in ys], device=self._torch_device)  # (B,)
             h = self._to_tensor(self._scaled(batch))
             if self.standardise:
                 self.scaler.update(batch)
-            if predict and self.labels:
-                known = len(self.labels)
-                scores = []
-                for layer in self.layers:
-                    h_in = layer.normalise(h)
-                    z, out = layer.forward(h_in)
+            for layer in self.layers:
+                h_in = layer.normalise(h)
+                z, out = layer.forward(h_in)
+                if predict_now:
                     scores.append(layer.scores(out, known))
-                    h = self._learn_layer(layer, h, h_in, z, out, ys, new)
-                preds = self._choose(scores)
-            else:
-                for layer in self.layers:
-                    h_in = layer.normalise(h)
-                    z, out = layer.forward(h_in)
-                    h = self._learn_layer(layer, h, h_in, z, out, ys, new)
-        if predict and preds is None:
-            preds = [Prediction(None, 0.0, len(self.hidden) - 1, (), ())] * batch.shape[0]
+                layer.update(h_in, z, out, k, self.lr * math.sqrt(layer.d_out / REFERENCE_WIDTH))
+                layer.observe(h)
+                h = out  # the next layer receives y, computed before this layer's update
         self.n_learned += batch.shape[0]
-        return preds
-
-    def _learn_layer(
-        self,
-        layer: SpelaLayer,
-        h: torch.Tensor,
-        h_in: torch.Tensor,
-        z: torch.Tensor,
-        out: torch.Tensor,
-        ys: Sequence[Label],
-        new: list[Label],
-    ) -> torch.Tensor:
-        for y in new:  # register new labels once, at the first layer
-            self._index[y] = len(self.labels)
-            self.labels.append(y)
-        new.clear()
-        k = torch.tensor([self._index[y] for y in ys], device=self._torch_device)
-        layer.update(h_in, z, out, k, self.lr * math.sqrt(layer.d_out / REFERENCE_WIDTH))
-        layer.observe(h)
-        return out  # the next layer receives y, computed before this layer's update
+        if not predict:
+            return None
+        if not predict_now:
+            return [Prediction(None, 0.0, len(self.hidden) - 1, (), ())] * batch.shape[0]
+        return self._choose(scores)
 
     # ------------------------------------------------------------------ River API
 
