@@ -41,3 +41,15 @@ def local_grad(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     c = (y_hat * v).sum(dim=1, keepdim=True)  # (B, 1)
     grad: torch.Tensor = -(v - c * y_hat) / (n * (2.0 - c))
     return grad
+
+
+def local_grad_one(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``local_grad`` for one sample, y and v of shape (d,), in four tensor operations.
+
+    The per-sample path is bound by per-operation overhead, not arithmetic, so the scalars
+    (|y|, c) are taken out once and the vector is built as ``(c / n) y - v`` scaled by
+    ``1 / (n (2 - c))``.
+    """
+    n = max(float(y.norm()), _EPS)
+    c = float(torch.dot(y, v)) / n
+    return torch.add(v, y, alpha=-c / n).mul_(-1.0 / (n * (2.0 - c)))

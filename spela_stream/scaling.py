@@ -105,16 +105,18 @@ class TensorStandardiser:
         self.count = 0
         self.mean = torch.zeros(n_features, dtype=torch.float64, device=device)
         self.m2 = torch.zeros(n_features, dtype=torch.float64, device=device)
-        self._scale: torch.Tensor | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor] | None = None  # mean, 1/std in h's dtype
 
     def transform(self, h: torch.Tensor) -> torch.Tensor:
         """(h - mean) / std for a batch (B, d), in h's dtype; zeros before any statistics."""
         if self.count == 0:
             return torch.zeros_like(h)
-        if self._scale is None:
-            std = self.variance().sqrt()
-            self._scale = torch.where(std > _TINY_STD, 1.0 / std.clamp_min(_TINY_STD), 1.0)
-        return (h - self.mean.to(h.dtype)) * self._scale.to(h.dtype)
+        if self._cache is None or self._cache[0].dtype != h.dtype:
+            var = self.variance()
+            scale = torch.where(var > _TINY_STD**2, var.rsqrt(), 1.0)
+            self._cache = (self.mean.to(h.dtype), scale.to(h.dtype))
+        mean, scale = self._cache
+        return (h - mean) * scale
 
     def variance(self) -> torch.Tensor:
         """Per-unit variance estimate (d,)."""
@@ -128,7 +130,15 @@ class TensorStandardiser:
         nb = batch.shape[0]
         if nb == 0:
             return
-        self._scale = None
+        self._cache = None
+        if self.decay is not None and nb == 1:  # the per-sample path: a few in-place ops
+            beta, row = self.decay, batch[0]
+            c0, c1 = 1.0 - beta**self.count, 1.0 - beta ** (self.count + 1)
+            self.mean.mul_(beta * c0 / c1).add_(row, alpha=(1.0 - beta) / c1)
+            delta = row - self.mean
+            self.m2.mul_(beta).addcmul_(delta, delta, value=1.0 - beta)
+            self.count += 1
+            return
         if self.decay is not None:
             self._update_ema(batch)
             return
@@ -174,4 +184,4 @@ class TensorStandardiser:
         device = self.mean.device
         self.mean = torch.as_tensor(np.array(state["mean"]), dtype=torch.float64, device=device)
         self.m2 = torch.as_tensor(np.array(state["m2"]), dtype=torch.float64, device=device)
-        self._scale = None
+        self._cache = None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from spela_stream.layer import SpelaLayer
+from spela_stream.layer import SpelaLayer, leaky_relu_backward
 from spela_stream.rule import LEAKY_SLOPE
 
 
@@ -129,3 +129,11 @@ def test_state_round_trip() -> None:
     # The state is a copy: changing the layer afterwards does not change it.
     layer.weight.add_(1.0)
     assert not np.array_equal(state["weight"], layer.weight.numpy())
+
+
+def test_fused_leaky_relu_backward_is_the_derivative() -> None:
+    g = torch.randn(7, 33, dtype=torch.float64)
+    z = torch.randn(7, 33, dtype=torch.float64)
+    expected = torch.where(z > 0, g, g * LEAKY_SLOPE)
+    assert torch.equal(leaky_relu_backward(g, z), expected)
+    assert torch.equal(leaky_relu_backward(g[0], z[0]), expected[0])

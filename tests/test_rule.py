@@ -13,6 +13,7 @@ from spela_stream.rule import (
     leaky_relu,
     leaky_relu_grad,
     local_grad,
+    local_grad_one,
     local_loss,
 )
 
@@ -92,3 +93,11 @@ def test_leaky_relu_and_its_grad_match_torch() -> None:
     assert z_auto.grad is not None
     torch.testing.assert_close(leaky_relu_grad(z), z_auto.grad)
     assert LEAKY_SLOPE == pytest.approx(1e-3)  # the authors' slope (SPELA.md)
+
+
+def test_single_sample_gradient_equals_batched() -> None:
+    gen = torch.Generator().manual_seed(7)
+    y = torch.randn(1, 40, generator=gen, dtype=torch.float64)
+    v = torch.randn(1, 40, generator=gen, dtype=torch.float64)
+    v = v / v.norm()
+    torch.testing.assert_close(local_grad_one(y[0], v[0]), local_grad(y, v)[0])
