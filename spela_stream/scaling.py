@@ -39,14 +39,16 @@ class Standardiser:
         self.count = 0
         self.mean = np.zeros(n_features)  # (d,) float64
         self.m2 = np.zeros(n_features)  # (d,) sum of squared deviations
+        self._scale: np.ndarray | None = None  # 1 / std, until the next update
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Standardise a vector (d,) or a batch (B, d) with the statistics seen so far."""
         if self.count == 0:
             return np.zeros_like(x, dtype=np.float64)
-        std = np.sqrt(self.m2 / self.count)
-        scale = np.where(std > _TINY_STD, 1.0 / np.maximum(std, _TINY_STD), 1.0)
-        out = (x - self.mean) * scale
+        if self._scale is None:
+            std = np.sqrt(self.m2 / self.count)
+            self._scale = np.where(std > _TINY_STD, 1.0 / np.maximum(std, _TINY_STD), 1.0)
+        out = (x - self.mean) * self._scale
         if self.clip is not None:
             np.clip(out, -self.clip, self.clip, out=out)
         return out
@@ -57,6 +59,7 @@ class Standardiser:
         nb = batch.shape[0]
         if nb == 0:
             return
+        self._scale = None
         if nb == 1:
             row = batch[0]
             self.count += 1
@@ -85,6 +88,7 @@ class Standardiser:
         self.count = int(state["count"])
         self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
         self.m2 = np.asarray(state["m2"], dtype=np.float64).copy()
+        self._scale = None
 
 
 class TensorStandardiser:
@@ -106,6 +110,7 @@ class TensorStandardiser:
         self.mean = torch.zeros(n_features, dtype=torch.float64, device=device)
         self.m2 = torch.zeros(n_features, dtype=torch.float64, device=device)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None  # mean, 1/std in h's dtype
+        self._weights: torch.Tensor | None = None  # EMA weights of a batch's rows
 
     def transform(self, h: torch.Tensor) -> torch.Tensor:
         """(h - mean) / std for a batch (B, d), in h's dtype; zeros before any statistics."""
@@ -161,13 +166,16 @@ class TensorStandardiser:
         assert self.decay is not None
         beta = self.decay
         nb = batch.shape[0]
-        w = (1.0 - beta) * beta ** torch.arange(nb - 1, -1, -1, dtype=torch.float64)  # (B,)
-        w = w.to(batch.device)[:, None]
+        if self._weights is None or self._weights.shape[0] != nb:
+            w = (1.0 - beta) * beta ** torch.arange(nb - 1, -1, -1, dtype=torch.float64)
+            self._weights = w.to(batch.device)  # (B,) the newest row weighs most
+        w = self._weights
         t0, t1 = self.count, self.count + nb
         c0, c1 = 1.0 - beta**t0, 1.0 - beta**t1
-        raw_mean = beta**nb * self.mean * c0 + (w * batch).sum(dim=0)
-        self.mean = raw_mean / c1
-        self.m2 = beta**nb * self.m2 + (w * (batch - self.mean) ** 2).sum(dim=0)
+        raw_mean = torch.mv(batch.T, w).add_(self.mean, alpha=beta**nb * c0)
+        self.mean = raw_mean.div_(c1)
+        dev = (batch - self.mean).square_()
+        self.m2 = torch.mv(dev.T, w).add_(self.m2, alpha=beta**nb)
         self.count = t1
 
     def state(self) -> dict[str, np.ndarray]:
