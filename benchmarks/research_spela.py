@@ -143,6 +143,8 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
                     g = g / osd
                 gz = g if loss_on == "z" else torch.where(z > 0, g, g * slope)
                 s = lr * cfg["lrs"][i] if "lrs" in cfg else lr
+                if "lr_T" in cfg:
+                    s = s / math.sqrt(1.0 + t_step / cfg["lr_T"])
                 if step_mode == "ynorm":
                     s = s * float(n) / math.sqrt(float(out.shape[0]))
                 elif step_mode == "norm":

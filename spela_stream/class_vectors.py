@@ -27,9 +27,16 @@ _MIN_STEP = 1e-10
 _MIN_DIST = 1e-9
 
 
+def _gram(points: np.ndarray) -> np.ndarray:
+    """points @ points.T without BLAS: elementwise products and numpy's fixed-order pairwise
+    sums give the same bits on every machine, where BLAS kernels differ by CPU."""
+    out: np.ndarray = (points[:, None, :] * points[None, :, :]).sum(axis=2)
+    return out
+
+
 def _energy_and_grad(points: np.ndarray, n_fixed: int) -> tuple[float, np.ndarray]:
     """Coulomb energy of all pairs that involve a moving point, and its gradient on the movers."""
-    gram = points @ points.T  # (n, n)
+    gram = _gram(points)  # (n, n)
     dist2 = np.maximum(2.0 - 2.0 * gram, _MIN_DIST**2)  # unit vectors: |a-b|^2 = 2 - 2 a.b
     np.fill_diagonal(dist2, np.inf)
     inv = 1.0 / np.sqrt(dist2)  # (n, n)
@@ -37,12 +44,13 @@ def _energy_and_grad(points: np.ndarray, n_fixed: int) -> tuple[float, np.ndarra
     energy = 0.5 * float(inv.sum())
     w = inv**3  # dE/dp_i = -sum_j (p_i - p_j) / r_ij^3
     movers = slice(n_fixed, None)
-    grad = -(points[movers] * w[movers].sum(axis=1, keepdims=True) - w[movers] @ points)
+    pulled = (w[movers][:, :, None] * points[None, :, :]).sum(axis=1)  # w @ points, no BLAS
+    grad = -(points[movers] * w[movers].sum(axis=1, keepdims=True) - pulled)
     return energy, grad
 
 
 def _project(points: np.ndarray) -> np.ndarray:
-    out: np.ndarray = points / np.linalg.norm(points, axis=1, keepdims=True)
+    out: np.ndarray = points / np.sqrt((points * points).sum(axis=1, keepdims=True))
     return out
 
 

@@ -48,7 +48,7 @@ class Standardiser:
         if self._scale is None:
             std = np.sqrt(self.m2 / self.count)
             self._scale = np.where(std > _TINY_STD, 1.0 / np.maximum(std, _TINY_STD), 1.0)
-        out = (x - self.mean) * self._scale
+        out: np.ndarray = (x - self.mean) * self._scale
         if self.clip is not None:
             np.clip(out, -self.clip, self.clip, out=out)
         return out
