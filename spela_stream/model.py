@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from river import base
 
-from .errors import ConfigError, LabelError, ModelError, NonFiniteError, WidthError
+from .errors import ConfigError, ModelError, WidthError
+from .inputs import Label, as_matrix, as_vector, check_label
 from .layer import SpelaLayer
 from .scaling import Standardiser
 
-Label = int | str | bool
 Report = Literal["last", "confident", "early_exit", "vote"]
 REPORTS: tuple[str, ...] = ("last", "confident", "early_exit", "vote")
 STATE_FORMAT = "spela-stream.model/1"
@@ -38,7 +38,6 @@ STATE_FORMAT = "spela-stream.model/1"
 # dL/dy shrinks as 1 / |y| and |y| grows as sqrt(d) (measured: with one fixed lr, narrow layers
 # overshoot and wide ones crawl).
 REFERENCE_WIDTH = 1024
-MAX_ABS = 1e30  # larger magnitudes overflow float32 weights or the standardiser's squares
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -56,28 +55,6 @@ class Prediction:
     layer: int
     layer_labels: tuple[Label | None, ...]
     layer_confidences: tuple[float, ...]
-
-
-def _positions(mask: np.ndarray) -> str:
-    """Name the first few True places of a (d,) or (B, d) mask: 'feature index(es) [3, 7]'."""
-    hits = np.argwhere(mask)[:5]
-    if mask.ndim == 1:
-        return f"feature index(es) {hits[:, 0].tolist()}"
-    return "(row, feature) " + ", ".join(f"({r}, {c})" for r, c in hits.tolist())
-
-
-def _check_label(y: object) -> Label:
-    """Return ``y`` as a plain int, str or bool, or raise LabelError."""
-    if isinstance(y, bool | np.bool_):
-        return bool(y)
-    if isinstance(y, int | np.integer):
-        return int(y)
-    if isinstance(y, str):
-        return str(y)
-    raise LabelError(
-        f"label {y!r} has type {type(y).__name__}; labels must be int, str or bool "
-        "(convert float class codes with int())"
-    )
 
 
 class SpelaMLP(base.Classifier):
@@ -193,79 +170,10 @@ class SpelaMLP(base.Classifier):
         ]
 
     def _vector(self, x: object, names: list[Hashable] | None = None) -> np.ndarray:
-        """Turn one sample (dict or vector) into a float64 (d,) array, validating everything."""
-        if isinstance(x, Mapping):
-            names = names or self.feature_names or list(x)
-            if len(x) != len(names) or any(k not in x for k in names):
-                extra = [k for k in x if k not in set(names)]
-                missing = [k for k in names if k not in x]
-                raise WidthError(
-                    f"feature dict keys differ from the ones first seen: "
-                    f"missing {missing[:5]}, unknown {extra[:5]}"
-                )
-            try:
-                vec = np.array([x[k] for k in names], dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                bad = [k for k in names if not isinstance(x[k], int | float | np.number)]
-                raise WidthError(f"feature(s) {bad[:5]} are not numbers: {exc}") from None
-        else:
-            if isinstance(x, torch.Tensor):
-                x = x.detach().cpu().numpy()
-            try:
-                vec = np.asarray(x, dtype=np.float64)
-            except (TypeError, ValueError) as exc:
-                raise WidthError(f"sample is not a numeric vector: {exc}") from None
-            if vec.ndim != 1:
-                raise WidthError(f"sample must be a 1-d vector, got shape {vec.shape}")
-        self._check_values(vec)
-        return vec
-
-    def _check_values(self, arr: np.ndarray) -> None:
-        """Width, finiteness and magnitude of a vector (d,) or a batch (B, d)."""
-        width = arr.shape[-1]
-        if self.n_features is not None and width != self.n_features:
-            raise WidthError(
-                f"sample has {width} features, the model was built for {self.n_features}"
-            )
-        if width == 0:
-            raise WidthError("sample has no features")
-        if not np.isfinite(arr).all():
-            where = _positions(~np.isfinite(arr))
-            raise NonFiniteError(f"sample holds NaN or infinity at {where}")
-        if np.abs(arr).max() > MAX_ABS:
-            where = _positions(np.abs(arr) > MAX_ABS)
-            raise NonFiniteError(
-                f"{where} exceed {MAX_ABS:g} in magnitude, beyond what float32 learning can hold; "
-                "rescale the feature"
-            )
+        return as_vector(x, names or self.feature_names, self.n_features)
 
     def _matrix(self, xs: object) -> np.ndarray:
-        """Turn a batch (2-d array, DataFrame or list of samples) into a float64 (B, d) array."""
-        if hasattr(xs, "to_dict") and hasattr(xs, "columns"):  # a pandas DataFrame
-            xs = xs.to_dict(orient="records")
-        if isinstance(xs, torch.Tensor):
-            xs = xs.detach().cpu().numpy()
-        if isinstance(xs, np.ndarray) and xs.ndim == 2 and xs.dtype.kind in "biuf":
-            batch = xs.astype(np.float64)  # validated at once, not row by row
-            if batch.shape[0]:
-                self._check_values(batch)
-            return batch
-        rows: Iterable[object]
-        if isinstance(xs, Iterable):
-            rows = list(xs)
-        else:
-            raise WidthError(f"a batch must be a 2-d array or a list of samples, got {type(xs)}")
-        rows = list(rows)
-        names = self.feature_names
-        if names is None and rows and isinstance(rows[0], Mapping):
-            names = list(rows[0])
-        vecs = [self._vector(r, names) for r in rows]
-        if not vecs:
-            return np.zeros((0, self.n_features or 0))
-        widths = {v.shape[0] for v in vecs}
-        if len(widths) > 1:
-            raise WidthError(f"samples in the batch have different widths {sorted(widths)}")
-        return np.stack(vecs)
+        return as_matrix(xs, self.feature_names, self.n_features)
 
     def _commit_input(self, x: object, width: int) -> None:
         """Fix the feature names and build the layers at the first learned sample."""
@@ -382,7 +290,7 @@ class SpelaMLP(base.Classifier):
         This is test-then-train for the price of one pass: each layer's prediction uses its
         output before its own update, which is exactly what ``predict_one`` would have seen.
         """
-        label = _check_label(y)
+        label = check_label(y)
         vec = self._vector(x)
         self._commit_input(x, vec.shape[0])
         preds = self._learn_matrix(vec[None, :], [label], predict)
@@ -432,7 +340,7 @@ class SpelaMLP(base.Classifier):
         self, X: object, y: Iterable[object], predict: bool = True
     ) -> list[Prediction] | None:
         """Predict a micro-batch as ``predict_many`` would, then learn it, in one pass."""
-        labels = [_check_label(v) for v in y]
+        labels = [check_label(v) for v in y]
         if hasattr(X, "to_dict") and hasattr(X, "columns"):  # a pandas DataFrame
             X = X.to_dict(orient="records")
         if isinstance(X, Iterable) and not isinstance(X, np.ndarray | torch.Tensor):
@@ -502,7 +410,7 @@ class SpelaMLP(base.Classifier):
         try:
             config = {**state["config"], **overrides}
             model = cls(**config)
-            model.labels = [_check_label(v) for v in state["labels"]]
+            model.labels = [check_label(v) for v in state["labels"]]
             model._index = {v: i for i, v in enumerate(model.labels)}
             names = state["feature_names"]
             model.feature_names = None if names is None else list(names)

@@ -20,7 +20,8 @@ from typing import Any
 
 from river import metrics, utils
 
-from .model import Label, SpelaMLP
+from .inputs import Label
+from .model import SpelaMLP
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""Turning what a user hands the model into checked float64 arrays and plain labels.
+
+Everything here validates before anything is learned, so a bad sample raises an ``InputError``
+subclass that names the place and leaves the model unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+
+import numpy as np
+import torch
+
+from .errors import LabelError, NonFiniteError, WidthError
+
+Label = int | str | bool
+MAX_ABS = 1e30  # larger magnitudes overflow float32 weights or the standardiser's squares
+
+
+def positions(mask: np.ndarray) -> str:
+    """Name the first few True places of a (d,) or (B, d) mask: 'feature index(es) [3, 7]'."""
+    hits = np.argwhere(mask)[:5]
+    if mask.ndim == 1:
+        return f"feature index(es) {hits[:, 0].tolist()}"
+    return "(row, feature) " + ", ".join(f"({r}, {c})" for r, c in hits.tolist())
+
+
+def check_label(y: object) -> Label:
+    """Return ``y`` as a plain int, str or bool, or raise LabelError."""
+    if isinstance(y, bool | np.bool_):
+        return bool(y)
+    if isinstance(y, int | np.integer):
+        return int(y)
+    if isinstance(y, str):
+        return str(y)
+    raise LabelError(
+        f"label {y!r} has type {type(y).__name__}; labels must be int, str or bool "
+        "(convert float class codes with int())"
+    )
+
+
+def as_vector(x: object, names: list[Hashable] | None, n_features: int | None) -> np.ndarray:
+    """Turn one sample (dict or vector) into a float64 (d,) array, validating everything."""
+    if isinstance(x, Mapping):
+        names = names or list(x)
+        if len(x) != len(names) or any(k not in x for k in names):
+            extra = [k for k in x if k not in set(names)]
+            missing = [k for k in names if k not in x]
+            raise WidthError(
+                f"feature dict keys differ from the ones first seen: "
+                f"missing {missing[:5]}, unknown {extra[:5]}"
+            )
+        try:
+            vec = np.array([x[k] for k in names], dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            bad = [k for k in names if not isinstance(x[k], int | float | np.number)]
+            raise WidthError(f"feature(s) {bad[:5]} are not numbers: {exc}") from None
+    else:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        try:
+            vec = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise WidthError(f"sample is not a numeric vector: {exc}") from None
+        if vec.ndim != 1:
+            raise WidthError(f"sample must be a 1-d vector, got shape {vec.shape}")
+    check_values(vec, n_features)
+    return vec
+
+
+def check_values(arr: np.ndarray, n_features: int | None) -> None:
+    """Width, finiteness and magnitude of a vector (d,) or a batch (B, d)."""
+    width = arr.shape[-1]
+    if n_features is not None and width != n_features:
+        raise WidthError(f"sample has {width} features, the model was built for {n_features}")
+    if width == 0:
+        raise WidthError("sample has no features")
+    if not np.isfinite(arr).all():
+        where = positions(~np.isfinite(arr))
+        raise NonFiniteError(f"sample holds NaN or infinity at {where}")
+    if np.abs(arr).max() > MAX_ABS:
+        where = positions(np.abs(arr) > MAX_ABS)
+        raise NonFiniteError(
+            f"{where} exceed {MAX_ABS:g} in magnitude, beyond what float32 learning can hold; "
+            "rescale the feature"
+        )
+
+
+def as_matrix(xs: object, names: list[Hashable] | None, n_features: int | None) -> np.ndarray:
+    """Turn a batch (2-d array, DataFrame or list of samples) into a float64 (B, d) array."""
+    if hasattr(xs, "to_dict") and hasattr(xs, "columns"):  # a pandas DataFrame
+        xs = xs.to_dict(orient="records")
+    if isinstance(xs, torch.Tensor):
+        xs = xs.detach().cpu().numpy()
+    if isinstance(xs, np.ndarray) and xs.ndim == 2 and xs.dtype.kind in "biuf":
+        batch = xs.astype(np.float64)  # validated at once, not row by row
+        if batch.shape[0]:
+            check_values(batch, n_features)
+        return batch
+    rows: Iterable[object]
+    if isinstance(xs, Iterable):
+        rows = list(xs)
+    else:
+        raise WidthError(f"a batch must be a 2-d array or a list of samples, got {type(xs)}")
+    rows = list(rows)
+    if names is None and rows and isinstance(rows[0], Mapping):
+        names = list(rows[0])
+    vecs = [as_vector(r, names, n_features) for r in rows]
+    if not vecs:
+        return np.zeros((0, n_features or 0))
+    widths = {v.shape[0] for v in vecs}
+    if len(widths) > 1:
+        raise WidthError(f"samples in the batch have different widths {sorted(widths)}")
+    return np.stack(vecs)
