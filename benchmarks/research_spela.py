@@ -124,7 +124,8 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
                         if hnorm == "stdclip":
                             h = h.clamp(-5, 5)
                 z = torch.addmv(b, W, h)
-                out = torch.nn.functional.leaky_relu(z, slope)
+                sl = cfg["slopes"][i] if "slopes" in cfg else slope
+                out = torch.nn.functional.leaky_relu(z, sl)
                 t = z if loss_on == "z" else out
                 if loss_on == "centred":  # loss on the output standardised by moving stats
                     OM[i].mul_(hbeta).add_(out, alpha=1 - hbeta)
@@ -141,7 +142,7 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
                 g = -(v - c * th) / (n * (2 - c))
                 if loss_on == "centred":
                     g = g / osd
-                gz = g if loss_on == "z" else torch.where(z > 0, g, g * slope)
+                gz = g if loss_on == "z" else torch.where(z > 0, g, g * sl)
                 s = lr * cfg["lrs"][i] if "lrs" in cfg else lr
                 if "lr_T" in cfg:
                     s = s / math.sqrt(1.0 + t_step / cfg["lr_T"])
