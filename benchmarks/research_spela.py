@@ -166,6 +166,8 @@ def run(X: np.ndarray, y: list[Any], cfg: dict[str, Any]) -> dict[str, Any]:
                     W.addr_(gr, hc, alpha=-lr * scale)
                     b.add_(gz / ((RB[i] / corr).sqrt() + 1e-8), alpha=-lr * bias_scale)
                 else:
+                    if "wd" in cfg:
+                        W.mul_(1.0 - cfg["wd"])
                     W.addr_(gz, h, alpha=-s)
                     b.add_(gz, alpha=-s * bias_scale)
                 if pass_norm:
