@@ -191,7 +191,7 @@ class SpelaMLP(base.Classifier):
         assert self.scaler is not None
         return self.scaler.transform(batch) if self.standardise else batch
 
-    def _forward_scores(self, h: torch.Tensor, stop_early: bool) -> tuple[list[torch.Tensor], int]:
+    def _forward_scores(self, h: torch.Tensor, stop_early: bool) -> list[torch.Tensor]:
         """Scores (B, C) of every computed layer; with ``stop_early``, stop at a confident one."""
         n_classes = len(self.labels)
         out = []
@@ -202,8 +202,12 @@ class SpelaMLP(base.Classifier):
             if stop_early and i + 1 < len(self.layers):
                 conf = self._confidence(s)
                 if bool((conf >= self.exit_threshold).all()):
-                    return out, i
-        return out, len(self.layers) - 1
+                    break
+        return out
+
+    def _no_prediction(self) -> Prediction:
+        """What is predicted before any class is known."""
+        return Prediction(None, 0.0, len(self.hidden) - 1, (), ())
 
     def _confidence(self, scores: torch.Tensor) -> torch.Tensor:
         """Probability of the top class under softmax(cos / temperature): (B,)."""
@@ -237,11 +241,10 @@ class SpelaMLP(base.Classifier):
 
     def _predict_matrix(self, batch: np.ndarray) -> list[Prediction]:
         if not self.labels or self.n_features is None:
-            empty = Prediction(None, 0.0, len(self.hidden) - 1, (), ())
-            return [empty] * batch.shape[0]
+            return [self._no_prediction()] * batch.shape[0]
         with torch.inference_mode():
             h = self._to_tensor(self._scaled(batch))
-            scores, _ = self._forward_scores(h, stop_early=self.report == "early_exit")
+            scores = self._forward_scores(h, stop_early=self.report == "early_exit")
             return self._choose(scores)
 
     def _learn_matrix(
@@ -275,7 +278,7 @@ class SpelaMLP(base.Classifier):
         if not predict:
             return None
         if not predict_now:
-            return [Prediction(None, 0.0, len(self.hidden) - 1, (), ())] * batch.shape[0]
+            return [self._no_prediction()] * batch.shape[0]
         return self._choose(scores)
 
     # ------------------------------------------------------------------ River API
@@ -307,14 +310,9 @@ class SpelaMLP(base.Classifier):
             return {}
         with torch.inference_mode():
             h = self._to_tensor(self._scaled(vec[None, :]))
-            scores, _ = self._forward_scores(h, stop_early=self.report == "early_exit")
-            if self.report == "vote":
-                s = sum(scores) / len(scores)
-                assert isinstance(s, torch.Tensor)
-            elif self.report == "confident":
-                s = max(scores, key=lambda t: float(self._confidence(t)[0]))
-            else:
-                s = scores[-1]
+            scores = self._forward_scores(h, stop_early=self.report == "early_exit")
+            chosen = self._choose(scores)[0].layer  # the report policy lives in _choose alone
+            s = torch.stack(scores).mean(dim=0) if chosen == -1 else scores[chosen]
             p = torch.softmax(s[0] / self.temperature, dim=0).cpu().tolist()
         return dict(zip(self.labels, p, strict=True))
 
@@ -322,10 +320,10 @@ class SpelaMLP(base.Classifier):
         """Every layer's prediction for ``x`` (the full pass, whatever the report policy)."""
         vec = self._vector(x)
         if not self.labels or self.n_features is None:
-            return Prediction(None, 0.0, len(self.hidden) - 1, (), ())
+            return self._no_prediction()
         with torch.inference_mode():
             h = self._to_tensor(self._scaled(vec[None, :]))
-            scores, _ = self._forward_scores(h, stop_early=False)
+            scores = self._forward_scores(h, stop_early=False)
             return self._choose(scores)[0]
 
     def predict_explain_one(self, x: object) -> Prediction:
