@@ -11,13 +11,13 @@ The data directory defaults to ``<repo>/../shared/data`` and can be overridden w
 
 from __future__ import annotations
 
-import gzip
 import os
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from spela_stream.datasets import read_idx
 
 __all__ = ["DATA_DIR", "STREAMS", "load_stream", "parse_arff"]
 
@@ -42,24 +42,9 @@ def _data_path(*parts: str) -> Path:
     return path
 
 
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """Read a gzip-compressed IDX file (big-endian header, uint8 payload)."""
-    with gzip.open(path, "rb") as fh:
-        raw = fh.read()
-    (got,) = struct.unpack(">i", raw[:4])
-    if got != magic:
-        raise ValueError(f"{path}: IDX magic {got}, expected {magic}")
-    ndim = magic & 0xFF
-    dims = struct.unpack(f">{ndim}i", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path}: payload has {data.size} bytes, header says {dims}")
-    return data.reshape(dims)
-
-
 def _load_mnist() -> Stream:
-    images = _read_idx(_data_path("mnist-test", "t10k-images-idx3-ubyte.gz"), 2051)
-    labels = _read_idx(_data_path("mnist-test", "t10k-labels-idx1-ubyte.gz"), 2049)
+    images = read_idx(_data_path("mnist-test", "t10k-images-idx3-ubyte.gz"))
+    labels = read_idx(_data_path("mnist-test", "t10k-labels-idx1-ubyte.gz"))
     X = images.reshape(images.shape[0], -1).astype(np.float32)
     return X, [int(v) for v in labels]
 

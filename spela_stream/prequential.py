@@ -29,6 +29,7 @@ class Report:
     """Where a prequential run stands after ``samples`` samples."""
 
     samples: int
+    scored: int  # samples that had a prediction to score (all but those before the first class)
     accuracy: float
     rolling_accuracy: float
     layer_accuracy: tuple[float, ...]
@@ -51,12 +52,13 @@ def prequential(
     rolling = utils.Rolling(metrics.Accuracy, window_size=window)
     per_layer = [metrics.Accuracy() for _ in model.hidden]
     start = time.perf_counter()
-    n = 0
+    n = scored = 0
     y = pred = None
     for x, y in stream:
         p = model.predict_learn_one(x, y)
         pred = None if p is None else p.label
         if pred is not None:  # before the first class is known there is nothing to score
+            scored += 1
             acc.update(y, pred)
             rolling.update(y, pred)
             assert p is not None
@@ -64,13 +66,14 @@ def prequential(
                 m.update(y, lab)
         n += 1
         if n % every == 0:
-            yield _report(n, acc, rolling, per_layer, y, pred, start)
+            yield _report(n, scored, acc, rolling, per_layer, y, pred, start)
     if n % every:
-        yield _report(n, acc, rolling, per_layer, y, pred, start)
+        yield _report(n, scored, acc, rolling, per_layer, y, pred, start)
 
 
 def _report(
     n: int,
+    scored: int,
     acc: metrics.Accuracy,
     rolling: utils.Rolling[metrics.Accuracy],
     per_layer: list[metrics.Accuracy],
@@ -81,6 +84,7 @@ def _report(
     elapsed = time.perf_counter() - start
     return Report(
         samples=n,
+        scored=scored,
         accuracy=float(acc.get()),
         rolling_accuracy=float(rolling.get()),  # type: ignore[operator]
         layer_accuracy=tuple(float(m.get()) for m in per_layer),

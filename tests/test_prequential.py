@@ -80,3 +80,9 @@ def test_mnist_stream_with_reports() -> None:
     assert all(r.last_label in range(10) and r.last_prediction in range(10) for r in reports)
     # Measured 0.676 after 600 digits at lr 10 (chance 0.10); 0.60 leaves margin across machines.
     assert reports[-1].accuracy > 0.60
+
+
+def test_scored_counts_samples_with_a_prediction() -> None:
+    reports = list(prequential(_model(hidden=(16,)), iter_mnist(300), every=100))
+    # Only the first sample comes before any class is known.
+    assert [(r.samples, r.scored) for r in reports] == [(100, 99), (200, 199), (300, 299)]
