@@ -52,12 +52,24 @@ def prequential_spela(X: np.ndarray, y: list[Any], **params: Any) -> dict[str, A
     }
 
 
-def accuracy_table(streams: list[str], limit: int | None, grid: tuple[float, ...]) -> list[dict]:
+def accuracy_table(
+    streams: list[str],
+    limit: int | None,
+    grid: tuple[float, ...],
+    spela_params: dict[str, Any],
+    spela_only: bool = False,
+) -> list[dict]:
     rows = []
     for name in streams:
         X, y = load_stream(name, limit=limit)
-        spela = prequential_spela(X, y)
+        spela = prequential_spela(X, y, **spela_params)
         log(f"{name}: spela {spela['accuracy']:.4f} ({spela['samples_per_s']:.0f}/s)")
+        if spela_only:
+            print(
+                f"{name} {json.dumps(spela_params)}: {spela['accuracy']:.4f} "
+                f"layers {spela['layer_accuracy']}"
+            )
+            continue
         hidden = tuple(spela["config"]["hidden"])
         bp = best_backprop(X, y, hidden=hidden, grid=grid)
         log(f"{name}: backprop {bp['accuracy']:.4f} at lr {bp['lr']}")
@@ -112,6 +124,29 @@ def bandwidth_bound(d_in: int, hidden: tuple[int, ...], reps: int = 200) -> dict
         "bound_samples_per_s": 1.0 / (rw + rd),
         "stream_gb_per_s": 3 * nbytes / (rw + rd) / 1e9,
     }
+
+
+def batch_gemm_bound(d_in: int, hidden: tuple[int, ...], batch: int = 32, reps: int = 100) -> dict:
+    """Time the two matrix products a learn_many step cannot avoid per layer (forward X W^T and
+    update dZ^T X) on the same shapes: the compute bound of the batched path."""
+    widths = (d_in, *hidden)
+    mats = [torch.randn(widths[i + 1], widths[i]) for i in range(len(hidden))]
+    xs = [torch.randn(batch, w) for w in widths[:-1]]
+    gs = [torch.randn(batch, w) for w in widths[1:]]
+
+    def step() -> None:
+        for w, x, g in zip(mats, xs, gs, strict=True):
+            torch.mm(x, w.T)
+            w.addmm_(g.T, x, alpha=-1e-9)
+
+    for _ in range(5):
+        step()
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        step()
+    seconds = (time.perf_counter() - t0) / reps
+    flops = sum(4 * batch * w.numel() for w in mats)
+    return {"bound_samples_per_s": batch / seconds, "gflop_per_s": flops / seconds / 1e9}
 
 
 _MEM_CHILD = r"""
@@ -182,6 +217,10 @@ def main() -> None:
     ap.add_argument("--grid", default="0.003,0.01,0.03,0.1", help="backprop learning rates")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--skip-speed", action="store_true", help="no throughput or memory figures")
+    ap.add_argument("--spela", default="{}", help="JSON overrides of SpelaMLP's defaults")
+    ap.add_argument(
+        "--spela-only", action="store_true", help="accuracy of SPELA alone, no baselines, no speed"
+    )
     a = ap.parse_args()
     torch.set_num_threads(1)
     limit = 2000 if a.quick else None
@@ -192,7 +231,13 @@ def main() -> None:
         "defaults": SpelaMLP().config(),
     }
     if not a.skip_accuracy:
-        report["accuracy"] = accuracy_table(a.streams.split(","), limit, grid)
+        params = json.loads(a.spela)
+        if "hidden" in params:
+            params["hidden"] = tuple(params["hidden"])
+        if a.spela_only:
+            accuracy_table(a.streams.split(","), limit, grid, params, spela_only=True)
+            return
+        report["accuracy"] = accuracy_table(a.streams.split(","), limit, grid, params)
     RESULTS.mkdir(exist_ok=True)
     name = "core_bench_quick" if a.quick else "core_bench"
     if a.skip_speed:
@@ -215,6 +260,7 @@ def main() -> None:
             _spela_learn_rate(784, shape, n * 4, 32) for _ in range(3)
         ),
         "bandwidth": bandwidth_bound(784, shape),
+        "batch_gemm": batch_gemm_bound(784, shape),
     }
     t = report["throughput"]
     t["learn_many_speedup"] = t["spela_learn_many_32_per_s"] / t["spela_learn_one_per_s"]
@@ -256,7 +302,9 @@ def render(r: dict[str, Any]) -> str:
         f"weights, {bw['stream_gb_per_s']:.1f} GB/s measured): {bw['bound_samples_per_s']:.0f}/s; "
         f"spela reaches {t['fraction_of_bound']:.0%} of it",
         f"learn_many(32): {t['spela_learn_many_32_per_s']:.0f}/s = "
-        f"{t['learn_many_speedup']:.1f}x learn_one per sample",
+        f"{t['learn_many_speedup']:.1f}x learn_one per sample; its two matrix products per layer "
+        f"alone (at {t['batch_gemm']['gflop_per_s']:.0f} GFLOP/s) bound it at "
+        f"{t['batch_gemm']['bound_samples_per_s']:.0f}/s",
     ]
     m = r["memory"]
     for who in ("spela", "backprop"):
