@@ -13,18 +13,8 @@ import numpy as np
 import torch
 
 from .class_vectors import ClassVectors
-from .rule import LEAKY_SLOPE, local_grad, local_grad_one
+from .rule import LEAKY_SLOPE, leaky_relu_backward, local_grad, local_grad_one
 from .scaling import TensorStandardiser
-
-
-def leaky_relu_backward(grad: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """grad * phi'(z) (1 where z > 0, else LEAKY_SLOPE) in one fused kernel.
-
-    This is ATen's own LeakyReLU derivative called directly (no autograd involved); it is the
-    same arithmetic as ``torch.where(z > 0, grad, grad * LEAKY_SLOPE)`` at a fraction of the cost.
-    """
-    out: torch.Tensor = torch.ops.aten.leaky_relu_backward(grad, z, LEAKY_SLOPE, False)
-    return out
 
 
 class SpelaLayer:

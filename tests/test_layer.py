@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from spela_stream.layer import SpelaLayer, leaky_relu_backward
-from spela_stream.rule import LEAKY_SLOPE
+from spela_stream.layer import SpelaLayer
+from spela_stream.rule import LEAKY_SLOPE, leaky_relu_backward
 
 
 def _autograd_step(
