@@ -158,7 +158,6 @@ X = rng.standard_normal((n, 784)).astype(np.float32)
 y = rng.integers(0, 10, n).tolist()
 if mode.startswith("spela"):
     from spela_stream import SpelaMLP
-from spela_stream.prequential import prequential
     m = SpelaMLP(hidden=(1024, 1024))
     m.learn_one(X[0], y[0])
     m.predict_one(X[0])
