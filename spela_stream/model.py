@@ -379,6 +379,18 @@ class SpelaMLP(base.Classifier):
             "dtype": self.dtype,
         }
 
+    def nbytes(self) -> int:
+        """Bytes of learned state: weights, biases, class vectors and running statistics."""
+        total = 0
+        if self.scaler is not None:
+            total += self.scaler.mean.nbytes + self.scaler.m2.nbytes
+        for layer in self.layers:
+            tensors = [layer.weight, layer.bias, layer.vectors]
+            if layer.input_norm is not None:
+                tensors += [layer.input_norm.mean, layer.input_norm.m2]
+            total += sum(t.element_size() * t.nelement() for t in tensors)
+        return total
+
     def state_dict(self) -> dict[str, Any]:
         """All state as a flat dict of numpy arrays and JSON-able values (no pickling needed)."""
         state: dict[str, Any] = {

@@ -1,6 +1,8 @@
 """The test-then-train loop: predict each sample, score the prediction, then learn from it.
 
-It yields reports and never prints; the CLI and the benchmarks format them.
+The only place that sequences predict, score, learn and checkpoint. It yields reports and never
+prints; the CLI, the benchmarks and the services format them. Checkpoints are a callback, so the
+core knows no SQLite.
 
 >>> from spela_stream.datasets import iter_mnist
 >>> from spela_stream.model import SpelaMLP
@@ -13,83 +15,294 @@ True
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import FrameType
 from typing import Any
 
-from river import metrics, utils
-
 from .inputs import Label
-from .model import SpelaMLP
+from .metrics import StreamMetrics
+from .model import Prediction, SpelaMLP
+
+LOOP_FORMAT = "spela-stream.loop/1"
 
 
 @dataclass(frozen=True)
 class Report:
     """Where a prequential run stands after ``samples`` samples."""
 
-    samples: int
-    scored: int  # samples that had a prediction to score (all but those before the first class)
+    samples: int  # samples seen by the run, a resumed run's earlier ones included
+    scored: int  # labelled samples that had a prediction to score
     accuracy: float
     rolling_accuracy: float
     layer_accuracy: tuple[float, ...]
     last_label: Label | None
     last_prediction: Label | None
-    samples_per_s: float
+    samples_per_s: float  # in this process, since it started
     elapsed_s: float
+    kappa: float = 0.0
+    layer_rolling: tuple[float, ...] = ()
+    learned: int = 0
+    rejected: int = 0  # bad records skipped (``on_error`` skip)
+    drifts: int = 0
+    drift: bool = False  # a drift was flagged since the previous report
+    position: int = 0  # records consumed from the source, bad ones included
+    where: str = ""
+    model_bytes: int = 0
+
+
+@dataclass
+class CheckpointPolicy:
+    """When to call ``save``: every ``every`` samples and/or every ``seconds`` of wall time."""
+
+    save: Callable[[Prequential], None]
+    every: int | None = None
+    seconds: float | None = None
+    _last_samples: int = field(default=0, init=False)
+    _last_time: float = field(default_factory=time.monotonic, init=False)
+
+    def due(self, samples: int) -> bool:
+        """True when an interval has passed since the last checkpoint."""
+        if self.every is not None and samples - self._last_samples >= self.every:
+            return True
+        return self.seconds is not None and time.monotonic() - self._last_time >= self.seconds
+
+    def __call__(self, loop: Prequential) -> None:
+        self.save(loop)
+        self._last_samples = loop.samples
+        self._last_time = time.monotonic()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; raised between samples, never inside one."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention: 128 + the signal number (130 for Ctrl-C)."""
+        return 128 + self.signum
+
+
+class StopGuard:
+    """Turn SIGINT/SIGTERM into ``Interrupted`` at a sample boundary.
+
+    While a sample is being learned (``busy``) the signal only sets a flag, so no layer is left
+    half-updated; while the loop waits for input it raises at once, so a blocked read on a quiet
+    pipe or socket does not hold a Ctrl-C hostage.
+    """
+
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        self.signals = signals
+        self.busy = False
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        if not self.busy:
+            raise Interrupted(signum)
+
+    def check(self) -> None:
+        """Raise ``Interrupted`` if a signal arrived while busy."""
+        if self.signum is not None:
+            raise Interrupted(self.signum)
+
+    def __enter__(self) -> StopGuard:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._old.items():
+            signal.signal(s, handler)
+        self._old.clear()
+
+
+class Prequential:
+    """A model, its metrics and the count of what it has seen: predict -> score -> learn.
+
+    ``learn=False`` scores without learning (``eval``). The loop's ``state()`` (counts, position,
+    metric state) goes into a checkpoint beside the model's; ``resumed`` rebuilds it.
+    """
+
+    def __init__(
+        self,
+        model: SpelaMLP,
+        *,
+        window: int = 1000,
+        learn: bool = True,
+        metrics: StreamMetrics | None = None,
+    ) -> None:
+        self.model = model
+        self.learn = learn
+        self.metrics = metrics or StreamMetrics(len(model.hidden), window=window)
+        self.samples = self.learned = self.rejected = self.position = 0
+        self.where = ""
+        self.history: list[dict[str, Any]] = []  # report and drift rows not yet checkpointed
+        self.last: tuple[Label | None, Prediction | None] = (None, None)
+        self._drift_since_report = False
+        self._start = time.perf_counter()
+        self._start_samples = 0
+
+    # ------------------------------------------------------------------ one sample
+
+    def step(
+        self, x: Any, y: Label | None, index: int | None = None, where: str = ""
+    ) -> Prediction:
+        """Predict ``x``; if ``y`` is given score the prediction and (when learning) learn it."""
+        model = self.model
+        if y is None:
+            p = model.predict_explain_one(x)
+        elif self.learn:
+            learned = model.predict_learn_one(x, y)
+            assert learned is not None  # predict=True always returns the prediction
+            p = learned
+            self.learned += 1
+        else:
+            p = model.predict_layers_one(x)  # every layer, for per-layer scores
+        self.samples += 1
+        self.position = self.position + 1 if index is None else index + 1
+        self.where = where
+        if y is not None and self.metrics.update(y, p, at=self.samples):
+            self._drift_since_report = True
+            self.history.append({"samples": self.samples, "kind": "drift"})
+        self.last = (y, p)
+        return p
+
+    def reject(self, index: int, where: str = "") -> None:
+        """Count a bad record that was skipped, so the position moves past it."""
+        self.rejected += 1
+        self.position = index + 1
+        self.where = where
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(
+        self,
+        stream: Iterable[Any],
+        *,
+        every: int = 1000,
+        doubling: bool = False,
+        limit: int | None = None,
+        checkpoint: CheckpointPolicy | None = None,
+        guard: StopGuard | None = None,
+    ) -> Iterator[Report]:
+        """Step through ``stream`` (``Sample``s or ``(x, y)`` pairs), yielding a report every
+        ``every`` samples, at each doubling of the count if ``doubling``, and at the end.
+
+        Stops early once the run has seen ``limit`` samples in all. ``checkpoint`` is called when
+        due; the caller writes the final one.
+        """
+        reported = self.samples
+        if limit is not None and self.samples >= limit:
+            return
+        for item in stream:
+            if guard is not None:
+                guard.busy = True
+            if isinstance(item, tuple):
+                self.step(item[0], item[1])
+            else:
+                self.step(item.x, item.y, item.index, item.where)
+            if guard is not None:
+                guard.busy = False
+                guard.check()
+            n = self.samples
+            if n % every == 0 or (doubling and n & (n - 1) == 0):
+                reported = n
+                yield self.report(record=True)
+            if limit is not None and n >= limit:
+                break
+            if checkpoint is not None and checkpoint.due(n):
+                checkpoint(self)
+        if self.samples != reported:
+            yield self.report(record=True)
+
+    def report(self, record: bool = False) -> Report:
+        """The figures now; ``record`` also appends them to the history kept for plots."""
+        m = self.metrics
+        elapsed = time.perf_counter() - self._start
+        y, p = self.last
+        r = Report(
+            samples=self.samples,
+            scored=m.reported.n,
+            accuracy=m.reported.accuracy,
+            rolling_accuracy=m.reported.rolling,
+            layer_accuracy=tuple(t.accuracy for t in m.layers),
+            last_label=y,
+            last_prediction=None if p is None else p.label,
+            samples_per_s=(self.samples - self._start_samples) / elapsed if elapsed > 0 else 0.0,
+            elapsed_s=elapsed,
+            kappa=m.reported.kappa,
+            layer_rolling=tuple(t.rolling for t in m.layers),
+            learned=self.learned,
+            rejected=self.rejected,
+            drifts=len(m.drifts),
+            drift=self._drift_since_report,
+            position=self.position,
+            where=self.where,
+            model_bytes=self.model.nbytes(),
+        )
+        self._drift_since_report = False
+        if record:
+            self.history.append(
+                {
+                    "samples": r.samples,
+                    "kind": "report",
+                    "accuracy": r.accuracy,
+                    "rolling": r.rolling_accuracy,
+                    "kappa": r.kappa,
+                    "layer_accuracy": list(r.layer_accuracy),
+                    "layer_rolling": list(r.layer_rolling),
+                }
+            )
+        return r
+
+    # ------------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        """The loop's counts and metric state as JSON (the model's state is saved beside it)."""
+        return {
+            "format": LOOP_FORMAT,
+            "samples": self.samples,
+            "learned": self.learned,
+            "rejected": self.rejected,
+            "position": self.position,
+            "where": self.where,
+            "metrics": self.metrics.state(),
+            "summary": self.metrics.summary(),
+        }
+
+    def pop_history(self) -> list[dict[str, Any]]:
+        """Hand over the history rows gathered since the last call."""
+        rows, self.history = self.history, []
+        return rows
+
+    @classmethod
+    def resumed(cls, model: SpelaMLP, state: dict[str, Any], *, learn: bool = True) -> Prequential:
+        """Continue counting where a checkpointed loop stopped."""
+        loop = cls(model, learn=learn, metrics=StreamMetrics.from_state(state["metrics"]))
+        loop.samples = loop._start_samples = int(state["samples"])
+        loop.learned = int(state["learned"])
+        loop.rejected = int(state["rejected"])
+        loop.position = int(state["position"])
+        loop.where = str(state["where"])
+        return loop
 
 
 def prequential(
     model: SpelaMLP,
-    stream: Iterable[tuple[Any, Label]],
+    stream: Iterable[Any],
     *,
     every: int = 1000,
     window: int = 1000,
 ) -> Iterator[Report]:
     """Run predict -> score -> learn over ``stream``; yield a report every ``every`` samples and
     at the end. Each sample costs one forward pass (``SpelaMLP.predict_learn_one``)."""
-    acc = metrics.Accuracy()
-    rolling = utils.Rolling(metrics.Accuracy, window_size=window)
-    per_layer = [metrics.Accuracy() for _ in model.hidden]
-    start = time.perf_counter()
-    n = scored = 0
-    y = pred = None
-    for x, y in stream:
-        p = model.predict_learn_one(x, y)
-        pred = None if p is None else p.label
-        if pred is not None:  # before the first class is known there is nothing to score
-            scored += 1
-            acc.update(y, pred)
-            rolling.update(y, pred)
-            assert p is not None
-            for m, lab in zip(per_layer, p.layer_labels, strict=False):
-                m.update(y, lab)
-        n += 1
-        if n % every == 0:
-            yield _report(n, scored, acc, rolling, per_layer, y, pred, start)
-    if n % every:
-        yield _report(n, scored, acc, rolling, per_layer, y, pred, start)
-
-
-def _report(
-    n: int,
-    scored: int,
-    acc: metrics.Accuracy,
-    rolling: utils.Rolling[metrics.Accuracy],
-    per_layer: list[metrics.Accuracy],
-    y: Label | None,
-    pred: Label | None,
-    start: float,
-) -> Report:
-    elapsed = time.perf_counter() - start
-    return Report(
-        samples=n,
-        scored=scored,
-        accuracy=float(acc.get()),
-        rolling_accuracy=float(rolling.get()),  # type: ignore[operator]
-        layer_accuracy=tuple(float(m.get()) for m in per_layer),
-        last_label=y,
-        last_prediction=pred,
-        samples_per_s=n / elapsed if elapsed > 0 else 0.0,
-        elapsed_s=elapsed,
-    )
+    yield from Prequential(model, window=window).run(stream, every=every)

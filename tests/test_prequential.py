@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -10,7 +14,14 @@ import pytest
 
 from spela_stream.datasets import iter_mnist
 from spela_stream.model import SpelaMLP
-from spela_stream.prequential import Report, prequential
+from spela_stream.prequential import (
+    CheckpointPolicy,
+    Interrupted,
+    Prequential,
+    Report,
+    StopGuard,
+    prequential,
+)
 
 
 def _model(**kw: Any) -> SpelaMLP:
@@ -86,3 +97,103 @@ def test_scored_counts_samples_with_a_prediction() -> None:
     reports = list(prequential(_model(hidden=(16,)), iter_mnist(300), every=100))
     # Only the first sample comes before any class is known.
     assert [(r.samples, r.scored) for r in reports] == [(100, 99), (200, 199), (300, 299)]
+
+
+# ---------------------------------------------------------------- resumable loop
+
+
+def _run_whole_and_resumed(cut: int, n: int = 600) -> tuple[Prequential, Prequential]:
+    whole = Prequential(_model(hidden=(32, 16)), window=100)
+    list(whole.run(iter_mnist(n), every=100))
+    first = Prequential(_model(hidden=(32, 16)), window=100)
+    list(first.run(iter_mnist(n), every=100, limit=cut))
+    model_state, loop_state = first.model.state_dict(), json.loads(json.dumps(first.state()))
+    resumed = Prequential.resumed(SpelaMLP.from_state(model_state), loop_state)
+    assert resumed.samples == resumed.position == cut
+    rest = itertools.islice(iter_mnist(n), cut, None)
+    list(resumed.run(rest, every=100))
+    return whole, resumed
+
+
+@pytest.mark.parametrize("cut", [1, 250, 599])
+def test_a_resumed_loop_ends_where_an_unbroken_one_does(
+    cut: int, states_equal: Callable[..., bool]
+) -> None:
+    whole, resumed = _run_whole_and_resumed(cut)
+    assert states_equal(whole.model.state_dict(), resumed.model.state_dict())
+    a, b = whole.report(), resumed.report()
+    assert (a.samples, a.scored, a.learned) == (b.samples, b.scored, b.learned) == (600, 599, 600)
+    assert (a.accuracy, a.kappa, a.rolling_accuracy) == (b.accuracy, b.kappa, b.rolling_accuracy)
+    assert a.layer_accuracy == b.layer_accuracy and a.layer_rolling == b.layer_rolling
+
+
+def test_reports_at_doublings_and_at_every() -> None:
+    loop = Prequential(_model(hidden=(8,)))
+    got = [r.samples for r in loop.run(iter_mnist(40), every=10, doubling=True)]
+    assert got == [1, 2, 4, 8, 10, 16, 20, 30, 32, 40]
+    kinds = {row["kind"] for row in loop.pop_history()}
+    assert kinds == {"report"} and loop.history == []
+
+
+def test_unlabelled_samples_are_predicted_not_learned_nor_scored() -> None:
+    loop = Prequential(_model(hidden=(8,)))
+    for x, y in iter_mnist(50):
+        loop.step(x, y)
+    x, _ = next(iter_mnist(1))
+    p = loop.step(x, None)
+    assert p.label in range(10)
+    assert (loop.samples, loop.learned, loop.metrics.reported.n) == (51, 50, 49)
+
+
+def test_eval_mode_scores_every_layer_without_learning(states_equal: Callable[..., bool]) -> None:
+    model = _model(hidden=(16, 8))
+    list(prequential(model, iter_mnist(300)))
+    before = model.state_dict()
+    loop = Prequential(model, learn=False)
+    last = list(loop.run(itertools.islice(iter_mnist(600), 300, None)))[-1]
+    assert states_equal(before, model.state_dict())
+    assert last.learned == 0 and last.scored == 300
+    assert all(t.n == 300 for t in loop.metrics.layers)
+
+
+def test_checkpoint_policy_fires_every_n_samples() -> None:
+    seen: list[int] = []
+    policy = CheckpointPolicy(save=lambda loop: seen.append(loop.samples), every=40)
+    list(Prequential(_model(hidden=(8,))).run(iter_mnist(130), every=1000, checkpoint=policy))
+    assert seen == [40, 80, 120]
+
+
+def test_reject_moves_the_position_past_a_bad_record() -> None:
+    loop = Prequential(_model(hidden=(8,)))
+    loop.reject(4, "f.csv line 5")
+    assert (loop.rejected, loop.position, loop.where) == (1, 5, "f.csv line 5")
+
+
+def _signal_at(k: int, inside_step: bool, model: SpelaMLP) -> Any:
+    if inside_step:
+        original = model.predict_learn_one
+
+        def wrapped(x: Any, y: Any, predict: bool = True) -> Any:
+            if model.n_learned == k - 1:
+                os.kill(os.getpid(), signal.SIGINT)  # arrives while the sample is being learned
+            return original(x, y, predict)
+
+        model.predict_learn_one = wrapped  # type: ignore[method-assign]
+        yield from iter_mnist(100)
+        return
+    for i, item in enumerate(iter_mnist(100)):
+        if i == k:
+            os.kill(os.getpid(), signal.SIGINT)  # arrives while the loop waits for input
+        yield item
+
+
+@pytest.mark.parametrize("inside_step", [False, True])
+def test_a_real_sigint_stops_at_a_sample_boundary(inside_step: bool) -> None:
+    model = _model(hidden=(8,))
+    loop = Prequential(model)
+    with pytest.raises(Interrupted) as info, StopGuard() as guard:
+        list(loop.run(_signal_at(10, inside_step, model), every=1000, guard=guard))
+    assert info.value.exit_code == 130
+    # Inside a step the sample is finished first; between samples nothing more is taken.
+    assert loop.samples == model.n_learned == 10
+    assert loop.position == loop.samples
