@@ -1,26 +1,70 @@
 """The spela-stream command line: options -> library calls -> formatted output.
 
-stdout carries only the command's product; progress and logs go to stderr.
+stdout carries only the command's product; progress and logs go to stderr. A ``SpelaError``
+becomes ``Error: ...`` and exit 1, a bad option value exit 2, Ctrl-C a checkpoint and exit 130.
 """
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 
-from spela_stream.datasets import iter_mnist
-from spela_stream.errors import SpelaError
-from spela_stream.model import REPORTS, SpelaMLP
-from spela_stream.prequential import Report, prequential
+from spela_stream.model import REPORTS
+
+from . import commands
 
 app = typer.Typer(
     help="Learn continuously from a stream, one sample at a time, with SPELA.",
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+
+# ---------------------------------------------------------------- shared options
+
+Source = Annotated[
+    str,
+    typer.Option(
+        "--source",
+        "-s",
+        help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
+        "or builtin:mnist.",
+    ),
+]
+Db = Annotated[
+    Path,
+    typer.Option(help="SQLite file of runs and checkpoints.", envvar="SPELA_DB", dir_okay=False),
+]
+Run = Annotated[str | None, typer.Option(help="Run name (default: a new one, or the latest).")]
+Format = Annotated[
+    str | None,
+    typer.Option(
+        "--format",
+        help="Input format when the name does not tell: csv, tsv, jsonl, "
+        "arff, libsvm, npy, npz, idx.",
+    ),
+]
+LabelColumn = Annotated[
+    str | None,
+    typer.Option(
+        help="Label column, by name or 0-based index (negative counts from the end); "
+        "default the last. 'none': no label column."
+    ),
+]
+Header = Annotated[
+    bool | None, typer.Option("--header/--no-header", help="CSV/TSV header (default: detect).")
+]
+Features = Annotated[
+    int | None,
+    typer.Option(help="LIBSVM feature count (default: the file's largest index).", min=1),
+]
+Json = Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout.")]
+Threads = Annotated[
+    int, typer.Option(help="Torch CPU threads (1 suits per-sample learning).", min=1)
+]
+Checkpoint = Annotated[int | None, typer.Option(help="Checkpoint id (default: the latest).")]
 
 
 @app.callback()
@@ -28,7 +72,9 @@ def _root() -> None:
     """Learn continuously from a stream, one sample at a time, with SPELA."""
 
 
-def _parse_hidden(value: str) -> tuple[int, ...]:
+def _parse_hidden(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
     try:
         widths = tuple(int(part) for part in value.split(","))
     except ValueError:
@@ -38,39 +84,157 @@ def _parse_hidden(value: str) -> tuple[int, ...]:
     return widths
 
 
-def _row(r: Report) -> str:
-    layers = " ".join(f"{a:.3f}" for a in r.layer_accuracy)
-    return (
-        f"{r.samples:>9d} {r.accuracy:>8.4f} {r.rolling_accuracy:>8.4f} "
-        f"{r.last_label!s:>6} {r.last_prediction!s:>6} {r.samples_per_s:>9.0f}  {layers}"
-    )
+def _input(
+    source: str,
+    fmt: str | None,
+    label_column: str | None,
+    header: bool | None,
+    features: int | None,
+) -> commands.Input:
+    return commands.Input(source, fmt, label_column, header, features)
+
+
+# ---------------------------------------------------------------- commands
 
 
 @app.command()
 def learn(
-    hidden: Annotated[str, typer.Option(help="SPELA layer widths, comma separated.")] = "1024,1024",
-    lr: Annotated[float, typer.Option(help="Step size of every layer's local update.")] = 10.0,
-    report: Annotated[str, typer.Option(help=f"Reported layer: {', '.join(REPORTS)}.")] = "last",
-    limit: Annotated[int | None, typer.Option(help="Stop after this many samples.", min=1)] = None,
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            "-s",
+            help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
+            "or builtin:mnist [default: builtin:mnist, or a resumed run's own source].",
+            show_default=False,
+        ),
+    ] = "",
+    db: Db = Path("runs.db"),
+    run: Run = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run from its latest checkpoint.")
+    ] = False,
+    hidden: Annotated[str | None, typer.Option(help="Layer widths [default: 1024,1024].")] = None,
+    lr: Annotated[float | None, typer.Option(help="Local step size [default: 10].")] = None,
+    report: Annotated[
+        str | None, typer.Option(help=f"Reported layer: {', '.join(REPORTS)} [default: last].")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of weights and class vectors.")] = None,
     every: Annotated[int, typer.Option(help="A progress row every N samples.", min=1)] = 1000,
-    threads: Annotated[int, typer.Option(help="Torch CPU threads.", min=1)] = 1,
-    json_out: Annotated[bool, typer.Option("--json", help="JSON report rows on stdout.")] = False,
+    window: Annotated[int, typer.Option(help="Rolling accuracy window.", min=1)] = 1000,
+    limit: Annotated[
+        int | None, typer.Option(help="Stop when the run has seen N samples.", min=1)
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Checkpoint every N samples.", min=1)
+    ] = None,
+    checkpoint_seconds: Annotated[
+        float, typer.Option(help="Checkpoint every S seconds (0: only at the end).", min=0)
+    ] = 60.0,
+    keep: Annotated[int, typer.Option(help="Checkpoints kept per run (0: all).", min=0)] = 3,
+    on_error: Annotated[
+        commands.OnError, typer.Option(help="A bad record: stop (raise) or skip it.")
+    ] = commands.OnError.raise_,
+    rejects: Annotated[
+        Path | None, typer.Option(help="With --on-error skip: append bad lines to this file.")
+    ] = None,
+    fmt: Format = None,
+    label_column: LabelColumn = None,
+    header: Header = None,
+    features: Features = None,
+    json_out: Json = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    threads: Threads = 1,
 ) -> None:
-    """Learn the embedded MNIST stream test-then-train and report prequential accuracy."""
-    torch.set_num_threads(threads)  # a per-sample learner is memory bound: more threads rarely help
-    try:
-        model = SpelaMLP(hidden=_parse_hidden(hidden), lr=lr, report=report)  # type: ignore[arg-type]
-    except SpelaError as exc:
-        typer.echo(f"Error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo("  samples  cum.acc roll.acc  label   pred  samples/s  per-layer acc", err=True)
-    last = None
-    for last in prequential(model, iter_mnist(limit), every=every):
-        if json_out:
-            typer.echo(json.dumps(last.__dict__))
-        typer.echo(_row(last), err=True)
-    if last is not None and not json_out:
-        typer.echo(f"accuracy {last.accuracy:.4f} after {last.samples} samples of builtin:mnist")
+    """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite."""
+    opts = commands.LearnOptions(
+        input=_input(source, fmt, label_column, header, features),
+        db=db, run=run, resume=resume,
+        model={"hidden": _parse_hidden(hidden), "lr": lr, "report": report, "seed": seed},
+        every=every, window=window, limit=limit,
+        checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
+        keep=keep or None, on_error=on_error, rejects=rejects,
+        json_out=json_out, quiet=quiet, threads=threads,
+    )  # fmt: skip
+    commands.guarded(commands.learn, opts)
+
+
+@app.command("eval")
+def eval_(
+    source: Source = "builtin:mnist",
+    db: Db = Path("runs.db"),
+    run: Run = None,
+    checkpoint: Checkpoint = None,
+    limit: Annotated[int | None, typer.Option(help="Score at most N samples.", min=1)] = None,
+    window: Annotated[int, typer.Option(help="Rolling accuracy window.", min=1)] = 1000,
+    fmt: Format = None,
+    label_column: LabelColumn = None,
+    header: Header = None,
+    features: Features = None,
+    json_out: Json = False,
+    threads: Threads = 1,
+) -> None:
+    """Score a saved model on a stream without learning: accuracy, kappa, recall, confusion."""
+    commands.guarded(
+        commands.evaluate,
+        commands.EvalOptions(
+            _input(source, fmt, label_column, header, features),
+            db, run, checkpoint, limit, window, json_out, threads,
+        ),
+    )  # fmt: skip
+
+
+@app.command()
+def predict(
+    source: Source = "-",
+    db: Db = Path("runs.db"),
+    run: Run = None,
+    checkpoint: Checkpoint = None,
+    output: Annotated[
+        commands.Output, typer.Option(help="csv (label,confidence,layer) or json lines.")
+    ] = commands.Output.csv,
+    fmt: Format = None,
+    label_column: LabelColumn = None,
+    header: Header = None,
+    features: Features = None,
+    threads: Threads = 1,
+) -> None:
+    """Write one prediction per input record on stdout, for the next program in a pipe."""
+    commands.guarded(
+        commands.predict,
+        commands.PredictOptions(
+            _input(source, fmt, label_column, header, features),
+            db, run, checkpoint, output, threads,
+        ),
+    )  # fmt: skip
+
+
+@app.command()
+def runs(db: Db = Path("runs.db"), json_out: Json = False) -> None:
+    """List the runs in a database: config, samples seen, latest metrics, checkpoints."""
+    commands.guarded(commands.list_runs, db, json_out)
+
+
+@app.command()
+def checkpoints(
+    db: Db = Path("runs.db"),
+    run: Annotated[str | None, typer.Option(help="Only this run's checkpoints.")] = None,
+    json_out: Json = False,
+) -> None:
+    """List checkpoints: run, samples, source position, time and size."""
+    commands.guarded(commands.list_checkpoints, db, run, json_out)
+
+
+@app.command()
+def plot(
+    db: Db = Path("runs.db"),
+    run: Run = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path(
+        "curve.png"
+    ),
+) -> None:
+    """Draw a run's learning curve (cumulative and rolling accuracy per layer, drifts) as PNG."""
+    commands.guarded(commands.plot, db, run, output)
 
 
 def main() -> None:

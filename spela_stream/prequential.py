@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
+from .errors import InputError
 from .inputs import Label
 from .metrics import StreamMetrics
 from .model import Prediction, SpelaMLP
@@ -58,7 +59,7 @@ class Report:
 class CheckpointPolicy:
     """When to call ``save``: every ``every`` samples and/or every ``seconds`` of wall time."""
 
-    save: Callable[[Prequential], None]
+    save: Callable[[Prequential], object]
     every: int | None = None
     seconds: float | None = None
     _last_samples: int = field(default=0, init=False)
@@ -158,15 +159,20 @@ class Prequential:
     ) -> Prediction:
         """Predict ``x``; if ``y`` is given score the prediction and (when learning) learn it."""
         model = self.model
-        if y is None:
-            p = model.predict_explain_one(x)
-        elif self.learn:
-            learned = model.predict_learn_one(x, y)
-            assert learned is not None  # predict=True always returns the prediction
-            p = learned
-            self.learned += 1
-        else:
-            p = model.predict_layers_one(x)  # every layer, for per-layer scores
+        try:
+            if y is None:
+                p = model.predict_explain_one(x)
+            elif self.learn:
+                learned = model.predict_learn_one(x, y)
+                assert learned is not None  # predict=True always returns the prediction
+                p = learned
+                self.learned += 1
+            else:
+                p = model.predict_layers_one(x)  # every layer, for per-layer scores
+        except InputError as exc:  # the model is unchanged; say where the sample came from
+            if where:
+                raise type(exc)(f"{where}: {exc}") from None
+            raise
         self.samples += 1
         self.position = self.position + 1 if index is None else index + 1
         self.where = where
@@ -200,7 +206,8 @@ class Prequential:
         Stops early once the run has seen ``limit`` samples in all. ``checkpoint`` is called when
         due; the caller writes the final one.
         """
-        reported = self.samples
+        reported = self._start_samples = self.samples
+        self._start = time.perf_counter()  # rates count this run's work, not the setup before it
         if limit is not None and self.samples >= limit:
             return
         for item in stream:

@@ -1,19 +1,66 @@
-"""The typer app: help everywhere, stdout for the product, stderr for progress, exit codes."""
+"""The typer app: help everywhere, stdout for the product, stderr for progress, exit codes,
+checkpoints in real SQLite files, input from real files and stdin."""
 
 from __future__ import annotations
 
 import json
 import re
+import sqlite3
+from pathlib import Path
 
+import numpy as np
 import pytest
 import typer.main
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from cli.app import app
+from spela_stream.datasets import load_mnist
+from storage import CheckpointStore
 
 runner = CliRunner()
-COMMANDS = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+COMMANDS = sorted(typer.main.get_command(app).commands)
 ROW = re.compile(r"^\s+\d+\s+\d\.\d{4}\s+\d\.\d{4}\s")  # a progress row: samples cum.acc roll.acc
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own folder, so the default runs.db lands there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SPELA_DB", raising=False)
+
+
+def mnist_csv(path: Path, n: int, start: int = 0, header: bool = True) -> Path:
+    """The first MNIST digits as a CSV file: 784 pixel columns, then the label."""
+    X, y = load_mnist(start + n)
+    with path.open("w") as fh:
+        if header:
+            fh.write(",".join([f"p{i}" for i in range(784)] + ["label"]) + "\n")
+        for row, label in zip(X[start:], y[start:], strict=True):
+            fh.write(",".join(str(int(v)) for v in row) + f",{label}\n")
+    return path
+
+
+def blobs_csv(path: Path, n: int = 200, seed: int = 0, labels: bool = True) -> Path:
+    """Four separable 5-feature classes named a..d, with a header."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(4, 5))
+    k = rng.integers(0, 4, n)
+    X = centres[k] + rng.normal(size=(n, 5))
+    with path.open("w") as fh:
+        fh.write("f0,f1,f2,f3,f4" + (",kind\n" if labels else "\n"))
+        for row, c in zip(X, k, strict=True):
+            fh.write(",".join(f"{v:.4f}" for v in row) + (f",{'abcd'[c]}\n" if labels else "\n"))
+    return path
+
+
+def ok(args: list[str], input: str | None = None) -> Result:
+    """Run the app and insist on exit 0, showing both streams when it is not."""
+    result = runner.invoke(app, args, input=input)
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return result
+
+
+# ---------------------------------------------------------------- help and options
 
 
 def test_app_help() -> None:
@@ -24,6 +71,10 @@ def test_app_help() -> None:
         assert name in result.stdout
 
 
+def test_all_commands_exist() -> None:
+    assert COMMANDS == ["checkpoints", "eval", "learn", "plot", "predict", "runs"]
+
+
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_command_has_help(name: str) -> None:
     result = runner.invoke(app, [name, "--help"])
@@ -32,41 +83,13 @@ def test_every_command_has_help(name: str) -> None:
 
 
 def test_learn_has_the_documented_options() -> None:
-    out = runner.invoke(app, ["learn", "--help"]).stdout
-    for option in ("--hidden", "--lr", "--report", "--limit", "--every", "--json"):
-        assert option in out
-
-
-def test_learn_stdout_is_the_result_and_progress_goes_to_stderr() -> None:
-    result = runner.invoke(app, ["learn", "--limit", "300", "--every", "100", "--hidden", "32"])
-    assert result.exit_code == 0, result.output
-    # typer 0.29 / click 8.2+: CliRunner keeps the two streams apart.
-    lines = result.stdout.splitlines()
-    assert len(lines) == 1
-    match = re.fullmatch(r"accuracy (\d\.\d{4}) after 300 samples of builtin:mnist", lines[0])
-    assert match is not None, result.stdout
-    # 32 hidden units, 300 digits, default lr: measured 0.535; chance is 0.10.
-    assert 0.4 < float(match.group(1)) <= 1.0
-    err = result.stderr.splitlines()
-    assert "samples" in err[0] and "cum.acc" in err[0]
-    rows = [line for line in err if ROW.match(line)]
-    assert [int(r.split()[0]) for r in rows] == [100, 200, 300]
-    assert "accuracy" not in result.stderr
-
-
-def test_learn_json_rows() -> None:
-    args = ["learn", "--limit", "250", "--every", "100", "--hidden", "16,8", "--json"]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["samples"] for r in rows] == [100, 200, 250]
-    for r in rows:
-        assert isinstance(r, dict)
-        assert 0.0 <= r["accuracy"] <= 1.0
-        assert len(r["layer_accuracy"]) == 2
-        assert r["last_label"] in range(10)
-    assert "accuracy " not in result.stdout  # no human line mixed into JSON output
-    assert len([line for line in result.stderr.splitlines() if ROW.match(line)]) == 3
+    out = runner.invoke(app, ["learn", "--help"], env={"COLUMNS": "200"}).stdout
+    for option in (
+        "--source", "--db", "--run", "--hidden", "--lr", "--every", "--checkpoint-every",
+        "--checkpoint-seconds", "--resume", "--json", "--window", "--keep", "--on-error",
+        "--rejects", "--label-column", "--format", "--limit",
+    ):  # fmt: skip
+        assert option in out, option
 
 
 @pytest.mark.parametrize("hidden", ["a,b", "", "8,-1", "0", "1.5", "16,,8"])
@@ -75,27 +98,268 @@ def test_bad_hidden_exits_2(hidden: str) -> None:
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
     assert "--hidden" in result.stderr or "Invalid value" in result.stderr
-
-
-def test_bad_every_exits_2() -> None:
-    result = runner.invoke(app, ["learn", "--every", "0", "--limit", "5", "--hidden", "8"])
-    assert result.exit_code == 2, result.output
+    assert not Path("runs.db").exists()
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["--report", "x"], "report"), (["--lr", "0"], "lr"), (["--lr", "-1"], "lr")],
-)
-def test_bad_config_is_an_error_line_and_exit_1(args: list[str], message: str) -> None:
+    [(["--report", "x"], "report"), (["--lr", "0"], "lr"), (["--lr", "-1"], "lr"),
+     (["--every", "0"], "every"), (["--keep", "-1"], "keep"), (["--on-error", "x"], "on-error")],
+)  # fmt: skip
+def test_bad_option_values_exit_2(args: list[str], message: str) -> None:
     result = runner.invoke(app, ["learn", "--hidden", "8", "--limit", "5", *args])
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 2, result.output
     assert result.stdout == ""
-    assert result.stderr.startswith("Error: ") and message in result.stderr
+    assert message in result.stderr
     assert isinstance(result.exception, SystemExit)  # handled, not a traceback
 
 
-@pytest.mark.parametrize("limit", ["0", "-5"])
-def test_non_positive_limit_is_handled(limit: str) -> None:
-    result = runner.invoke(app, ["learn", "--hidden", "8", "--limit", limit])
-    assert isinstance(result.exception, SystemExit | None), repr(result.exception)
-    assert result.exit_code in (0, 2), result.output
+# ---------------------------------------------------------------- learn on the embedded stream
+
+
+def test_learn_stdout_is_the_result_and_progress_goes_to_stderr() -> None:
+    result = ok(["learn", "--limit", "300", "--every", "100", "--hidden", "32"])
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    match = re.fullmatch(r"accuracy (\d\.\d{4}) after 300 samples of builtin:mnist", lines[0])
+    assert match is not None, lines
+    # 32 hidden units, 300 digits, default lr: measured 0.535; chance is 0.10.
+    assert 0.4 < float(match.group(1)) <= 1.0
+    err = result.stderr.splitlines()
+    header = next(i for i, line in enumerate(err) if "cum.acc" in line)
+    rows = [int(line.split()[0]) for line in err[header + 1 :] if ROW.match(line)]
+    assert rows == [1, 2, 4, 8, 16, 32, 64, 100, 128, 200, 256, 300]  # doublings and every 100
+    assert "accuracy " not in result.stderr
+
+
+def test_learn_json_rows_then_a_summary() -> None:
+    result = ok(["learn", "--limit", "250", "--every", "100", "--hidden", "16,8", "--json"])
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [r["kind"] for r in rows[-4:]] == ["report", "report", "report", "summary"]
+    reports = [r for r in rows if r["kind"] == "report"]
+    assert [r["samples"] for r in reports if r["samples"] % 100 == 0 or r["samples"] == 250] == [
+        100, 200, 250,
+    ]  # fmt: skip
+    for r in rows:
+        assert 0.0 <= r["accuracy"] <= 1.0 and -1.0 <= r["kappa"] <= 1.0
+        assert len(r["layer_accuracy"]) == 2 and len(r["layer_rolling"]) == 2
+    assert rows[-1]["samples"] == 250 and rows[-1]["learned"] == 250
+    assert not any(ROW.match(line) for line in result.stderr.splitlines())
+
+
+def test_learn_checkpoints_into_the_db_and_runs_lists_it() -> None:
+    ok(["learn", "--limit", "300", "--hidden", "16", "--checkpoint-every", "100", "--keep", "2"])
+    with CheckpointStore("runs.db", create=False) as store:
+        (info,) = store.runs()
+        assert (info.name, info.samples, info.source) == ("run-1", 300, "builtin:mnist")
+        assert [c.samples for c in store.checkpoints("run-1")] == [200, 300]  # keep 2
+        assert info.summary is not None and 0.3 < info.summary["accuracy"] <= 1.0
+    table = ok(["runs"]).stdout
+    assert "run-1" in table and "300" in table and "builtin:mnist" in table
+    (row,) = [json.loads(x) for x in ok(["runs", "--json"]).stdout.splitlines()]
+    assert row["name"] == "run-1" and row["config"]["hidden"] == [16]
+    cks = [json.loads(x) for x in ok(["checkpoints", "--json"]).stdout.splitlines()]
+    assert [c["samples"] for c in cks] == [200, 300]
+    assert cks[-1]["position"] == 300 and cks[-1]["where"] == "builtin:mnist record 299"
+    assert "builtin:mnist record 299" in ok(["checkpoints", "--run", "run-1"]).stdout
+
+
+def test_second_learn_makes_a_second_run_and_a_taken_name_is_an_error() -> None:
+    ok(["learn", "--limit", "20", "--hidden", "8", "--run", "a"])
+    ok(["learn", "--limit", "20", "--hidden", "8"])
+    result = runner.invoke(app, ["learn", "--limit", "20", "--hidden", "8", "--run", "a"])
+    assert result.exit_code == 1
+    assert "Error: run 'a' already exists" in result.stderr and "--resume" in result.stderr
+    with CheckpointStore("runs.db", create=False) as store:
+        assert sorted(r.name for r in store.runs()) == ["a", "run-1"]
+
+
+def test_resume_continues_to_the_limit_and_equals_one_unbroken_run() -> None:
+    common = ["--hidden", "16", "--checkpoint-every", "1000"]
+    ok(["learn", "--db", "whole.db", "--limit", "400", *common])
+    ok(["learn", "--db", "parts.db", "--limit", "150", *common])
+    result = ok(["learn", "--db", "parts.db", "--resume", "--limit", "400"])
+    assert "resuming run 'run-1'" in result.stderr
+    assert result.stdout.startswith("accuracy")
+    with CheckpointStore("whole.db") as a, CheckpointStore("parts.db") as b:
+        wa, wb = a.load("run-1"), b.load("run-1")
+    assert wa.info.samples == wb.info.samples == 400
+    for key, value in wa.state.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(value, wb.state[key], err_msg=key)
+    assert wa.metrics and wb.metrics
+    assert wa.metrics["summary"]["accuracy"] == wb.metrics["summary"]["accuracy"]
+
+
+def test_resume_refuses_to_change_the_model() -> None:
+    ok(["learn", "--limit", "20", "--hidden", "8"])
+    result = runner.invoke(app, ["learn", "--resume", "--hidden", "16"])
+    assert result.exit_code == 2 and "cannot change a resumed run" in result.stderr
+
+
+# ---------------------------------------------------------------- files, stdin, bad input
+
+
+def test_learn_from_a_csv_file_with_string_labels(tmp_path: Path) -> None:
+    data = blobs_csv(tmp_path / "blobs.csv", n=300)
+    result = ok(["learn", "--source", str(data), "--hidden", "32", "--every", "100"])
+    acc = float(result.stdout.split()[1])
+    # Four well separated blobs: measured 0.95 after 300 samples.
+    assert acc > 0.85
+    with CheckpointStore("runs.db") as store:
+        ck = store.load("run-1")
+    assert sorted(ck.state["labels"]) == ["a", "b", "c", "d"]
+    assert ck.info.position == 300 and ck.info.where == f"{data} line 301"
+
+
+def test_learn_from_stdin_input(tmp_path: Path) -> None:
+    text = blobs_csv(tmp_path / "b.csv", n=120).read_text()
+    result = ok(["learn", "--source", "-", "--hidden", "16"], input=text)
+    assert result.stdout.startswith("accuracy") and "after 120 samples of -" in result.stdout
+
+
+def test_label_column_by_name_and_index(tmp_path: Path) -> None:
+    path = tmp_path / "first.csv"
+    lines = blobs_csv(tmp_path / "b.csv", n=60).read_text().splitlines()
+    with path.open("w") as fh:  # move the label to the front
+        for line in lines:
+            *xs, lab = line.split(",")
+            fh.write(",".join([lab, *xs]) + "\n")
+    for column in ("kind", "0"):
+        out = ok(["learn", "-s", str(path), "--label-column", column, "--hidden", "8",
+                  "--db", f"{column}.db"])  # fmt: skip
+        assert "after 60 samples" in out.stdout
+
+
+def test_a_bad_line_stops_with_its_place_after_a_checkpoint(tmp_path: Path) -> None:
+    lines = blobs_csv(tmp_path / "b.csv", n=50).read_text().splitlines()
+    lines[31] = "1.0,2.0,oops,4.0,5.0,a"  # line 32 of the file (the header is line 1)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["learn", "-s", str(bad), "--hidden", "8"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert re.search(rf"^Error: {re.escape(str(bad))} line 32: .*oops", result.stderr, re.M)
+    with CheckpointStore("runs.db") as store:
+        ck = store.load("run-1")
+    assert (ck.info.samples, ck.info.position) == (30, 30)  # all 30 good records before it
+    # Fix the line and resume: the run goes on from line 32.
+    lines[31] = "1.0,2.0,3.0,4.0,5.0,a"
+    bad.write_text("\n".join(lines) + "\n")
+    ok(["learn", "--resume", "-s", str(bad)])
+    with CheckpointStore("runs.db") as store:
+        assert store.load("run-1").info.samples == 50
+
+
+def test_on_error_skip_counts_and_keeps_the_rejects(tmp_path: Path) -> None:
+    lines = blobs_csv(tmp_path / "b.csv", n=40).read_text().splitlines()
+    lines[5] = "1,2,3"
+    lines[9] = "nan,1,2,3,4,b"
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    rejects = tmp_path / "rejects.txt"
+    args = ["learn", "-s", str(bad), "--hidden", "8", "--on-error", "skip", "--rejects",
+            str(rejects), "--json"]  # fmt: skip
+    result = ok(args)
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert (summary["samples"], summary["rejected"], summary["position"]) == (38, 2, 40)
+    assert rejects.read_text().splitlines() == ["1,2,3", "nan,1,2,3,4,b"]
+    assert f"{bad} line 6" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["learn", "-s", "missing.csv"], "missing.csv"),
+        (["learn", "-s", "builtin:nope"], "builtin:nope"),
+        (["eval", "--db", "none.db"], "none.db"),
+        (["predict", "--db", "none.db", "-s", "builtin:mnist"], "none.db"),
+        (["runs", "--db", "none.db"], "none.db"),
+        (["checkpoints", "--db", "none.db"], "none.db"),
+        (["plot", "--db", "none.db"], "none.db"),
+    ],
+)
+def test_missing_things_are_clear_errors(args: list[str], message: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
+    assert result.stderr.startswith("Error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_a_foreign_database_is_refused_untouched(tmp_path: Path) -> None:
+    db = tmp_path / "other.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE songs (title TEXT)")
+    before = db.read_bytes()
+    for args in (["runs"], ["learn", "--limit", "5", "--hidden", "8"]):
+        result = runner.invoke(app, [*args, "--db", str(db)])
+        assert result.exit_code == 1 and "not a spela-stream database" in result.stderr
+    assert db.read_bytes() == before
+
+
+def test_an_unknown_run_names_the_ones_there() -> None:
+    ok(["learn", "--limit", "10", "--hidden", "8", "--run", "mine"])
+    for args in (["eval", "--run", "nope"], ["learn", "--resume", "--run", "nope"],
+                 ["checkpoints", "--run", "nope"], ["plot", "--run", "nope"]):  # fmt: skip
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1 and "nope" in result.stderr and "mine" in result.stderr
+
+
+# ---------------------------------------------------------------- eval, predict, plot
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> Path:
+    """A run that learned 300 MNIST digits (1x64) in runs.db; returns a CSV of the next 200."""
+    ok(["learn", "--limit", "300", "--hidden", "64", "--run", "m"])
+    return mnist_csv(tmp_path / "next.csv", 200, start=300)
+
+
+def test_eval_scores_without_learning(trained: Path) -> None:
+    with CheckpointStore("runs.db") as store:
+        before = store.load("m").state
+    result = ok(["eval", "-s", str(trained), "--json"])
+    r = json.loads(result.stdout)
+    assert r["samples"] == r["n"] == 200 and r["run"] == "m"
+    # Measured 0.79 on digits 300-499 after learning 300; chance 0.10.
+    assert 0.6 < r["accuracy"] <= 1.0 and 0.5 < r["kappa"] <= 1.0
+    assert len(r["layers"]) == 1 and r["layers"][0]["accuracy"] == r["accuracy"]
+    assert sum(map(sum, r["confusion"])) == 200 and r["classes"] == list(range(10))
+    assert {c for c, _ in r["recall"]} == set(range(10))
+    with CheckpointStore("runs.db") as store:
+        after = store.load("m").state
+        assert len(store.checkpoints("m")) == 1  # eval writes nothing
+    arrays = [k for k in before if isinstance(before[k], np.ndarray)]
+    assert all(np.array_equal(before[k], after[k]) for k in arrays)
+    text = ok(["eval", "-s", str(trained)]).stdout
+    assert f"accuracy {r['accuracy']:.4f}" in text and "confusion" in text and "recall" in text
+
+
+def test_predict_writes_one_line_per_record(trained: Path) -> None:
+    lines = ok(["predict", "-s", str(trained)]).stdout.splitlines()
+    assert lines[0] == "label,confidence,layer" and len(lines) == 201
+    labels = [int(line.split(",")[0]) for line in lines[1:]]
+    truth = load_mnist(500)[1][300:]
+    assert np.mean(np.array(labels) == truth) > 0.6  # the same model eval scored
+    out = ok(["predict", "-s", str(trained), "--output", "json"]).stdout
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [r["index"] for r in rows] == list(range(200))
+    assert [r["label"] for r in rows] == labels
+    assert all(0.0 <= r["confidence"] <= 1.0 and r["layer"] == 0 for r in rows)
+
+
+def test_predict_takes_unlabelled_stdin(trained: Path) -> None:
+    text = "\n".join(",".join(line.split(",")[:-1]) for line in trained.read_text().splitlines())
+    result = ok(["predict", "-s", "-", "--label-column", "none"], input=text + "\n")
+    assert len(result.stdout.splitlines()) == 201
+
+
+def test_plot_writes_a_png_that_opens() -> None:
+    ok(["learn", "--limit", "500", "--hidden", "16,16", "--every", "100", "--run", "p"])
+    result = ok(["plot", "--run", "p", "-o", "curve.png"])
+    assert result.stdout.strip() == "curve.png"
+    import matplotlib.image
+
+    image = matplotlib.image.imread("curve.png")
+    assert image.shape[0] > 300 and image.shape[1] > 600
+    assert image.std() > 0.05  # something was drawn

@@ -1,0 +1,226 @@
+"""CSV and TSV: one record per line, numeric features, the label in one column.
+
+Fields are split on the delimiter; a line holding a double quote goes through the ``csv`` module
+instead, so quoted fields (``"a,b"``, a quoted label) work at no cost to plain lines. A record
+line never spans two physical lines (a quoted newline is not supported).
+
+Speed: a line of plain integers (MNIST as CSV) or plain decimals is parsed by whole-line numpy
+calls (``numparse``); other numbers go through ``float``; only a line that fails all of these is
+re-read field by field to say which field is wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+
+import numpy as np
+
+from ..errors import SourceError
+from .base import (
+    INT_LITERAL,
+    BadRecordError,
+    OnError,
+    Sample,
+    label_token,
+    resolve_column,
+    value_problem,
+)
+from .numparse import plain_decimals, plain_ints
+from .textio import Lines, LineSource, decode, decode_lossy, not_utf8
+
+
+def split_fields(text: str, sep: str) -> list[str]:
+    """The fields of one line; quoted fields (``"a,b"``) only when the line has a quote."""
+    if '"' in text:
+        try:
+            return next(csv.reader([text], delimiter=sep), [""])
+        except csv.Error:
+            pass  # unbalanced quotes and the like: the plain split shows the user what is there
+    return text.split(sep)
+
+
+def _numeric(field: str) -> bool | None:
+    """True if the field is a number, False if it is text, None if it is empty."""
+    text = field.strip()
+    if not text:
+        return None
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def detect_header(lines: Lines, sep: str, label: int | None = None) -> bool:
+    """Is the first non-blank line a header? Yes when all its fields are text, or when some
+    column is text there but a number in the next line (csv.Sniffer.has_header in spirit).
+
+    A line whose only text is in the ``label`` column (0-based, negative from the end) is data:
+    then stdin need not wait for a second line to hand out the first record.
+    """
+    first = lines.peek_content(0)
+    text = decode(first[1]) if first is not None else None
+    if text is None:
+        return False
+    kinds = [_numeric(f) for f in split_fields(text, sep)]
+    if True not in kinds:
+        return False in kinds
+    if False not in kinds:
+        return False  # all numbers: data
+    if label is not None and -len(kinds) <= label < len(kinds):
+        if [j for j, k in enumerate(kinds) if k is False] == [label % len(kinds)]:
+            return False  # numbers and a text label: data
+    second = lines.peek_content(1)
+    text2 = decode(second[1]) if second is not None else None
+    if text2 is None:
+        return False
+    kinds2 = [_numeric(f) for f in split_fields(text2, sep)]
+    return any(k is False and k2 is True for k, k2 in zip(kinds, kinds2, strict=False))
+
+
+class DelimitedSource(LineSource):
+    """Records of a CSV or TSV stream; the header, if any, names the features."""
+
+    def __init__(
+        self,
+        lines: Lines,
+        fmt: str,
+        *,
+        label_column: str | int | None,
+        header: bool | None,
+        skip: int,
+        on_error: OnError | None,
+    ) -> None:
+        super().__init__(lines, fmt, skip=skip, on_error=on_error)
+        self._sep = "," if fmt == "csv" else "\t"
+        self._sepb = self._sep.encode()
+        first = lines.peek_content(0)
+        if first is None:
+            raise SourceError(f"{self.name}: no records (the input is empty)")
+        if header is None:
+            header = detect_header(lines, self._sep, _as_index(label_column))
+        text = decode(first[1])
+        fields = split_fields(text, self._sep) if text is not None else first[1].split(self._sepb)
+        self.width = len(fields)  # fixed by the header, else by the first record
+        self.columns: list[str] | None = None
+        if header:
+            self.columns = [column_name(str(f)) for f in fields]
+            lines.drop_through(first[0])
+        if self.width == 1:
+            raise SourceError(
+                f"{self.name}: the first line has 1 field, so no features beside the label (is the "
+                f"delimiter right? {fmt} splits on {self._sep!r}; pass --format to choose)"
+            )
+        unlabelled = is_no_label(label_column) and "none" not in (self.columns or [])
+        if unlabelled:  # every field is a feature; samples carry y=None (predict input)
+            self._label = self.width
+            self._nfeat = self.width
+        else:
+            self._label = resolve_column(label_column, self.width, self.columns, self.name)
+            self._nfeat = self.width - 1
+        self._last = self.width - 1
+        if self.columns is not None:
+            self.feature_names = [c for j, c in enumerate(self.columns) if j != self._label]
+
+    def _items(self) -> Iterator[Sample | BadRecordError]:
+        for index, where, raw in self._records():
+            yield self._parse(index, where, raw)
+
+    def _parse(self, index: int, where: str, raw: bytes) -> Sample | BadRecordError:
+        if not raw.isascii() and decode(raw) is None:
+            return BadRecordError(where, not_utf8(raw), index=index, raw=decode_lossy(raw))
+        sep, li = self._sepb, self._label
+        lab: bytes | None
+        if b'"' in raw:
+            return self._parse_slowly(index, where, raw)
+        if li == self.width:
+            cut, feat, lab = 0, raw, None
+        elif li == self._last:
+            cut = raw.rfind(sep)
+            feat, lab = raw[:cut], raw[cut + 1 :]
+        elif li == 0:
+            cut = raw.find(sep)
+            feat, lab = raw[cut + 1 :], raw[:cut]
+        else:
+            parts = raw.split(sep)
+            if len(parts) != self.width:
+                return self._parse_slowly(index, where, raw)
+            cut, lab = 0, parts.pop(li)
+            feat = sep.join(parts)
+        if cut < 0 or feat.count(sep) != self._nfeat - 1:
+            return self._parse_slowly(index, where, raw)
+        x = plain_ints(feat, sep, self._nfeat)
+        if x is None:
+            x = plain_decimals(feat, sep, self._nfeat)
+        if x is None:
+            try:
+                vec = np.array([float(f) for f in feat.split(sep)], dtype=np.float64)
+            except ValueError:
+                return self._parse_slowly(index, where, raw)
+            if value_problem(vec, self._describe) is not None:
+                return self._parse_slowly(index, where, raw)
+            x = vec.astype(np.float32)
+        y = None if lab is None else label_token(lab.decode("utf-8"))
+        return Sample(x, y, index, where)
+
+    def _parse_slowly(self, index: int, where: str, raw: bytes) -> Sample | BadRecordError:
+        """Parse field by field, to name the field that is wrong."""
+        text = raw.decode("utf-8")
+        fields = split_fields(text, self._sep)
+        if len(fields) != self.width:
+            count = f"{len(fields)} fields, expected {self.width} (is --label-column right?)"
+            return BadRecordError(where, count, index=index, raw=text)
+        label = fields.pop(self._label) if self._label < self.width else None
+        values: list[float] = []
+        for i, field in enumerate(fields):
+            try:
+                values.append(float(field))
+            except ValueError:
+                return BadRecordError(where, self._not_number(i, field), index=index, raw=text)
+        vec = np.array(values, dtype=np.float64)
+        problem = value_problem(vec, self._describe)
+        if problem is not None:
+            return BadRecordError(where, problem, index=index, raw=text)
+        y = None if label is None else label_token(label)
+        return Sample(vec.astype(np.float32), y, index, where)
+
+    def _describe(self, i: int) -> str:
+        """Feature ``i`` as the user sees it: 'field 3' or "field 3 ('price')" (1-based)."""
+        j = i if i < self._label else i + 1
+        if self.columns is None:
+            return f"field {j + 1}"
+        return f"field {j + 1} ({self.columns[j]!r})"
+
+    def _not_number(self, i: int, field: str) -> str:
+        if not field.strip():
+            return f"{self._describe(i)} is empty (fill in the missing value or drop the record)"
+        j = i if i < self._label else i + 1
+        column = self.columns[j] if self.columns is not None else j
+        return (
+            f"{self._describe(i)} is {field.strip()[:40]!r}, not a number (features must be "
+            f"numeric; if this column is the label, pass --label-column {column})"
+        )
+
+
+def is_no_label(label_column: str | int | None) -> bool:
+    """``--label-column none``: the records carry no label (input to predict)."""
+    return isinstance(label_column, str) and label_column.strip().lower() == "none"
+
+
+def _as_index(label_column: str | int | None) -> int | None:
+    """The label column as an index when it is one (None means the last column)."""
+    if label_column is None:
+        return -1
+    if isinstance(label_column, int):
+        return label_column
+    text = label_column.strip()
+    return int(text) if INT_LITERAL.fullmatch(text) and len(text) < 10 else None
+
+
+def column_name(field: str) -> str:
+    """A header field as a column name: stripped, without surrounding quotes."""
+    name = field.strip()
+    if len(name) >= 2 and name[0] == name[-1] and name[0] in "\"'":
+        name = name[1:-1]
+    return name

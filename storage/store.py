@@ -1,0 +1,331 @@
+"""CheckpointStore: runs, checkpoints (one transaction each), tensors and metric history."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from sqlite_utils import Database
+
+from spela_stream.errors import CheckpointError
+from storage.codec import Tensor, decode_array, dumps, encode_array
+from storage.records import Checkpoint, CheckpointInfo, RunInfo, parse_json, run_info
+from storage.schema import open_database
+
+MAX_LISTED = 10  # names or ids an error message lists
+
+
+_RUN_SQL = """SELECT name, config, source, created, updated, samples, summary,
+    (SELECT COUNT(*) FROM checkpoints c WHERE c.run = r.name) AS checkpoints FROM runs r"""
+_CHECKPOINT_SQL = """SELECT id, run, samples, source, position, "where", created, bytes,
+    (SELECT COUNT(*) FROM tensors t WHERE t.checkpoint = c.id) AS tensors FROM checkpoints c"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def _int(value: Any, what: str) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool):
+        raise CheckpointError(f"{what} must be an int, got {value!r}")
+    return int(value)
+
+
+def _rows(conn: sqlite3.Connection, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    """Rows addressable by column name; the connection itself keeps sqlite-utils' tuples."""
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(sql, params).fetchall()
+
+
+def _listing(items: Sequence[object]) -> str:
+    shown = ", ".join(str(x) for x in items[:MAX_LISTED])
+    return shown + (f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else "")
+
+
+class CheckpointStore:
+    """A SQLite file of runs and their checkpoints; WAL, so readers never see half a save.
+
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> with tempfile.TemporaryDirectory() as tmp, CheckpointStore(Path(tmp) / "runs.db") as db:
+    ...     run = db.create_run(None, {"hidden": [8]}, "data.csv")
+    ...     state = {"labels": [1, "1", True], "w": np.eye(2, 3, dtype=np.float32)}
+    ...     cid = db.save(run, state=state, samples=10, source="data.csv", position=10,
+    ...                   where="data.csv line 11", history=[{"samples": 10, "acc": 0.9}])
+    ...     ck = db.load(run)
+    ...     print(run, cid, ck.state["labels"], ck.state["w"].dtype, db.history(run))
+    run-1 1 [1, '1', True] float32 [{'samples': 10, 'acc': 0.9}]
+    """
+
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+        self.path = Path(path)
+        self._label = str(path)
+        self.db: Database = open_database(path, create=create)
+        self._closed = False
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self, what: str, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction: BEGIN IMMEDIATE to write, a snapshot (BEGIN) to read several rows."""
+        if self._closed:
+            raise CheckpointError(f"{self._label}: the store is closed")
+        conn: sqlite3.Connection = self.db.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise CheckpointError(f"{self._label}: {what} failed ({exc})") from None
+            raise
+
+    def _require_run(self, conn: sqlite3.Connection, name: str) -> None:
+        if conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is None:
+            names = [r[0] for r in conn.execute("SELECT name FROM runs ORDER BY updated DESC")]
+            runs = f"its runs: {_listing(names)}" if names else "it has no runs yet"
+            raise CheckpointError(f"no run {name!r} in {self._label} ({runs})")
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def create_run(self, name: str | None, config: Mapping[str, Any], source: str) -> str:
+        """Add a run (named ``run-N`` when ``name`` is None) and return its name."""
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise CheckpointError(f"a run name must be non-empty text, got {name!r}")
+        config_json = dumps(dict(config), "config")
+        now = _now()
+        with self._transaction("creating a run", write=True) as conn:
+            if name is None:
+                taken = (
+                    re.fullmatch(r"run-([0-9]+)", r[0])
+                    for r in conn.execute("SELECT name FROM runs WHERE name LIKE 'run-%'")
+                )
+                name = f"run-{max((int(m[1]) for m in taken if m), default=0) + 1}"
+            elif conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone():
+                raise CheckpointError(
+                    f"run {name!r} already exists in {self._label} "
+                    "(use --resume to continue it, or another --run)"
+                )
+            self.db.table("runs").insert(
+                {
+                    "name": name,
+                    "config": config_json,
+                    "source": str(source),
+                    "created": now,
+                    "updated": now,
+                    "samples": 0,
+                    "summary": None,
+                }
+            )
+        return name
+
+    def run(self, name: str) -> RunInfo:
+        """The run called ``name``; CheckpointError listing the runs there are if none is."""
+        with self._transaction("reading a run") as conn:
+            self._require_run(conn, name)
+            return run_info(_rows(conn, _RUN_SQL + " WHERE name = ?", (name,))[0])
+
+    def latest_run(self) -> RunInfo | None:
+        """The run updated most recently, or None in an empty database."""
+        with self._transaction("reading runs") as conn:
+            rows = _rows(conn, _RUN_SQL + " ORDER BY updated DESC, rowid DESC LIMIT 1")
+        return run_info(rows[0]) if rows else None
+
+    def runs(self) -> list[RunInfo]:
+        """Every run, oldest first."""
+        with self._transaction("reading runs") as conn:
+            return [run_info(r) for r in _rows(conn, _RUN_SQL + " ORDER BY rowid")]
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def save(
+        self,
+        run: str,
+        *,
+        state: Mapping[str, Any],
+        samples: int,
+        source: str,
+        position: int,
+        where: str,
+        metrics: Mapping[str, Any] | None = None,
+        history: Sequence[Mapping[str, Any]] = (),
+        keep: int | None = None,
+    ) -> int:
+        """Write a checkpoint, its history rows and the run's progress in one transaction.
+
+        Every numpy array in ``state`` becomes a tensor row; the other values are kept as one
+        JSON object. With ``keep``, only the run's newest ``keep`` checkpoints remain.
+        Returns the new checkpoint's id.
+        """
+        if keep is not None and _int(keep, "keep") < 1:
+            raise CheckpointError(f"keep must be at least 1, got {keep}")
+        samples, position = _int(samples, "samples"), _int(position, "position")
+        tensors: list[Tensor] = []
+        rest: dict[str, Any] = {}
+        for key, value in state.items():
+            if not isinstance(key, str):
+                raise CheckpointError(f"state keys must be text, got {key!r}")
+            if isinstance(value, np.ndarray):
+                tensors.append(encode_array(key, value))
+            else:
+                rest[key] = value
+        state_json = dumps(rest, "state")
+        metrics_json = summary_json = None
+        if metrics is not None:
+            metrics_json = dumps(dict(metrics), "metrics")
+            if metrics.get("summary") is not None:
+                if not isinstance(metrics["summary"], Mapping):
+                    raise CheckpointError("metrics['summary'] must be a dict")
+                summary_json = dumps(dict(metrics["summary"]), "metrics['summary']")
+        rows = []
+        for i, item in enumerate(history):
+            if not isinstance(item, Mapping):
+                raise CheckpointError(f"history[{i}] must be a dict, got {item!r}")
+            kind = item.get("kind", "report")
+            if not isinstance(kind, str):
+                raise CheckpointError(f"history[{i}]['kind'] must be text, got {kind!r}")
+            at = _int(item.get("samples"), f"history[{i}]['samples']")
+            rows.append(
+                {
+                    "run": run,
+                    "samples": at,
+                    "kind": kind,
+                    "data": dumps(dict(item), f"history[{i}]"),
+                }
+            )
+        size = sum(t.nbytes for t in tensors) + len(state_json.encode())
+        size += 0 if metrics_json is None else len(metrics_json.encode())
+        now = _now()
+        with self._transaction("saving a checkpoint", write=True) as conn:
+            self._require_run(conn, run)
+            cur = conn.execute(
+                'INSERT INTO checkpoints (run, samples, source, position, "where", created, state,'
+                " metrics, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run,
+                    samples,
+                    str(source),
+                    position,
+                    str(where),
+                    now,
+                    state_json,
+                    metrics_json,
+                    size,
+                ),
+            )
+            cid = int(cur.lastrowid or 0)
+            conn.executemany(
+                "INSERT INTO tensors (checkpoint, name, dtype, shape, data, checksum)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(cid, t.name, t.dtype, json.dumps(t.shape), t.data, t.checksum) for t in tensors],
+            )
+            if rows:
+                self.db.table("history").insert_all(rows)
+            conn.execute(
+                "UPDATE runs SET samples = ?, updated = ?, summary = coalesce(?, summary)"
+                " WHERE name = ?",
+                (samples, now, summary_json, run),
+            )
+            if keep is not None:
+                old = "SELECT id FROM checkpoints WHERE run = ? ORDER BY id DESC LIMIT -1 OFFSET ?"
+                conn.execute(f"DELETE FROM tensors WHERE checkpoint IN ({old})", (run, keep))
+                conn.execute(f"DELETE FROM checkpoints WHERE id IN ({old})", (run, keep))
+        return cid
+
+    def load(self, run: str, checkpoint: int | None = None) -> Checkpoint:
+        """The run's latest checkpoint (or the one with id ``checkpoint``), checksums verified."""
+        with self._transaction("loading a checkpoint") as conn:
+            self._require_run(conn, run)
+            if checkpoint is None:
+                sql = "SELECT * FROM checkpoints WHERE run = ? ORDER BY id DESC LIMIT 1"
+                rows = _rows(conn, sql, (run,))
+            else:
+                sql = "SELECT * FROM checkpoints WHERE run = ? AND id = ?"
+                rows = _rows(conn, sql, (run, checkpoint))
+            if not rows:
+                sql = "SELECT id FROM checkpoints WHERE run = ? ORDER BY id DESC"
+                ids = [r[0] for r in conn.execute(sql, (run,))]
+                if not ids:
+                    raise CheckpointError(f"run {run!r} in {self._label} has no checkpoints yet")
+                raise CheckpointError(
+                    f"no checkpoint {checkpoint} in run {run!r} of {self._label} "
+                    f"(its checkpoints, newest first: {_listing(ids)})"
+                )
+            sql = "SELECT name, dtype, shape, data, checksum FROM tensors WHERE checkpoint = ?"
+            row = rows[0]
+            tensors = _rows(conn, sql + " ORDER BY rowid", (row["id"],))
+        what = f"checkpoint {row['id']} of run {run!r} in {self._label}"
+        state = parse_json(row["state"], what)
+        metrics = parse_json(row["metrics"], what)
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{what} is corrupt: its state JSON is not an object")
+        for t in tensors:
+            if t["name"] in state:
+                raise CheckpointError(f"{what} is corrupt: {t['name']!r} is stored twice")
+            try:
+                state[t["name"]] = decode_array(*t)
+            except CheckpointError as exc:
+                raise CheckpointError(f"{what}: {exc}") from None
+        info = CheckpointInfo(
+            id=row["id"],
+            run=row["run"],
+            samples=row["samples"],
+            source=row["source"],
+            position=row["position"],
+            where=row["where"],
+            created=row["created"],
+            bytes=row["bytes"],
+            tensors=len(tensors),
+        )
+        return Checkpoint(info=info, state=state, metrics=metrics)
+
+    def checkpoints(self, run: str | None = None) -> list[CheckpointInfo]:
+        """Checkpoints of ``run`` (or of every run), newest last."""
+        with self._transaction("listing checkpoints") as conn:
+            if run is None:
+                rows = _rows(conn, _CHECKPOINT_SQL + " ORDER BY id")
+            else:
+                self._require_run(conn, run)
+                sql = _CHECKPOINT_SQL + " WHERE run = ? ORDER BY id"
+                rows = _rows(conn, sql, (run,))
+        return [CheckpointInfo(**dict(r)) for r in rows]
+
+    def history(self, run: str) -> list[dict[str, Any]]:
+        """The history rows saved with the run's checkpoints, in the order they were given."""
+        with self._transaction("reading history") as conn:
+            self._require_run(conn, run)
+            rows = conn.execute("SELECT data FROM history WHERE run = ? ORDER BY id", (run,))
+            return [parse_json(r[0], f"history row of run {run!r}") for r in rows]
+
+    # -- lifetime ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; the store cannot be used afterwards."""
+        if not self._closed:
+            self._closed = True
+            with suppress(sqlite3.Error):
+                self.db.conn.close()
+
+    def __enter__(self) -> CheckpointStore:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"CheckpointStore({self._label!r})"
