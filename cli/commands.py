@@ -7,7 +7,9 @@ exits 2; ``Interrupted`` (SIGINT/SIGTERM) exits 128 + the signal after the check
 from __future__ import annotations
 
 import enum
+import io
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -112,7 +114,10 @@ def guarded(command: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> No
     except Interrupted as stop:  # nothing to save here (learn saves before it gets this far)
         raise typer.Exit(stop.exit_code) from None
     except BrokenPipeError:  # the reader of our stdout went away (`| head`): a normal end
-        sys.stderr.close()
+        try:  # point stdout at /dev/null so the interpreter's final flush cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
         raise typer.Exit(0) from None
 
 
@@ -210,6 +215,9 @@ def learn(opts: LearnOptions) -> None:
             progress.close()
             _summary(loop, session, progress, opts, stopped=stop.args[0])
             raise typer.Exit(stop.exit_code) from None
+        except BrokenPipeError:
+            session.save()  # the reader of --json rows left; what was learned is kept
+            raise
         except SpelaError:
             session.save()  # everything learned before the bad record is kept
             progress.close()
