@@ -363,3 +363,29 @@ def test_plot_writes_a_png_that_opens() -> None:
     image = matplotlib.image.imread("curve.png")
     assert image.shape[0] > 300 and image.shape[1] > 600
     assert image.std() > 0.05  # something was drawn
+
+
+# ---------------------------------------------------------------- the shared real streams
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="the shared streams are not on this machine")
+@pytest.mark.parametrize(
+    ("path", "extra", "floor"),
+    [
+        # Measured after 2,000 samples with 1x256: 0.870, 0.444, 0.930, 0.814.
+        ("elec2/elecNormNew.arff", [], 0.80),
+        ("letter/letter-recognition.data", ["--label-column", "0"], 0.35),
+        ("optdigits/optdigits.tra", [], 0.88),
+        ("mnist-test/t10k-images-idx3-ubyte.gz", [], 0.75),
+    ],
+)
+def test_learn_reads_each_shared_stream(path: str, extra: list[str], floor: float) -> None:
+    source = str(DATA / path)
+    result = ok(["learn", "-s", source, "--limit", "2000", "--hidden", "256", "-q", *extra])
+    match = re.fullmatch(
+        rf"accuracy (\S+) after 2000 samples of {re.escape(source)}\n", result.stdout
+    )
+    assert match is not None, result.stdout
+    assert floor < float(match.group(1)) <= 1.0
