@@ -94,10 +94,25 @@ class SpelaLayer:
         y = torch.nn.functional.leaky_relu(z, LEAKY_SLOPE)
         return z, y
 
-    def scores(self, y: torch.Tensor, n_classes: int) -> torch.Tensor:
-        """cos(y, v_k) for the first ``n_classes`` class vectors: (B, n_classes)."""
-        v = self.vectors[:n_classes]
-        out: torch.Tensor = (y @ v.T) / y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    def scores(self, y: torch.Tensor, n_classes: int) -> np.ndarray:
+        """cos(y, v_k) for the first ``n_classes`` class vectors: (B, n_classes), in numpy.
+
+        Predictions end in Python anyway, and numpy's per-call cost on a few thousand numbers is
+        a fraction of torch's: on CPU the tensors are viewed, not copied.
+        """
+        if y.device.type != "cpu":
+            vt = self.vectors[:n_classes]
+            cos = (y @ vt.T) / y.norm(dim=1, keepdim=True).clamp_min(1e-12)
+            on_host: np.ndarray = cos.cpu().numpy()
+            return on_host
+        yn = y.numpy()  # (B, d_out)
+        v = self.vectors.numpy()[:n_classes]  # (C, d_out), a view
+        if yn.shape[0] == 1:  # per sample: fewest calls (each costs ~5 us after a weight sweep)
+            y0 = yn[0]
+            one: np.ndarray = (v @ y0) / max(math.sqrt(float(y0 @ y0)), 1e-12)
+            return one[None, :]
+        norms = np.sqrt(np.einsum("bd,bd->b", yn, yn))[:, None]
+        out: np.ndarray = (yn @ v.T) / np.maximum(norms, 1e-12)
         return out
 
     def update(

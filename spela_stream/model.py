@@ -191,7 +191,7 @@ class SpelaMLP(base.Classifier):
         assert self.scaler is not None
         return self.scaler.transform(batch) if self.standardise else batch
 
-    def _forward_scores(self, h: torch.Tensor, stop_early: bool) -> list[torch.Tensor]:
+    def _forward_scores(self, h: torch.Tensor, stop_early: bool) -> list[np.ndarray]:
         """Scores (B, C) of every computed layer; with ``stop_early``, stop at a confident one."""
         n_classes = len(self.labels)
         out = []
@@ -209,22 +209,29 @@ class SpelaMLP(base.Classifier):
         """What is predicted before any class is known."""
         return Prediction(None, 0.0, len(self.hidden) - 1, (), ())
 
-    def _confidence(self, scores: torch.Tensor) -> torch.Tensor:
-        """Probability of the top class under softmax(cos / temperature): (B,)."""
-        return torch.softmax(scores / self.temperature, dim=1).max(dim=1).values
+    def _softmax(self, scores: np.ndarray, temperature: float | None = None) -> np.ndarray:
+        """softmax(cos / temperature) over the last axis."""
+        z = scores / (temperature or self.temperature)
+        e = np.exp(z - z.max(axis=-1, keepdims=True))
+        out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+        return out
 
-    def _choose(self, layer_scores: list[torch.Tensor]) -> list[Prediction]:
-        """Apply the report policy to per-layer scores of a batch."""
-        probs = [torch.softmax(s / self.temperature, dim=1).cpu().numpy() for s in layer_scores]
+    def _confidence(self, scores: np.ndarray) -> np.ndarray:
+        """Probability of the top class under softmax(cos / temperature): (B,)."""
+        out: np.ndarray = self._softmax(scores).max(axis=1)
+        return out
+
+    def _choose(self, layer_scores: list[np.ndarray]) -> list[Prediction]:
+        """Apply the report policy to per-layer scores (B, C) of a batch."""
+        probs = [self._softmax(s) for s in layer_scores]
         preds = []
         for row in range(probs[0].shape[0]):
             tops = [int(p[row].argmax()) for p in probs]
             confs = tuple(float(p[row, t]) for p, t in zip(probs, tops, strict=True))
             labels = tuple(self.labels[t] for t in tops)
             if self.report == "vote":
-                summed = sum(s[row] for s in layer_scores)
-                assert isinstance(summed, torch.Tensor)
-                p = torch.softmax(summed / (self.temperature * len(layer_scores)), dim=0)
+                summed = np.sum([s[row] for s in layer_scores], axis=0)
+                p = self._softmax(summed, self.temperature * len(layer_scores))
                 top = int(p.argmax())
                 preds.append(Prediction(self.labels[top], float(p[top]), -1, labels, confs))
                 continue
@@ -312,8 +319,8 @@ class SpelaMLP(base.Classifier):
             h = self._to_tensor(self._scaled(vec[None, :]))
             scores = self._forward_scores(h, stop_early=self.report == "early_exit")
             chosen = self._choose(scores)[0].layer  # the report policy lives in _choose alone
-            s = torch.stack(scores).mean(dim=0) if chosen == -1 else scores[chosen]
-            p = torch.softmax(s[0] / self.temperature, dim=0).cpu().tolist()
+            s = np.mean(scores, axis=0) if chosen == -1 else scores[chosen]
+            p = self._softmax(s[0]).tolist()
         return dict(zip(self.labels, p, strict=True))
 
     def predict_layers_one(self, x: object) -> Prediction:

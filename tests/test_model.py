@@ -428,7 +428,7 @@ def _layer_scores(model: SpelaMLP, x: np.ndarray) -> list[np.ndarray]:
     out = []
     for layer in model.layers:
         _, h = layer.forward(layer.normalise(h))
-        out.append(layer.scores(h, len(model.labels))[0].numpy())
+        out.append(layer.scores(h, len(model.labels))[0])
     return out
 
 
