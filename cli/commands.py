@@ -57,9 +57,13 @@ class Input:
     features: int | None = None
 
     def open(
-        self, skip: int = 0, on_error: Callable[[BadRecordError], None] | None = None
+        self,
+        skip: int = 0,
+        on_error: Callable[[BadRecordError], None] | None = None,
+        model: SpelaMLP | None = None,
     ) -> Source:
-        """Open the source, skipping ``skip`` records (a resumed run's position)."""
+        """Open the source, skipping ``skip`` records (a resumed run's position). Given a trained
+        ``model``, CSV records as wide as its input are read as unlabelled."""
         label: str | int | None = self.label_column
         if isinstance(label, str) and label.lstrip("-").isdigit():
             label = int(label)
@@ -68,7 +72,7 @@ class Input:
             fmt=self.fmt,
             label_column=label,
             header=self.header,
-            n_features=self.features,
+            n_features=self.features or (model.n_features if model is not None else None),
             skip=skip,
             on_error=on_error,
         )
@@ -280,7 +284,7 @@ def evaluate(opts: EvalOptions) -> None:
         info = _pick_run(store, opts.run)
         saved, ck = load_loop(store, info, opts.checkpoint, learn=False)
     loop = Prequential(saved.model, window=opts.window, learn=False)
-    with StopGuard() as guard, opts.input.open() as src:
+    with StopGuard() as guard, opts.input.open(model=saved.model) as src:
         for _ in loop.run(src, every=1 << 62, limit=opts.limit, guard=guard):
             pass
     m = loop.metrics
@@ -330,7 +334,7 @@ def predict(opts: PredictOptions) -> None:
     out = sys.stdout
     if opts.output is Output.csv:
         out.write("label,confidence,layer\n")
-    with StopGuard(), opts.input.open() as src:
+    with StopGuard(), opts.input.open(model=loop.model) as src:
         for sample in src:
             p = loop.step(sample.x, None, sample.index, sample.where)  # labels are not used
             if opts.output is Output.csv:

@@ -352,6 +352,9 @@ def test_predict_takes_unlabelled_stdin(trained: Path) -> None:
     text = "\n".join(",".join(line.split(",")[:-1]) for line in trained.read_text().splitlines())
     result = ok(["predict", "-s", "-", "--label-column", "none"], input=text + "\n")
     assert len(result.stdout.splitlines()) == 201
+    # Records exactly as wide as the model's input need no option: they have no label.
+    auto = ok(["predict", "-s", "-"], input=text + "\n")
+    assert auto.stdout == result.stdout
 
 
 def test_plot_writes_a_png_that_opens() -> None:

@@ -485,3 +485,22 @@ def test_a_source_is_read_once_and_closes_its_file(tmp_path: Path) -> None:
     with open_source(str(write(tmp_path, "e.csv", b"1,2,3\n"))) as src2:
         pass
     assert src2.lines.stream.closed  # type: ignore[attr-defined]
+
+
+def test_no_label_column_reads_every_field_as_a_feature(tmp_path: Path) -> None:
+    path = write(tmp_path, "u.csv", b"1,2,3\n4,5,6\n")
+    samples, _, _ = read(path, label_column="none")
+    assert rows(samples) == [([1.0, 2.0, 3.0], None), ([4.0, 5.0, 6.0], None)]
+    named = write(tmp_path, "n.csv", b"a,none\n1,x\n")  # a column really named "none" wins
+    samples, _, _ = read(named, label_column="none")
+    assert rows(samples) == [([1.0], "x")]
+
+
+@pytest.mark.parametrize(("n_features", "expected"), [(3, None), (2, 3.0), (None, 3.0)])
+def test_a_known_width_tells_unlabelled_records(
+    tmp_path: Path, n_features: int | None, expected: float | None
+) -> None:
+    path = write(tmp_path, "w.csv", b"1,2,3\n")
+    (sample,), _, _ = read(path, n_features=n_features)
+    assert sample.y == (None if expected is None else 3)
+    assert len(sample.x) == (3 if expected is None else 2)

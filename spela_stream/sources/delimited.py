@@ -91,7 +91,10 @@ class DelimitedSource(LineSource):
         header: bool | None,
         skip: int,
         on_error: OnError | None,
+        n_features: int | None = None,
     ) -> None:
+        """``n_features``, when known (a trained model's width), lets a record of exactly that
+        many fields and no ``label_column`` be read as unlabelled (input to predict)."""
         super().__init__(lines, fmt, skip=skip, on_error=on_error)
         self._sep = "," if fmt == "csv" else "\t"
         self._sepb = self._sep.encode()
@@ -112,7 +115,9 @@ class DelimitedSource(LineSource):
                 f"{self.name}: the first line has 1 field, so no features beside the label (is the "
                 f"delimiter right? {fmt} splits on {self._sep!r}; pass --format to choose)"
             )
-        unlabelled = is_no_label(label_column) and "none" not in (self.columns or [])
+        unlabelled = (is_no_label(label_column) and "none" not in (self.columns or [])) or (
+            label_column is None and n_features is not None and self.width == n_features
+        )
         if unlabelled:  # every field is a feature; samples carry y=None (predict input)
             self._label = self.width
             self._nfeat = self.width

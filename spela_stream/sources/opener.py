@@ -171,8 +171,9 @@ def _open_text(
             raise SourceError(f"{name}: {kind} data cannot be streamed; pass a file path")
         if kind in ("csv", "tsv"):
             return DelimitedSource(
-                lines, kind, label_column=label_column, header=header, skip=skip, on_error=on_error
-            )
+                lines, kind, label_column=label_column, header=header, skip=skip,
+                on_error=on_error, n_features=n_features,
+            )  # fmt: skip
         if kind == "jsonl":
             return JsonLinesSource(lines, label_column=label_column, skip=skip, on_error=on_error)
         if kind == "arff":
