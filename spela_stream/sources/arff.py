@@ -10,14 +10,12 @@ Sparse rows (``{0 1.5, 3 2}``) are not supported.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import SourceError
 from .base import (
-    BadRecordError,
     OnError,
     RecordProblem,
     Sample,
@@ -25,7 +23,7 @@ from .base import (
     resolve_column,
     value_problem,
 )
-from .textio import Lines, LineSource, decode, decode_lossy, is_blank, not_utf8
+from .textio import Lines, TextLineSource, decode, is_blank, not_utf8
 
 # One value: a single- or double-quoted string (backslash escapes) or anything up to a comma.
 _VALUE = re.compile(r"""\s*('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|[^,]*?)\s*(?:,|$)""")
@@ -122,7 +120,7 @@ def read_header(lines: Lines) -> list[Attribute]:
     raise SourceError(f"{lines.name}: the ARFF header has no @data line (is the file cut short?)")
 
 
-class ArffSource(LineSource):
+class ArffSource(TextLineSource):
     """Rows of an ARFF stream; the attribute names are the feature names."""
 
     def __init__(
@@ -156,17 +154,6 @@ class ArffSource(LineSource):
 
     def _is_record(self, raw: bytes) -> bool:
         return not is_blank(raw) and not raw.lstrip().startswith(b"%")
-
-    def _items(self) -> Iterator[Sample | BadRecordError]:
-        for index, where, raw in self._records():
-            text = decode(raw)
-            if text is None:
-                yield BadRecordError(where, not_utf8(raw), index=index, raw=decode_lossy(raw))
-                continue
-            try:
-                yield self._parse(text, index, where)
-            except RecordProblem as bad:
-                yield BadRecordError(where, str(bad), index=index, raw=text)
 
     def _parse(self, text: str, index: int, where: str) -> Sample:
         if text.lstrip().startswith("{"):

@@ -9,15 +9,14 @@ is ``label_column`` if given, else the first of ``y``, ``label``, ``class`` the 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from ..errors import SourceError
 from ..inputs import Label
-from .base import BadRecordError, OnError, RecordProblem, Sample, value_problem
-from .textio import Lines, LineSource, decode, decode_lossy, not_utf8
+from .base import OnError, RecordProblem, Sample, value_problem
+from .textio import Lines, TextLineSource, decode
 
 LABEL_KEYS = ("y", "label", "class")
 _EXAMPLE = '{"x": [0.5, 1.0], "y": "cat"}'
@@ -68,7 +67,7 @@ def _number(value: Any, what: str) -> float:
         raise RecordProblem(f"{what} is too large for a float (rescale the feature)") from None
 
 
-class JsonLinesSource(LineSource):
+class JsonLinesSource(TextLineSource):
     """Records of a JSON-lines stream (see the module docstring for the two layouts)."""
 
     def __init__(
@@ -120,17 +119,6 @@ class JsonLinesSource(LineSource):
         self._names = [k for k in obj if k != self._label_key and k != "id"]
         if not self._names:
             raise RecordProblem(f"no feature keys besides the label; write records like {_EXAMPLE}")
-
-    def _items(self) -> Iterator[Sample | BadRecordError]:
-        for index, where, raw in self._records():
-            text = decode(raw)
-            if text is None:
-                yield BadRecordError(where, not_utf8(raw), index=index, raw=decode_lossy(raw))
-                continue
-            try:
-                yield self._parse(text, index, where)
-            except RecordProblem as bad:
-                yield BadRecordError(where, str(bad), index=index, raw=text)
 
     def _parse(self, text: str, index: int, where: str) -> Sample:
         obj = _load(text)

@@ -8,13 +8,12 @@ file (stdin cannot be read twice, so it needs ``n_features``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import numpy as np
 
 from ..errors import SourceError
-from .base import BadRecordError, OnError, RecordProblem, Sample, label_token, value_problem
-from .textio import Lines, LineSource, decode, decode_lossy, not_utf8
+from .base import OnError, RecordProblem, Sample, label_token, value_problem
+from .textio import Lines, TextLineSource
 
 _INDEX = re.compile(r"[0-9]+")
 
@@ -44,7 +43,7 @@ def is_libsvm_line(text: str) -> bool:
     )
 
 
-class LibsvmSource(LineSource):
+class LibsvmSource(TextLineSource):
     """Records of a LIBSVM stream as dense vectors of ``n_features`` values."""
 
     def __init__(self, lines: Lines, *, n_features: int, skip: int, on_error: OnError | None):
@@ -58,17 +57,6 @@ class LibsvmSource(LineSource):
 
     def _is_record(self, raw: bytes) -> bool:
         return bool(_content(raw).strip())
-
-    def _items(self) -> Iterator[Sample | BadRecordError]:
-        for index, where, raw in self._records():
-            text = decode(raw)
-            if text is None:
-                yield BadRecordError(where, not_utf8(raw), index=index, raw=decode_lossy(raw))
-                continue
-            try:
-                yield self._parse(text, index, where)
-            except RecordProblem as bad:
-                yield BadRecordError(where, str(bad), index=index, raw=text)
 
     def _parse(self, text: str, index: int, where: str) -> Sample:
         tokens = text.split("#", 1)[0].split()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..errors import SourceError
-from .base import OnError, Source
+from .base import BadRecordError, OnError, RecordProblem, Sample, Source
 
 GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
@@ -203,3 +203,22 @@ class LineSource(Source):
     def close(self) -> None:
         """Close the file (stdin stays open)."""
         self.lines.close()
+
+
+class TextLineSource(LineSource):
+    """A LineSource whose records are UTF-8 text, each parsed by ``_parse`` (which raises
+    ``RecordProblem`` for a bad one)."""
+
+    def _items(self) -> Iterator[Sample | BadRecordError]:
+        for index, where, raw in self._records():
+            text = decode(raw)
+            if text is None:
+                yield BadRecordError(where, not_utf8(raw), index=index, raw=decode_lossy(raw))
+                continue
+            try:
+                yield self._parse(text, index, where)
+            except RecordProblem as bad:
+                yield BadRecordError(where, str(bad), index=index, raw=text)
+
+    def _parse(self, text: str, index: int, where: str) -> Sample:
+        raise NotImplementedError
