@@ -18,7 +18,8 @@ from sqlite_utils import Database
 from spela_stream.errors import CheckpointError
 from storage.codec import Tensor, decode_array, dumps, encode_array
 from storage.records import Checkpoint, CheckpointInfo, RunInfo, parse_json, run_info
-from storage.schema import open_database
+from storage.schema import BUSY_TIMEOUT_S, open_database
+from storage.walcopy import WalCopier
 
 MAX_LISTED = 10  # names or ids an error message lists
 
@@ -72,6 +73,7 @@ class CheckpointStore:
         self._label = str(path)
         self.db: Database = open_database(path, create=create)
         self._closed = False
+        self._wal: WalCopier | None = None  # started by the first save
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -243,6 +245,10 @@ class CheckpointStore:
                 old = "SELECT id FROM checkpoints WHERE run = ? ORDER BY id DESC LIMIT -1 OFFSET ?"
                 conn.execute(f"DELETE FROM tensors WHERE checkpoint IN ({old})", (run, keep))
                 conn.execute(f"DELETE FROM checkpoints WHERE id IN ({old})", (run, keep))
+        if self._wal is None:
+            self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")  # the copier does it instead
+            self._wal = WalCopier(str(self.path), BUSY_TIMEOUT_S)
+        self._wal.nudge()
         return cid
 
     def load(self, run: str, checkpoint: int | None = None) -> Checkpoint:
@@ -316,6 +322,10 @@ class CheckpointStore:
         """Close the connection; the store cannot be used afterwards."""
         if not self._closed:
             self._closed = True
+            if self._wal is not None:
+                self._wal.close()
+                with suppress(sqlite3.Error):  # leave a small file behind: fold the WAL in
+                    self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             with suppress(sqlite3.Error):
                 self.db.conn.close()
 
