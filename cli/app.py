@@ -6,12 +6,14 @@ becomes ``Error: ...`` and exit 1, a bad option value exit 2, Ctrl-C a checkpoin
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from spela_stream.model import REPORTS
+from spela_stream.sources import FORMATS
 
 from . import commands
 
@@ -38,13 +40,12 @@ Db = Annotated[
     typer.Option(help="SQLite file of runs and checkpoints.", envvar="SPELA_DB", dir_okay=False),
 ]
 Run = Annotated[str | None, typer.Option(help="Run name (default: a new one, or the latest).")]
+InputFormat = enum.StrEnum(  # type: ignore[misc]
+    "InputFormat", {name: name for name in FORMATS if name != "builtin"}
+)
 Format = Annotated[
-    str | None,
-    typer.Option(
-        "--format",
-        help="Input format when the name does not tell: csv, tsv, jsonl, "
-        "arff, libsvm, npy, npz, idx.",
-    ),
+    InputFormat | None,
+    typer.Option("--format", help="Input format, when the file name does not tell."),
 ]
 LabelColumn = Annotated[
     str | None,
@@ -86,12 +87,14 @@ def _parse_hidden(value: str | None) -> tuple[int, ...] | None:
 
 def _input(
     source: str,
-    fmt: str | None,
+    fmt: enum.StrEnum | None,
     label_column: str | None,
     header: bool | None,
     features: int | None,
 ) -> commands.Input:
-    return commands.Input(source, fmt, label_column, header, features)
+    return commands.Input(
+        source, None if fmt is None else fmt.value, label_column, header, features
+    )
 
 
 # ---------------------------------------------------------------- commands

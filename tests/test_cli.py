@@ -104,7 +104,8 @@ def test_bad_hidden_exits_2(hidden: str) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [(["--report", "x"], "report"), (["--lr", "0"], "lr"), (["--lr", "-1"], "lr"),
-     (["--every", "0"], "every"), (["--keep", "-1"], "keep"), (["--on-error", "x"], "on-error")],
+     (["--every", "0"], "every"), (["--keep", "-1"], "keep"), (["--on-error", "x"], "on-error"),
+     (["--format", "xls"], "format")],
 )  # fmt: skip
 def test_bad_option_values_exit_2(args: list[str], message: str) -> None:
     result = runner.invoke(app, ["learn", "--hidden", "8", "--limit", "5", *args])
@@ -216,6 +217,12 @@ def test_learn_from_stdin_input(tmp_path: Path) -> None:
     text = blobs_csv(tmp_path / "b.csv", n=120).read_text()
     result = ok(["learn", "--source", "-", "--hidden", "16"], input=text)
     assert result.stdout.startswith("accuracy") and "after 120 samples of -" in result.stdout
+
+
+def test_format_option_overrides_the_name(tmp_path: Path) -> None:
+    data = blobs_csv(tmp_path / "blobs.txt", n=50)
+    out = ok(["learn", "-s", str(data), "--format", "csv", "--hidden", "8"]).stdout
+    assert "after 50 samples" in out
 
 
 def test_label_column_by_name_and_index(tmp_path: Path) -> None:
