@@ -7,15 +7,18 @@ becomes ``Error: ...`` and exit 1, a bad option value exit 2, Ctrl-C a checkpoin
 from __future__ import annotations
 
 import enum
+import gc
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
 
-from spela_stream.model import REPORTS
+from spela_stream.policy import REPORTS
 from spela_stream.sources import FORMATS
 
-from . import commands
+from . import listing
+from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions, guarded
 
 app = typer.Typer(
     help="Learn continuously from a stream, one sample at a time, with SPELA.",
@@ -68,6 +71,16 @@ Threads = Annotated[
 Checkpoint = Annotated[int | None, typer.Option(help="Checkpoint id (default: the latest).")]
 
 
+def _commands() -> ModuleType:
+    """learn, eval and predict, with torch: loaded only when one of them runs."""
+    from . import commands
+
+    # The imports leave ~230k long-lived objects; without this a full collection (~120 ms) can
+    # land inside a checkpoint or a sample. Freezing moves them out of the collector's sight.
+    gc.freeze()
+    return commands
+
+
 @app.callback()
 def _root() -> None:
     """Learn continuously from a stream, one sample at a time, with SPELA."""
@@ -91,10 +104,8 @@ def _input(
     label_column: str | None,
     header: bool | None,
     features: int | None,
-) -> commands.Input:
-    return commands.Input(
-        source, None if fmt is None else fmt.value, label_column, header, features
-    )
+) -> Input:
+    return Input(source, None if fmt is None else fmt.value, label_column, header, features)
 
 
 # ---------------------------------------------------------------- commands
@@ -136,8 +147,8 @@ def learn(
     ] = 60.0,
     keep: Annotated[int, typer.Option(help="Checkpoints kept per run (0: all).", min=0)] = 3,
     on_error: Annotated[
-        commands.OnError, typer.Option(help="A bad record: stop (raise) or skip it.")
-    ] = commands.OnError.raise_,
+        OnError, typer.Option(help="A bad record: stop (raise) or skip it.")
+    ] = OnError.raise_,
     rejects: Annotated[
         Path | None, typer.Option(help="With --on-error skip: append bad lines to this file.")
     ] = None,
@@ -150,7 +161,7 @@ def learn(
     threads: Threads = 1,
 ) -> None:
     """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite."""
-    opts = commands.LearnOptions(
+    opts = LearnOptions(
         input=_input(source, fmt, label_column, header, features),
         db=db, run=run, resume=resume,
         model={"hidden": _parse_hidden(hidden), "lr": lr, "report": report, "seed": seed},
@@ -159,7 +170,7 @@ def learn(
         keep=keep or None, on_error=on_error, rejects=rejects,
         json_out=json_out, quiet=quiet, threads=threads,
     )  # fmt: skip
-    commands.guarded(commands.learn, opts)
+    guarded(_commands().learn, opts)
 
 
 @app.command("eval")
@@ -178,9 +189,9 @@ def eval_(
     threads: Threads = 1,
 ) -> None:
     """Score a saved model on a stream without learning: accuracy, kappa, recall, confusion."""
-    commands.guarded(
-        commands.evaluate,
-        commands.EvalOptions(
+    guarded(
+        _commands().evaluate,
+        EvalOptions(
             _input(source, fmt, label_column, header, features),
             db, run, checkpoint, limit, window, json_out, threads,
         ),
@@ -194,8 +205,8 @@ def predict(
     run: Run = None,
     checkpoint: Checkpoint = None,
     output: Annotated[
-        commands.Output, typer.Option(help="csv (label,confidence,layer) or json lines.")
-    ] = commands.Output.csv,
+        Output, typer.Option(help="csv (label,confidence,layer) or json lines.")
+    ] = Output.csv,
     fmt: Format = None,
     label_column: LabelColumn = None,
     header: Header = None,
@@ -203,9 +214,9 @@ def predict(
     threads: Threads = 1,
 ) -> None:
     """Write one prediction per input record on stdout, for the next program in a pipe."""
-    commands.guarded(
-        commands.predict,
-        commands.PredictOptions(
+    guarded(
+        _commands().predict,
+        PredictOptions(
             _input(source, fmt, label_column, header, features),
             db, run, checkpoint, output, threads,
         ),
@@ -215,7 +226,7 @@ def predict(
 @app.command()
 def runs(db: Db = Path("runs.db"), json_out: Json = False) -> None:
     """List the runs in a database: config, samples seen, latest metrics, checkpoints."""
-    commands.guarded(commands.list_runs, db, json_out)
+    guarded(listing.list_runs, db, json_out)
 
 
 @app.command()
@@ -225,7 +236,7 @@ def checkpoints(
     json_out: Json = False,
 ) -> None:
     """List checkpoints: run, samples, source position, time and size."""
-    commands.guarded(commands.list_checkpoints, db, run, json_out)
+    guarded(listing.list_checkpoints, db, run, json_out)
 
 
 @app.command()
@@ -237,7 +248,7 @@ def plot(
     ),
 ) -> None:
     """Draw a run's learning curve (cumulative and rolling accuracy per layer, drifts) as PNG."""
-    commands.guarded(commands.plot, db, run, output)
+    guarded(listing.plot, db, run, output)
 
 
 def main() -> None:

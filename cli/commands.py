@@ -1,142 +1,29 @@
-"""What each command does, given parsed options: open, run the library, format.
+"""What learn, eval and predict do, given parsed options: open, run the library, format.
 
-Errors: a ``SpelaError`` prints ``Error: ...`` and exits 1; a ``ConfigError`` from option values
-exits 2; ``Interrupted`` (SIGINT/SIGTERM) exits 128 + the signal after the checkpoint.
+This module loads torch; ``cli.app`` imports it only when one of these commands runs.
 """
 
 from __future__ import annotations
 
-import enum
-import io
 import json
-import os
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, ParamSpec, TextIO
+from typing import TextIO
 
 import torch
 import typer
 
-from spela_stream.errors import CheckpointError, ConfigError, SpelaError
+from spela_stream.errors import ConfigError, SpelaError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential, StopGuard
-from spela_stream.sources import BadRecordError, Sample, Source, open_source
+from spela_stream.sources import BadRecordError, Sample, Source
 from storage import CheckpointStore
-from storage.records import RunInfo
 from storage.session import Session, load_loop
 
-from .output import Progress, human_bytes, report_json, table
-
-P = ParamSpec("P")
-
-
-class OnError(enum.StrEnum):
-    """What a bad record does to a run."""
-
-    raise_ = "raise"
-    skip = "skip"
-
-
-class Output(enum.StrEnum):
-    """Prediction output format."""
-
-    csv = "csv"
-    json = "json"
-
-
-@dataclass(frozen=True)
-class Input:
-    """Where samples come from and how to read them."""
-
-    source: str
-    fmt: str | None = None
-    label_column: str | None = None
-    header: bool | None = None
-    features: int | None = None
-
-    def open(
-        self,
-        skip: int = 0,
-        on_error: Callable[[BadRecordError], None] | None = None,
-        model: SpelaMLP | None = None,
-    ) -> Source:
-        """Open the source, skipping ``skip`` records (a resumed run's position). Given a trained
-        ``model``, CSV records as wide as its input are read as unlabelled."""
-        label: str | int | None = self.label_column
-        if isinstance(label, str) and label.lstrip("-").isdigit():
-            label = int(label)
-        return open_source(
-            self.source,
-            fmt=self.fmt,
-            label_column=label,
-            header=self.header,
-            n_features=self.features or (model.n_features if model is not None else None),
-            skip=skip,
-            on_error=on_error,
-        )
-
-
-@dataclass
-class LearnOptions:
-    """Everything ``learn`` was asked to do."""
-
-    input: Input
-    db: Path
-    run: str | None
-    resume: bool
-    model: dict[str, Any]
-    every: int = 1000
-    window: int = 1000
-    limit: int | None = None
-    checkpoint_every: int | None = None
-    checkpoint_seconds: float | None = 60.0
-    keep: int | None = 3
-    on_error: OnError = OnError.raise_
-    rejects: Path | None = None
-    json_out: bool = False
-    quiet: bool = False
-    threads: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print ``Error: message`` on stderr and return the Exit to raise."""
-    typer.echo(f"Error: {message}", err=True)
-    return typer.Exit(code)
-
-
-def guarded(command: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
-    """Run a command body, mapping the library's errors to messages and exit codes."""
-    try:
-        command(*args, **kwargs)
-    except ConfigError as exc:
-        raise fail(f"Invalid value: {exc}", 2) from None
-    except SpelaError as exc:
-        raise fail(str(exc)) from None
-    except Interrupted as stop:  # nothing to save here (learn saves before it gets this far)
-        raise typer.Exit(stop.exit_code) from None
-    except BrokenPipeError:  # the reader of our stdout went away (`| head`): a normal end
-        try:  # point stdout at /dev/null so the interpreter's final flush cannot fail again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, io.UnsupportedOperation):
-            pass
-        raise typer.Exit(0) from None
-
-
-def _store(db: Path, create: bool) -> CheckpointStore:
-    return CheckpointStore(db, create=create)
-
-
-def _pick_run(store: CheckpointStore, name: str | None) -> RunInfo:
-    if name is not None:
-        return store.run(name)
-    latest = store.latest_run()
-    if latest is None:
-        raise CheckpointError(f"{store.path} holds no runs yet (learn one with --db {store.path})")
-    return latest
-
+from .options import EvalOptions, LearnOptions, OnError, Output, PredictOptions, _pick_run, _store
+from .output import Progress, report_json, table
 
 # ---------------------------------------------------------------- learn
 
@@ -263,20 +150,6 @@ def _summary(
 # ---------------------------------------------------------------- eval and predict
 
 
-@dataclass(frozen=True)
-class EvalOptions:
-    """Everything ``eval`` was asked to do."""
-
-    input: Input
-    db: Path
-    run: str | None
-    checkpoint: int | None
-    limit: int | None
-    window: int
-    json_out: bool
-    threads: int
-
-
 def evaluate(opts: EvalOptions) -> None:
     """Score a saved model on a stream without learning."""
     torch.set_num_threads(opts.threads)
@@ -313,18 +186,6 @@ def evaluate(opts: EvalOptions) -> None:
     print(table([[c, *row] for c, row in zip(classes, cm, strict=True)], ["", *map(str, classes)]))
 
 
-@dataclass(frozen=True)
-class PredictOptions:
-    """Everything ``predict`` was asked to do."""
-
-    input: Input
-    db: Path
-    run: str | None
-    checkpoint: int | None
-    output: Output
-    threads: int
-
-
 def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
     torch.set_num_threads(opts.threads)
@@ -354,50 +215,3 @@ def predict(opts: PredictOptions) -> None:
 
 
 # ---------------------------------------------------------------- runs, checkpoints, plot
-
-
-def list_runs(db: Path, json_out: bool) -> None:
-    """The runs of a database, as a table or JSON lines."""
-    with _store(db, create=False) as store:
-        found = store.runs()
-    if json_out:
-        for r in found:
-            print(json.dumps(asdict(r)))
-        return
-    rows = []
-    for r in found:
-        s = r.summary or {}
-        acc = f"{s['accuracy']:.4f}" if "accuracy" in s else None
-        roll = f"{s['rolling']:.4f}" if "rolling" in s else None
-        hidden = ",".join(str(w) for w in r.config.get("hidden", []))
-        rows.append([r.name, r.samples, acc, roll, r.checkpoints, hidden, r.source, r.updated])
-    header = ["run", "samples", "accuracy", "rolling", "ckpts", "hidden", "source", "updated"]
-    print(table(rows, header))
-
-
-def list_checkpoints(db: Path, run: str | None, json_out: bool) -> None:
-    """The checkpoints of a database (or one run), as a table or JSON lines."""
-    with _store(db, create=False) as store:
-        if run is not None:
-            store.run(run)  # a clear error for a run that does not exist
-        found = store.checkpoints(run)
-    if json_out:
-        for c in found:
-            print(json.dumps(asdict(c)))
-        return
-    rows = [
-        [c.id, c.run, c.samples, c.position, c.where, c.created, human_bytes(c.bytes)]
-        for c in found
-    ]
-    print(table(rows, ["id", "run", "samples", "position", "at", "created", "size"]))
-
-
-def plot(db: Path, run: str | None, output: Path) -> None:
-    """Write a run's learning curve as a PNG."""
-    from .plot import learning_curve  # matplotlib is slow to import: only when asked
-
-    with _store(db, create=False) as store:
-        info = _pick_run(store, run)
-        history = store.history(info.name)
-    learning_curve(history, info, output)
-    typer.echo(str(output))

@@ -10,9 +10,10 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from spela_stream.prequential import Prequential, Report
+if TYPE_CHECKING:
+    from spela_stream.prequential import Prequential, Report
 
 HEADER = (
     "  samples  cum.acc roll.acc   kappa    label     pred  samples/s    model  roll.acc per layer"

@@ -1,5 +1,7 @@
 """spela-stream: continual learning from a stream with SPELA, one forward pass per sample."""
 
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     CheckpointError,
     ConfigError,
@@ -11,7 +13,9 @@ from .errors import (
     SpelaError,
     WidthError,
 )
-from .model import Prediction, SpelaMLP
+
+if TYPE_CHECKING:
+    from .model import Prediction, SpelaMLP
 
 __all__ = [
     "CheckpointError",
@@ -27,3 +31,12 @@ __all__ = [
     "WidthError",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import the model (and torch) on first use, so light tools start fast."""
+    if name in ("Prediction", "SpelaMLP"):
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

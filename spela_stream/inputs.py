@@ -9,12 +9,19 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable, Mapping
 
 import numpy as np
-import torch
 
 from .errors import LabelError, NonFiniteError, WidthError
 
 Label = int | str | bool
 MAX_ABS = 1e30  # larger magnitudes overflow float32 weights or the standardiser's squares
+
+
+def _host(x: object) -> object:
+    """A torch tensor as a numpy array (torch itself is not imported here: sources use this
+    module and must start fast); anything else unchanged."""
+    if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
+        return x.detach().cpu().numpy()
+    return x
 
 
 def positions(mask: np.ndarray) -> str:
@@ -56,8 +63,7 @@ def as_vector(x: object, names: list[Hashable] | None, n_features: int | None) -
             bad = [k for k in names if not isinstance(x[k], int | float | np.number)]
             raise WidthError(f"feature(s) {bad[:5]} are not numbers: {exc}") from None
     else:
-        if isinstance(x, torch.Tensor):
-            x = x.detach().cpu().numpy()
+        x = _host(x)
         try:
             vec = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError) as exc:
@@ -90,8 +96,7 @@ def as_matrix(xs: object, names: list[Hashable] | None, n_features: int | None) 
     """Turn a batch (2-d array, DataFrame or list of samples) into a float64 (B, d) array."""
     if hasattr(xs, "to_dict") and hasattr(xs, "columns"):  # a pandas DataFrame
         xs = xs.to_dict(orient="records")
-    if isinstance(xs, torch.Tensor):
-        xs = xs.detach().cpu().numpy()
+    xs = _host(xs)
     if isinstance(xs, np.ndarray) and xs.ndim == 2 and xs.dtype.kind in "biuf":
         batch = xs.astype(np.float64)  # validated at once, not row by row
         if batch.shape[0]:

@@ -29,10 +29,10 @@ from river import base
 from .errors import ConfigError, ModelError, WidthError
 from .inputs import Label, as_matrix, as_vector, check_label
 from .layer import SpelaLayer
+from .policy import REPORTS
 from .scaling import Standardiser
 
 Report = Literal["last", "confident", "early_exit", "vote"]
-REPORTS: tuple[str, ...] = ("last", "confident", "early_exit", "vote")
 STATE_FORMAT = "spela-stream.model/1"
 # lr is the step of a layer of this width; a layer of width d steps lr * sqrt(d / 1024), because
 # dL/dy shrinks as 1 / |y| and |y| grows as sqrt(d) (measured: with one fixed lr, narrow layers

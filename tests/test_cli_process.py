@@ -201,3 +201,18 @@ def test_predict_into_head_ends_quietly(tmp_path: Path) -> None:
     assert head.stdout.splitlines()[0] == "label,confidence,layer"
     assert len(head.stdout.splitlines()) == 3
     assert predict.returncode == 0 and "Traceback" not in err and "Error" not in err, err
+
+
+def test_help_and_listing_do_not_load_torch(tmp_path: Path) -> None:
+    """--help, runs and checkpoints answer in a fraction of a second: no torch, no river."""
+    code = (
+        "import sys; from typer.testing import CliRunner; from cli.app import app; "
+        "r = CliRunner().invoke(app, sys.argv[1:]); "
+        "print(r.exit_code, 'torch' in sys.modules, 'river' in sys.modules)"
+    )
+    for args in (["--help"], ["runs", "--db", "none.db"], ["checkpoints", "--db", "none.db"]):
+        out = subprocess.run(
+            [sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True,
+            timeout=TIMEOUT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        assert out.stdout.split()[1:] == ["False", "False"], (args, out.stdout, out.stderr)

@@ -1,0 +1,59 @@
+"""What a database holds: runs, checkpoints, and a run's learning curve."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import typer
+
+from .options import _pick_run, _store
+from .output import human_bytes, table
+
+
+def list_runs(db: Path, json_out: bool) -> None:
+    """The runs of a database, as a table or JSON lines."""
+    with _store(db, create=False) as store:
+        found = store.runs()
+    if json_out:
+        for r in found:
+            print(json.dumps(asdict(r)))
+        return
+    rows = []
+    for r in found:
+        s = r.summary or {}
+        acc = f"{s['accuracy']:.4f}" if "accuracy" in s else None
+        roll = f"{s['rolling']:.4f}" if "rolling" in s else None
+        hidden = ",".join(str(w) for w in r.config.get("hidden", []))
+        rows.append([r.name, r.samples, acc, roll, r.checkpoints, hidden, r.source, r.updated])
+    header = ["run", "samples", "accuracy", "rolling", "ckpts", "hidden", "source", "updated"]
+    print(table(rows, header))
+
+
+def list_checkpoints(db: Path, run: str | None, json_out: bool) -> None:
+    """The checkpoints of a database (or one run), as a table or JSON lines."""
+    with _store(db, create=False) as store:
+        if run is not None:
+            store.run(run)  # a clear error for a run that does not exist
+        found = store.checkpoints(run)
+    if json_out:
+        for c in found:
+            print(json.dumps(asdict(c)))
+        return
+    rows = [
+        [c.id, c.run, c.samples, c.position, c.where, c.created, human_bytes(c.bytes)]
+        for c in found
+    ]
+    print(table(rows, ["id", "run", "samples", "position", "at", "created", "size"]))
+
+
+def plot(db: Path, run: str | None, output: Path) -> None:
+    """Write a run's learning curve as a PNG."""
+    from .plot import learning_curve  # matplotlib is slow to import: only when asked
+
+    with _store(db, create=False) as store:
+        info = _pick_run(store, run)
+        history = store.history(info.name)
+    learning_curve(history, info, output)
+    typer.echo(str(output))

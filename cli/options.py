@@ -1,0 +1,162 @@
+"""Parsed options and the error mapping of the command line: light to import, so that
+``--help``, ``runs`` and ``checkpoints`` answer without loading torch.
+
+Errors: a ``SpelaError`` prints ``Error: ...`` and exits 1; a ``ConfigError`` from option values
+exits 2; ``Interrupted`` (SIGINT/SIGTERM) exits 128 + the signal, after learn's checkpoint.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ParamSpec
+
+import typer
+
+from spela_stream.errors import CheckpointError, ConfigError, SpelaError
+from spela_stream.sources import BadRecordError, Source, open_source
+from spela_stream.stopping import Interrupted
+from storage import CheckpointStore
+from storage.records import RunInfo
+
+if TYPE_CHECKING:
+    from spela_stream.model import SpelaMLP
+
+P = ParamSpec("P")
+
+
+class OnError(enum.StrEnum):
+    """What a bad record does to a run."""
+
+    raise_ = "raise"
+    skip = "skip"
+
+
+class Output(enum.StrEnum):
+    """Prediction output format."""
+
+    csv = "csv"
+    json = "json"
+
+
+@dataclass(frozen=True)
+class Input:
+    """Where samples come from and how to read them."""
+
+    source: str
+    fmt: str | None = None
+    label_column: str | None = None
+    header: bool | None = None
+    features: int | None = None
+
+    def open(
+        self,
+        skip: int = 0,
+        on_error: Callable[[BadRecordError], None] | None = None,
+        model: SpelaMLP | None = None,
+    ) -> Source:
+        """Open the source, skipping ``skip`` records (a resumed run's position). Given a trained
+        ``model``, CSV records as wide as its input are read as unlabelled."""
+        label: str | int | None = self.label_column
+        if isinstance(label, str) and label.lstrip("-").isdigit():
+            label = int(label)
+        return open_source(
+            self.source,
+            fmt=self.fmt,
+            label_column=label,
+            header=self.header,
+            n_features=self.features or (model.n_features if model is not None else None),
+            skip=skip,
+            on_error=on_error,
+        )
+
+
+@dataclass
+class LearnOptions:
+    """Everything ``learn`` was asked to do."""
+
+    input: Input
+    db: Path
+    run: str | None
+    resume: bool
+    model: dict[str, Any]
+    every: int = 1000
+    window: int = 1000
+    limit: int | None = None
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float | None = 60.0
+    keep: int | None = 3
+    on_error: OnError = OnError.raise_
+    rejects: Path | None = None
+    json_out: bool = False
+    quiet: bool = False
+    threads: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Everything ``eval`` was asked to do."""
+
+    input: Input
+    db: Path
+    run: str | None
+    checkpoint: int | None
+    limit: int | None
+    window: int
+    json_out: bool
+    threads: int
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Everything ``predict`` was asked to do."""
+
+    input: Input
+    db: Path
+    run: str | None
+    checkpoint: int | None
+    output: Output
+    threads: int
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print ``Error: message`` on stderr and return the Exit to raise."""
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def guarded(command: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
+    """Run a command body, mapping the library's errors to messages and exit codes."""
+    try:
+        command(*args, **kwargs)
+    except ConfigError as exc:
+        raise fail(f"Invalid value: {exc}", 2) from None
+    except SpelaError as exc:
+        raise fail(str(exc)) from None
+    except Interrupted as stop:  # nothing to save here (learn saves before it gets this far)
+        raise typer.Exit(stop.exit_code) from None
+    except BrokenPipeError:  # the reader of our stdout went away (`| head`): a normal end
+        try:  # point stdout at /dev/null so the interpreter's final flush cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
+        raise typer.Exit(0) from None
+
+
+def _store(db: Path, create: bool) -> CheckpointStore:
+    return CheckpointStore(db, create=create)
+
+
+def _pick_run(store: CheckpointStore, name: str | None) -> RunInfo:
+    if name is not None:
+        return store.run(name)
+    latest = store.latest_run()
+    if latest is None:
+        raise CheckpointError(f"{store.path} holds no runs yet (learn one with --db {store.path})")
+    return latest
