@@ -72,7 +72,13 @@ def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progr
         f"{ck.where or 'start'} of {ck.source}"
     )
     # A resumed run may be pointed at its (moved) file again with --source.
-    return Session(store, info.name, loop, opts.input.source or ck.source)
+    source = opts.input.source or ck.source
+    if source != ck.source:
+        progress.log(
+            f"note: run {info.name!r} was reading {ck.source}; now {source}, from record "
+            f"{ck.position + 1} on (the records before it count as learned)"
+        )
+    return Session(store, info.name, loop, source)
 
 
 def learn(opts: LearnOptions) -> None:
@@ -83,7 +89,7 @@ def learn(opts: LearnOptions) -> None:
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
     rejects = Rejects(opts.rejects, progress)
     on_error = rejects if opts.on_error is OnError.skip else None
-    with _store(opts.db, create=True) as store, StopGuard() as guard:
+    with _store(opts.db, create=not opts.resume) as store, StopGuard() as guard:
         if opts.resume:
             session = _resumed_session(store, opts, progress)
             src = replace(opts.input, source=session.source).open(session.loop.position, on_error)
@@ -193,11 +199,13 @@ def predict(opts: PredictOptions) -> None:
         loop, _ = load_loop(store, _pick_run(store, opts.run), opts.checkpoint, learn=False)
     flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives
     out = sys.stdout
-    if opts.output is Output.csv:
-        out.write("label,confidence,layer\n")
+    header = opts.output is Output.csv  # written with the first answer, not before an error
     with StopGuard(), opts.input.open(model=loop.model) as src:
         for sample in src:
             p = loop.step(sample.x, None, sample.index, sample.where)  # labels are not used
+            if header:
+                out.write("label,confidence,layer\n")
+                header = False
             if opts.output is Output.csv:
                 label = "" if p.label is None else str(p.label)
                 if any(ch in label for ch in ',"\n'):

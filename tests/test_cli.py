@@ -192,6 +192,31 @@ def test_resume_continues_to_the_limit_and_equals_one_unbroken_run() -> None:
     assert wa.metrics["summary"]["accuracy"] == wb.metrics["summary"]["accuracy"]
 
 
+def test_resume_needs_an_existing_database_and_leaves_no_file() -> None:
+    result = runner.invoke(app, ["learn", "--resume", "--db", "nothing.db"])
+    assert result.exit_code == 1 and "nothing.db: no such database" in result.stderr
+    assert not Path("nothing.db").exists()
+
+
+def test_resume_on_another_file_says_so(tmp_path: Path) -> None:
+    first = blobs_csv(tmp_path / "first.csv", n=30)
+    ok(["learn", "-s", str(first), "--hidden", "8"])
+    second = blobs_csv(tmp_path / "second.csv", n=50, seed=1)
+    result = ok(["learn", "--resume", "-s", str(second)])
+    assert f"was reading {first}; now {second}, from record 31 on" in result.stderr
+    assert "after 50 samples" in result.stdout  # records 31..50 of the new file
+
+
+def test_predict_writes_no_header_before_an_error(trained: Path, tmp_path: Path) -> None:
+    wide = tmp_path / "wide.csv"
+    wide.write_text("1,2,3\n")
+    result = runner.invoke(app, ["predict", "-s", str(wide)])
+    assert result.exit_code == 1 and result.stdout == ""
+    assert f"Error: {wide} line 1: sample has 2 features, the model was built for 784" in (
+        result.stderr
+    )
+
+
 def test_resume_refuses_to_change_the_model() -> None:
     ok(["learn", "--limit", "20", "--hidden", "8"])
     result = runner.invoke(app, ["learn", "--resume", "--hidden", "16"])
