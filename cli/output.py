@@ -104,7 +104,7 @@ class Progress:
             for at in drifts[self._drifts :]:
                 self.log(f"drift detected at sample {at} (ADWIN on the reported error)")
             self._drifts = len(drifts)
-        if not self.live:
+        if not self.live or loop.samples == 0:
             return
         now = time.monotonic()
         if now - self._last_draw < 0.2:
