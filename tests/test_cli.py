@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer.main
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner, Result
 
 from cli.app import app
@@ -424,3 +426,33 @@ def test_learn_reads_each_shared_stream(path: str, extra: list[str], floor: floa
     )
     assert match is not None, result.stdout
     assert floor < float(match.group(1)) <= 1.0
+
+
+# ---------------------------------------------------------------- no input crashes the command
+
+TOKEN = st.sampled_from(["1", "-2.5", "0", "1e40", "1e400", "nan", "inf", "", " ", "x", '"q"', "7"])
+ROWS = st.lists(st.lists(TOKEN, min_size=1, max_size=4).map(",".join), max_size=12)
+CSV_TEXT = st.one_of(
+    ROWS.map("\n".join),  # mostly well-formed rows with bad values and ragged widths
+    st.text(alphabet=st.sampled_from(list('0123456789.,-e\n "abnNiIf\t{}[]:#?@'))),
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(content=st.one_of(CSV_TEXT, st.binary(max_size=200).map(lambda b: b.decode("latin-1"))))
+def test_any_file_is_learned_or_refused_never_a_crash(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "fuzz.csv"
+    path.write_text(content, encoding="utf-8")
+    db = tmp_path / "fuzz.db"
+    for args in (
+        ["learn", "-s", str(path), "--hidden", "4"],
+        ["learn", "-s", "-", "--hidden", "4"],
+    ):
+        result = runner.invoke(app, [*args, "--db", str(db), "-q", "--on-error", "skip"],
+                               input=content)  # fmt: skip
+        assert isinstance(result.exception, SystemExit | None), repr(result.exception)
+        assert result.exit_code in (0, 1), (result.exit_code, result.stderr)
+        if result.exit_code == 1:
+            assert result.stderr.splitlines()[-1].startswith("Error: ")
