@@ -232,7 +232,7 @@ def test_learn_from_a_csv_file_with_string_labels(tmp_path: Path) -> None:
     data = blobs_csv(tmp_path / "blobs.csv", n=300)
     result = ok(["learn", "--source", str(data), "--hidden", "32", "--every", "100"])
     acc = float(result.stdout.split()[1])
-    # Four well separated blobs: measured 0.95 after 300 samples.
+    # Four well separated blobs: measured 0.876 after 300 samples (chance 0.25).
     assert acc > 0.85
     with CheckpointStore("runs.db") as store:
         ck = store.load("run-1")
@@ -355,7 +355,7 @@ def test_eval_scores_without_learning(trained: Path) -> None:
     result = ok(["eval", "-s", str(trained), "--json"])
     r = json.loads(result.stdout)
     assert r["samples"] == r["n"] == 200 and r["run"] == "m"
-    # Measured 0.79 on digits 300-499 after learning 300; chance 0.10.
+    # Measured 0.71 on digits 300-499 after learning 300; chance 0.10.
     assert 0.6 < r["accuracy"] <= 1.0 and 0.5 < r["kappa"] <= 1.0
     assert len(r["layers"]) == 1 and r["layers"][0]["accuracy"] == r["accuracy"]
     assert sum(map(sum, r["confusion"])) == 200 and r["classes"] == list(range(10))
