@@ -7,6 +7,7 @@ A reader subclasses :class:`Source` and implements ``_items``, a generator of ``
 
 from __future__ import annotations
 
+import abc
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -52,7 +53,7 @@ class RecordProblem(Exception):
     BadRecordError with the record's position."""
 
 
-class Source:
+class Source(abc.ABC):
     """A stream of Samples read once, in order; use as an iterator and a context manager."""
 
     name: str
@@ -69,8 +70,9 @@ class Source:
         self._on_error = on_error
         self._started = False
 
+    @abc.abstractmethod
     def _items(self) -> Iterator[Sample | BadRecordError]:
-        raise NotImplementedError  # pragma: no cover
+        """Every record in order: a Sample, or the BadRecordError saying what is wrong with it."""
 
     def __iter__(self) -> Iterator[Sample]:
         if self._started:
@@ -90,7 +92,7 @@ class Source:
         finally:
             self.close()
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a default: sources that hold nothing open keep it
         """Release the file (a no-op for stdin, which the process owns)."""
 
     def __enter__(self) -> Source:

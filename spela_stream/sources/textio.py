@@ -6,6 +6,7 @@ record as soon as its line arrives.
 
 from __future__ import annotations
 
+import abc
 import gzip
 import io
 import zlib
@@ -220,5 +221,6 @@ class TextLineSource(LineSource):
             except RecordProblem as bad:
                 yield BadRecordError(where, str(bad), index=index, raw=text)
 
+    @abc.abstractmethod
     def _parse(self, text: str, index: int, where: str) -> Sample:
-        raise NotImplementedError
+        """One record line as a Sample; ``RecordProblem`` says what is wrong with a bad one."""
