@@ -22,7 +22,7 @@ from spela_stream.sources import BadRecordError, Sample, Source
 from storage import CheckpointStore
 from storage.session import Session, load_loop
 
-from .options import EvalOptions, LearnOptions, OnError, Output, PredictOptions, _pick_run, _store
+from .options import EvalOptions, LearnOptions, OnError, Output, PredictOptions, pick_run
 from .output import Progress, report_json, table
 
 # ---------------------------------------------------------------- learn
@@ -31,14 +31,13 @@ from .output import Progress, report_json, table
 class Rejects:
     """Count bad records, append their raw text to a file, and move the loop past them."""
 
-    def __init__(self, path: Path | None, progress: Progress) -> None:
-        self.loop: Prequential | None = None
+    def __init__(self, loop: Prequential, path: Path | None, progress: Progress) -> None:
+        self.loop = loop
         self.path = path
         self.progress = progress
         self._fh: TextIO | None = None
 
     def __call__(self, err: BadRecordError) -> None:
-        assert self.loop is not None, "records are read only once the loop exists"
         self.loop.reject(err.index, err.where)
         if self.loop.rejected <= 10:
             self.progress.log(f"skipped {err}")
@@ -53,14 +52,8 @@ class Rejects:
             self._fh.close()
 
 
-def _new_session(store: CheckpointStore, opts: LearnOptions, model: SpelaMLP) -> Session:
-    source = opts.input.source or "builtin:mnist"
-    name = store.create_run(opts.run, model.config(), source)
-    return Session(store, name, Prequential(model, window=opts.window), source)
-
-
 def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progress) -> Session:
-    info = _pick_run(store, opts.run)
+    info = pick_run(store, opts.run)
     given = [k for k, v in opts.model.items() if v is not None]
     if given:
         raise ConfigError(
@@ -87,18 +80,21 @@ def learn(opts: LearnOptions) -> None:
     if opts.rejects is not None and opts.on_error is not OnError.skip:
         raise ConfigError("--rejects needs --on-error skip")
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
-    rejects = Rejects(opts.rejects, progress)
-    on_error = rejects if opts.on_error is OnError.skip else None
-    with _store(opts.db, create=not opts.resume) as store, StopGuard() as guard:
-        if opts.resume:
-            session = _resumed_session(store, opts, progress)
-            src = replace(opts.input, source=session.source).open(session.loop.position, on_error)
-        else:  # check the options and open the source before a run is made for them
+    with CheckpointStore(opts.db, create=not opts.resume) as store, StopGuard() as guard:
+        resumed = _resumed_session(store, opts, progress) if opts.resume else None
+        if resumed is not None:
+            loop, spec = resumed.loop, resumed.source
+        else:  # the model checks its options, and the source opens, before a run is made
             model = SpelaMLP(**{k: v for k, v in opts.model.items() if v is not None})
-            src = replace(opts.input, source=opts.input.source or "builtin:mnist").open(0, on_error)
-            session = _new_session(store, opts, model)
+            loop = Prequential(model, window=opts.window)
+            spec = opts.input.source or "builtin:mnist"
+        rejects = Rejects(loop, opts.rejects, progress)
+        on_error = rejects if opts.on_error is OnError.skip else None
+        src = replace(opts.input, source=spec).open(loop.position, on_error)
+        session = resumed or Session(
+            store, store.create_run(opts.run, loop.model.config(), spec), loop, spec
+        )
         session.keep = opts.keep
-        loop = rejects.loop = session.loop
         policy = CheckpointPolicy(session.save, opts.checkpoint_every, opts.checkpoint_seconds)
         progress.log(f"learning {session.source} into {opts.db} run {session.run!r}")
         try:
@@ -159,8 +155,8 @@ def _summary(
 def evaluate(opts: EvalOptions) -> None:
     """Score a saved model on a stream without learning."""
     torch.set_num_threads(opts.threads)
-    with _store(opts.db, create=False) as store:
-        info = _pick_run(store, opts.run)
+    with CheckpointStore(opts.db, create=False) as store:
+        info = pick_run(store, opts.run)
         saved, ck = load_loop(store, info, opts.checkpoint, learn=False)
     loop = Prequential(saved.model, window=opts.window, learn=False)
     with StopGuard() as guard, opts.input.open(model=saved.model) as src:
@@ -195,8 +191,8 @@ def evaluate(opts: EvalOptions) -> None:
 def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
     torch.set_num_threads(opts.threads)
-    with _store(opts.db, create=False) as store:
-        loop, _ = load_loop(store, _pick_run(store, opts.run), opts.checkpoint, learn=False)
+    with CheckpointStore(opts.db, create=False) as store:
+        loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
     flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives
     out = sys.stdout
     header = opts.output is Output.csv  # written with the first answer, not before an error
@@ -220,6 +216,3 @@ def predict(opts: PredictOptions) -> None:
             if flush:
                 out.flush()
     out.flush()
-
-
-# ---------------------------------------------------------------- runs, checkpoints, plot

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import typer
 
-from .options import _pick_run, _store
+from storage import CheckpointStore
+
+from .options import pick_run
 from .output import human_bytes, table
 
 
 def list_runs(db: Path, json_out: bool) -> None:
     """The runs of a database, as a table or JSON lines."""
-    with _store(db, create=False) as store:
+    with CheckpointStore(db, create=False) as store:
         found = store.runs()
     if json_out:
         for r in found:
@@ -33,7 +35,7 @@ def list_runs(db: Path, json_out: bool) -> None:
 
 def list_checkpoints(db: Path, run: str | None, json_out: bool) -> None:
     """The checkpoints of a database (or one run), as a table or JSON lines."""
-    with _store(db, create=False) as store:
+    with CheckpointStore(db, create=False) as store:
         if run is not None:
             store.run(run)  # a clear error for a run that does not exist
         found = store.checkpoints(run)
@@ -52,8 +54,8 @@ def plot(db: Path, run: str | None, output: Path) -> None:
     """Write a run's learning curve as a PNG."""
     from .plot import learning_curve  # matplotlib is slow to import: only when asked
 
-    with _store(db, create=False) as store:
-        info = _pick_run(store, run)
+    with CheckpointStore(db, create=False) as store:
+        info = pick_run(store, run)
         history = store.history(info.name)
     learning_curve(history, info, output)
     typer.echo(str(output))

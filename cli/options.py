@@ -12,7 +12,7 @@ import io
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec
 
@@ -62,13 +62,10 @@ class Input:
     ) -> Source:
         """Open the source, skipping ``skip`` records (a resumed run's position). Given a trained
         ``model``, CSV records as wide as its input are read as unlabelled."""
-        label: str | int | None = self.label_column
-        if isinstance(label, str) and label.lstrip("-").isdigit():
-            label = int(label)
         return open_source(
             self.source,
             fmt=self.fmt,
-            label_column=label,
+            label_column=self.label_column,  # a name, an index ("0", "-1") or "none"
             header=self.header,
             n_features=self.features or (model.n_features if model is not None else None),
             skip=skip,
@@ -96,7 +93,6 @@ class LearnOptions:
     json_out: bool = False
     quiet: bool = False
     threads: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -149,11 +145,8 @@ def guarded(command: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> No
         raise typer.Exit(0) from None
 
 
-def _store(db: Path, create: bool) -> CheckpointStore:
-    return CheckpointStore(db, create=create)
-
-
-def _pick_run(store: CheckpointStore, name: str | None) -> RunInfo:
+def pick_run(store: CheckpointStore, name: str | None) -> RunInfo:
+    """The run named ``name``, or the most recently updated one."""
     if name is not None:
         return store.run(name)
     latest = store.latest_run()

@@ -164,7 +164,6 @@ class StreamMetrics:
                 "n": int(width),
                 "bits": base64.b64encode(np.packbits(recent).tobytes()).decode(),
             },
-            "summary": self.summary(),
         }
 
     @classmethod

@@ -55,7 +55,7 @@ class Report:
     learned: int = 0
     rejected: int = 0  # bad records skipped (``on_error`` skip)
     drifts: int = 0
-    drift: bool = False  # a drift was flagged since the previous report
+    drift: bool = False  # a drift was flagged since the previous recorded report (table row)
     position: int = 0  # records consumed from the source, bad ones included
     where: str = ""
     model_bytes: int = 0
@@ -213,8 +213,8 @@ class Prequential:
             where=self.where,
             model_bytes=self.model.nbytes(),
         )
-        self._drift_since_report = False
-        if record:
+        if record:  # a live-line look must not consume the drift mark the next row shows
+            self._drift_since_report = False
             self.history.append(
                 {
                     "samples": r.samples,

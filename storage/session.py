@@ -25,7 +25,6 @@ class Session:
     loop: Prequential
     source: str
     keep: int | None = None
-    checkpoints: int = 0  # written by this session
 
     def save(self, loop: Prequential | None = None) -> int:
         """Checkpoint the model, the loop's state and the history gathered since the last one."""
@@ -46,7 +45,6 @@ class Session:
         except SpelaError:
             loop.history[:0] = history  # not written: keep the rows for the next try
             raise
-        self.checkpoints += 1
         return cid
 
 

@@ -197,3 +197,13 @@ def test_a_real_sigint_stops_at_a_sample_boundary(inside_step: bool) -> None:
     # Inside a step the sample is finished first; between samples nothing more is taken.
     assert loop.samples == model.n_learned == 10
     assert loop.position == loop.samples
+
+
+def test_a_live_look_does_not_consume_the_drift_mark() -> None:
+    loop = Prequential(_model(hidden=(8,)))
+    for x, y in iter_mnist(20):
+        loop.step(x, y)
+    loop._drift_since_report = True  # as step() sets it when ADWIN flags a change
+    assert loop.report().drift  # the live line's look
+    assert loop.report(record=True).drift  # the table row still shows it
+    assert not loop.report(record=True).drift
