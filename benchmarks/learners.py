@@ -272,9 +272,10 @@ class Moa:
     def nbytes(self) -> int | None:
         learner = getattr(self.model, "moa_learner", None)
         try:
-            return int(learner.measureByteSize()) if learner is not None else None
+            size = int(learner.measureByteSize()) if learner is not None else 0
         except Exception:  # noqa: BLE001 - not every MOA learner can measure itself
             return None
+        return size if size > 0 else None  # 0 without MOA's sizeofag Java agent: unknown
 
 
 # ---------------------------------------------------------------------------- the roster

@@ -11,7 +11,8 @@ every learner is timed in the same run on the same machine. Peers are installed 
 (``benchmarks.peers``); one that cannot be installed or that fails is recorded as "not run: why".
 
 Writes ``benchmarks/results/suite-<mode>.json`` (every figure and the machine), ``suite-<mode>.md``
-(the tables), ``curve-<stream>.png`` (rolling accuracy of every learner) and, in full mode, the
+(the tables), ``curve-<stream>.png`` (rolling accuracy of every learner; ``-quick`` added in
+quick mode) and, in full mode, the
 block of README.md between ``<!-- suite:begin -->`` and ``<!-- suite:end -->``. Progress goes to
 stderr; stdout carries the markdown table.
 """
@@ -156,9 +157,28 @@ def plan(
                         "window": window,
                         "data": info["path"],
                         "max_seconds": None if s.family in UNCAPPED else peer_seconds,
+                        "estimate_s": _estimate(s, info, peer_seconds),
                     }
                 )
-    return jobs
+    # longest first, so that with --jobs N the long ones do not end the run alone
+    return sorted(jobs, key=lambda j: -j["estimate_s"])
+
+
+# rough seconds per sample on one quiet core, to order the jobs (not a figure of the suite)
+_COST = {
+    "spela 2x1024": 6e-4,
+    "spela 1x1024": 3e-4,
+    "backprop 2x1024": 1.5e-3,
+    "backprop 1x1024": 4e-4,
+    "deep-river MLP 2x1024": 3e-3,
+    "deep-river MLP 1x1024": 1.5e-3,
+}
+
+
+def _estimate(s: Spec, info: dict[str, Any], peer_seconds: float | None) -> float:
+    per_sample = _COST.get(s.name, 1e-4 if s.batch > 1 else 2e-3)
+    estimate = info["n"] * per_sample * (2.0 if info["d"] > 100 else 1.0)
+    return min(estimate, peer_seconds) if s.family not in UNCAPPED and peer_seconds else estimate
 
 
 def _child_env() -> dict[str, str]:
@@ -181,6 +201,8 @@ def run_one(job: dict[str, Any], python: str, timeout: float, tmp: Path) -> dict
     cached = Path(job["cache"]) / f"{safe}.out.json" if job.get("cache") else None
     if cached is not None and job.get("resume") and cached.exists():
         return {**base, "status": "ok", "resumed": True, **json.loads(cached.read_text())}
+    if job.get("only_cached"):
+        return {**base, "status": "not run", "reason": "not finished in this run (machine loaded)"}
     try:
         res = subprocess.run(
             [python, "-m", "benchmarks.loop", str(job_file), str(out_file)],
@@ -631,7 +653,8 @@ def plot_curves(report: dict[str, Any], outdir: Path) -> list[str]:
         ax.grid(alpha=0.3)
         ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7, frameon=False)
         fig.tight_layout()
-        path = outdir / f"curve-{stream}.png"
+        suffix = "" if report["mode"] == "full" else f"-{report['mode']}"
+        path = outdir / f"curve-{stream}{suffix}.png"
         fig.savefig(path)
         plt.close(fig)
         written.append(str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path))
@@ -657,6 +680,7 @@ def run_suite(
     load_note: str = "",
     peer_seconds: float | None = None,
     resume: bool = False,
+    only_cached: bool = False,
 ) -> dict[str, Any]:
     """Run the suite and write its JSON, markdown and curves into ``outdir``; the report."""
     t_start = time.perf_counter()
@@ -675,7 +699,12 @@ def run_suite(
         stream_info = prepare_streams(streams, limit, Path(tmp))
         jobs = plan(stream_info, learners, limits, window, grid, peer_seconds)
         for job in jobs:
-            job.update(tmp=tmp, cache=str(outdir / f".cache-{mode}"), resume=resume)
+            job.update(
+                tmp=tmp,
+                cache=str(outdir / f".cache-{mode}"),
+                resume=resume or only_cached,
+                only_cached=only_cached,
+            )
         log(f"suite: {len(jobs)} jobs on {', '.join(stream_info)}")
         results = execute(jobs, pythons, unavailable, parallel, timeout)
     mark_best(results)
@@ -706,7 +735,7 @@ def run_suite(
     }
     report["targets"] = targets(report)
     curves = plot_curves(report, outdir)
-    wanted = [c for c in curves if c.endswith(f"curve-{README_CURVE}.png")]
+    wanted = [c for c in curves if f"curve-{README_CURVE}" in c]
     report["readme_curve"] = wanted[0] if wanted else (curves[0] if curves else None)
     (outdir / f"suite-{mode}.json").write_text(json.dumps(report, indent=1) + "\n")
     (outdir / f"suite-{mode}.md").write_text(render_markdown(report))
@@ -741,6 +770,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="reuse the figures of jobs an earlier run of this mode finished (results/.cache-MODE)",
     )
+    ap.add_argument(
+        "--only-cached",
+        action="store_true",
+        help="run nothing: tabulate what an interrupted run finished, the rest as not run",
+    )
     ap.add_argument("--no-install", action="store_true", help="do not pip-install peers")
     ap.add_argument("--no-readme", action="store_true", help="full mode: leave README.md alone")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -767,6 +801,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load_note=a.load_note,
         peer_seconds=QUICK_PEER_SECONDS if a.quick else a.peer_seconds,
         resume=a.resume,
+        only_cached=a.only_cached,
     )
     if mode == "full" and not a.no_readme and a.out == RESULTS:
         write_readme(render_readme_block(report, f"benchmarks/results/suite-{mode}.json"))

@@ -98,7 +98,7 @@ def test_suite_writes_json_markdown_and_curve_with_sane_figures(
     for r in shown:
         assert f"| {r['learner']} | {r['accuracy']:.4f} | {r['kappa']:.4f} |" in md
     assert "accuracy >= torch backprop (same shape)" in md and "lr 0.0" in md
-    png = out / "curve-embedded.png"
+    png = out / "curve-embedded-test.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size < 250_000
 
 
@@ -144,3 +144,13 @@ def test_a_peer_that_is_missing_or_fails_is_recorded_not_run(tmp_path: Path) -> 
     assert results[0]["reason"] == "vowpalwabbit unavailable: no wheel"
     assert results[1]["status"] == "not run"
     assert results[1]["reason"].startswith("failed: ") and "missing.npz" in results[1]["reason"]
+
+
+def test_readme_block_is_what_the_suite_renders_from_its_committed_json() -> None:
+    text = (ROOT / "README.md").read_text()
+    block = suite.readme_block(text)
+    source = block.split("from ", 1)[1].split(";", 1)[0].strip()
+    report = json.loads((ROOT / source).read_text())
+    assert block == suite.render_readme_block(report, source)
+    assert report["readme_curve"] in block
+    assert (ROOT / report["readme_curve"]).stat().st_size < 250_000
