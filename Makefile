@@ -33,8 +33,9 @@ test: lint types unit
 
 # The suite against backprop, deep-river, River, Vowpal Wabbit and MOA (peers installed on demand,
 # deep-river in .bench-venvs/); results in benchmarks/results/ and README.md's results block.
+# Two jobs at a time: one single-threaded learner per core of a 2-core machine.
 bench: setup
-	$(BIN)/python -m benchmarks.suite
+	$(BIN)/python -m benchmarks.suite --jobs 2
 
 bench-quick: setup
 	$(BIN)/python -m benchmarks.suite --quick

@@ -2,7 +2,9 @@
 dependencies.
 
 - ``vowpalwabbit==9.11.9`` and ``capymoa==0.15.1`` (with JPype; it runs MOA's Java learners on the
-  machine's Java 17) go into the interpreter that runs the suite.
+  machine's Java 17) go into ``.bench-venvs/peers`` (with the CPU build of torch 2.13.0, which
+  capymoa needs): installed beside the project they would bring scikit-learn and pandas into its
+  test environment.
 - ``deep-river==0.3.4`` pins river < 0.26 and torch < 2.6, so it gets a virtualenv of its own,
   ``.bench-venvs/deep-river``, built with the CPU build of torch 2.13.0 and River 0.25 and then
   deep-river without its pins (``--no-deps``: it imports and learns that way). Its jobs run the
@@ -86,11 +88,23 @@ def ensure(peer: str, install: bool = True) -> str:
             _log(f"peers: installing {DEEP_RIVER} and its pinned stack")
             _pip(python, *DEEP_RIVER_DEPS)
             _pip(python, "--no-deps", DEEP_RIVER)
-    else:
-        python = sys.executable
+    else:  # a venv of their own too: capymoa pulls scikit-learn and pandas, which change
+        # what River's generic checks run in the project's own tests
+        python = str(VENVS / "peers" / "bin" / "python")
+        if not Path(python).exists():
+            if not install:
+                raise PeerUnavailable(f"no {VENVS / 'peers'} (run without --no-install)")
+            _log(f"peers: creating {VENVS / 'peers'} (a few minutes, once)")
+            res = subprocess.run(
+                [sys.executable, "-m", "venv", str(VENVS / "peers")],
+                capture_output=True,
+                text=True,
+            )
+            if res.returncode != 0:
+                raise PeerUnavailable(f"python -m venv failed: {res.stderr.strip()[-200:]}")
         if _imports(python, module) is not None and install:
             _log(f"peers: installing {PINS[peer]}")
-            _pip(python, PINS[peer])
+            _pip(python, "torch==2.13.0", "numpy", PINS[peer])
     error = _imports(python, module)
     if error is not None:
         raise PeerUnavailable(f"{module} does not import: {error}")

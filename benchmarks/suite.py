@@ -68,7 +68,7 @@ SPELA_DEFAULT = "spela 2x1024"
 # Slow peers on long or wide streams stop after this much learning in full mode, so that the
 # suite ends in well under an hour on two cores; the table says how many samples they learned.
 # spela-stream and the backprop learners it is compared against always learn every sample.
-PEER_SECONDS = 180.0
+PEER_SECONDS = 120.0
 UNCAPPED = ("spela-stream", "torch backprop", "deep-river")
 FULL_LIMITS: dict[tuple[str, str], int] = {}
 README_CURVE = "letter"
@@ -285,6 +285,8 @@ def mark_best(results: list[dict[str, Any]]) -> None:
         best = max(ok, key=lambda r: r["accuracy"]) if ok else rows[0]
         for r in rows:
             r["shown"] = r is best
+        if len(rows) > 1 and len(ok) < len(rows):  # a grid cut short: say which rates ran
+            best["grid_ran"] = [r["extra"]["lr"] for r in ok]
 
 
 # ---------------------------------------------------------------------------- machine
@@ -319,10 +321,11 @@ def machine(pythons: dict[str, str]) -> dict[str, Any]:
         "platform": platform.platform(),
         "java": _java(),
         "load_average_start": list(os.getloadavg()),
-        "versions": versions(
-            sys.executable, ("numpy", "torch", "river", "vowpalwabbit", "capymoa", "spela-stream")
-        ),
+        "versions": versions(sys.executable, ("numpy", "torch", "river", "spela-stream")),
     }
+    for peer in ("vowpalwabbit", "capymoa"):
+        if peer in pythons:
+            info["versions"].update(versions(pythons[peer], (peer,)))
     if "deep-river" in pythons:
         info["deep_river_venv_versions"] = versions(
             pythons["deep-river"], ("deep-river", "river", "torch")
@@ -352,7 +355,11 @@ def _size(nbytes: int | None) -> str:
 def _note(r: dict[str, Any], n: int) -> str:
     parts = []
     if r.get("extra") and "lr" in r["extra"]:
-        parts.append(f"lr {r['extra']['lr']:g}")
+        ran = r.get("grid_ran")
+        parts.append(
+            f"lr {r['extra']['lr']:g}"
+            + (f", best of {'/'.join(f'{v:g}' for v in ran)} only" if ran else "")
+        )
     if r.get("status") == "ok" and r["n"] < n:
         parts.append(f"first {r['n']:,} samples only")
     return ", ".join(parts)
@@ -375,6 +382,10 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         ]
         return max(cands, key=lambda r: r["accuracy"]) if cands else None
 
+    def who(r: dict[str, Any]) -> str:  # a peer cut short is compared over its prefix: say so
+        n = report["streams"][r["stream"]]["n"]
+        return r["learner"] + (f", first {r['n']:,} samples" if r["n"] < n else "")
+
     for stream in streams:
         mine = next((r for r in _shown(report, stream) if r["learner"] == SPELA_DEFAULT), None)
         if mine is None or mine["status"] != "ok":
@@ -389,7 +400,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "stream": stream,
                     "spela": mine["accuracy"],
                     "other": same["accuracy"],
-                    "who": same["learner"],
+                    "who": who(same),
                     "met": mine["accuracy"] >= same["accuracy"],
                 }
             )
@@ -400,7 +411,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "stream": stream,
                     "spela": mine["samples_per_s"],
                     "other": same["samples_per_s"],
-                    "who": same["learner"],
+                    "who": who(same),
                     "ratio": ratio,
                     "met": ratio >= 1.5,
                 }
@@ -413,7 +424,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                         "stream": stream,
                         "spela": mine["accuracy"],
                         "other": other["accuracy"],
-                        "who": other["learner"],
+                        "who": who(other),
                         "met": mine["accuracy"] >= other["accuracy"],
                     }
                 )
@@ -427,7 +438,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                     "stream": stream,
                     "spela": mine["accuracy"],
                     "other": river["accuracy"],
-                    "who": river["learner"],
+                    "who": who(river),
                     "met": mine["accuracy"] >= river["accuracy"],
                 }
             )
@@ -441,7 +452,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
                             "stream": stream,
                             "spela": mine["samples_per_s"],
                             "other": r["samples_per_s"],
-                            "who": r["learner"],
+                            "who": who(r),
                             "met": mine["samples_per_s"] >= r["samples_per_s"],
                         }
                     )
@@ -479,10 +490,16 @@ def _header(report: dict[str, Any]) -> list[str]:
         f"load average {m['load_average_start'][0]:.1f} at start, "
         f"{m.get('load_average_end', [0.0])[0]:.1f} at end"
     )
+    when = (
+        f"tabulated {report['finished']} from the jobs earlier runs finished (`--only-cached`)"
+        if report.get("only_cached")
+        else f"{report['started']} to {report['finished']} ({report['wall_s'] / 60:.0f} min), "
+        f"jobs run {report['parallel']} at a time"
+    )
     return [
-        f"Mode **{report['mode']}**, {report['started']} to {report['finished']} "
-        f"({report['wall_s'] / 60:.0f} min). {m['cpu']}, {m['cores']} cores, one thread per "
-        f"learner, jobs run {report['parallel']} at a time; {load}. "
+        f"Mode **{report['mode']}**, {when}. {m['cpu']}, {m['cores']} cores, one thread per "
+        f"learner"
+        + (". " if report.get("only_cached") else f"; {load}. ")
         + (
             f"River, VW and MOA learners stop after {report['peer_seconds']:.0f} s of learning "
             "(their figures then cover the samples they learned, as noted). "
@@ -712,6 +729,15 @@ def run_suite(
             )
         log(f"suite: {len(jobs)} jobs on {', '.join(stream_info)}")
         results = execute(jobs, pythons, unavailable, parallel, timeout)
+    stream_order = {name: i for i, name in enumerate(stream_info)}
+    learner_order = {s.name: i for i, s in enumerate(learners)}
+    results.sort(
+        key=lambda r: (
+            stream_order.get(r["stream"], 99),
+            learner_order.get(r["learner"], 99),
+            (r.get("extra") or {}).get("lr", 0.0),
+        )
+    )
     mark_best(results)
     for s in stream_info.values():
         s.pop("path")
@@ -728,6 +754,7 @@ def run_suite(
         "peer_seconds": peer_seconds,
         "load_note": load_note,
         "resumed_jobs": sum(bool(r.get("resumed")) for r in results),
+        "only_cached": only_cached,
         "machine": info,
         "streams": stream_info,
         "learners": [
