@@ -176,6 +176,7 @@ def _drive(
         f"into {opts.db} run {session.run!r}"
     )
     stream = _announced(src, loop, changes=fo.changes)
+    learned_before = loop.learned
     try:
         for report in loop.run(
             stream, every=opts.every, doubling=True, limit=opts.limit, checkpoint=policy,
@@ -185,7 +186,7 @@ def _drive(
     except Interrupted as stop:
         session.save()
         progress.close()
-        _summary(loop, session, src, progress, opts, stopped=stop.args[0])
+        _summary(loop, session, src, progress, opts, learned_before, stopped=stop.args[0])
         raise typer.Exit(stop.exit_code) from None
     except (SpelaError, BrokenPipeError):
         session.save()  # everything learned before the error is kept
@@ -193,7 +194,7 @@ def _drive(
         raise
     session.save()
     progress.close()
-    _summary(loop, session, src, progress, opts)
+    _summary(loop, session, src, progress, opts, learned_before)
 
 
 def _announced(src: EmbeddedSource, loop: Prequential, *, changes: bool) -> Iterator[Sample]:
@@ -224,14 +225,16 @@ def _announced(src: EmbeddedSource, loop: Prequential, *, changes: bool) -> Iter
 
 def _summary(
     loop: Prequential, session: Session, src: EmbeddedSource, progress: Progress,
-    opts: LearnOptions, stopped: str | None = None,
+    opts: LearnOptions, learned_before: int, stopped: str | None = None,
 ) -> None:  # fmt: skip
+    """The summary row (accuracy on stdout only if frames were learned: else predictions are
+    the product) and the frame counts on stderr."""
     r = loop.report()
     frames = {"frames_read": src.frames_read, "dropped": src.dropped}
     frames["skipped"] = src.frames.skipped
     if opts.json_out:
         print(json.dumps({**json.loads(report_json(r, kind="summary")), **frames}), flush=True)
-    elif r.scored:
+    elif r.learned > learned_before:
         print(f"accuracy {r.accuracy:.4f} after {r.samples} samples of {session.source}")
     why = f"stopped by {stopped}" if stopped else "done"
     progress.log(
