@@ -41,6 +41,7 @@ class Backbone(abc.ABC):
     name: str
     size: int  # frames are resized to size x size before embedding
     dim: int
+    threads: int | None = None  # torch threads while embedding (None: the process's setting)
 
     @abc.abstractmethod
     def embed(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
@@ -94,13 +95,22 @@ class EfficientNetLite0(Backbone):
     def embed(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Frames -> (B, 1280) float32, in inference mode (no graph, no updates)."""
         small = self._resized(frames)
+        outer = torch.get_num_threads()
+        if self.threads is not None:  # the convolutions use cores a per-sample head cannot
+            torch.set_num_threads(self.threads)
+        try:
+            feats = self._features(small)
+        finally:
+            torch.set_num_threads(outer)
+        out: np.ndarray = feats.numpy().astype(np.float32, copy=False)
+        return out
+
+    def _features(self, small: np.ndarray) -> torch.Tensor:
         with torch.inference_mode():
             x = torch.from_numpy(small).permute(0, 3, 1, 2).float()  # (B, 3, size, size)
             x = (x - LITE_MEAN) / LITE_STD
-            fmap = self.net.extract_features(x)  # (B, 1280, h, w)
-            feats = fmap.mean(dim=(2, 3))  # (B, 1280), the network's own global average pool
-        out: np.ndarray = feats.numpy().astype(np.float32, copy=False)
-        return out
+            fmap: torch.Tensor = self.net.extract_features(x)  # (B, 1280, h, w)
+            return fmap.mean(dim=(2, 3))  # (B, 1280), the network's own global average pool
 
 
 def _load_lite0(size: int) -> Any:  # an EfficientNet (the package is untyped)
@@ -124,12 +134,15 @@ def _load_lite0(size: int) -> Any:  # an EfficientNet (the package is untyped)
     return net
 
 
-def make_backbone(name: str, size: int | None = None) -> Backbone:
-    """The backbone called ``name`` (``efficientnet-lite0`` or ``none``) for ``size`` px frames."""
+def make_backbone(name: str, size: int | None = None, threads: int | None = None) -> Backbone:
+    """The backbone called ``name`` (``efficientnet-lite0`` or ``none``) for ``size`` px frames,
+    embedding on ``threads`` torch threads (None: the process's setting)."""
     if name not in BACKBONES:
         raise ConfigError(f"unknown backbone {name!r} (choose from {', '.join(BACKBONES)})")
     size = DEFAULT_SIZE[name] if size is None else int(size)
     lowest = 32 if name == "efficientnet-lite0" else 1
     if not lowest <= size <= 1024:
         raise ConfigError(f"--size {size} for backbone {name}: use {lowest}..1024 pixels")
-    return RawPixels(size) if name == "none" else EfficientNetLite0(size)
+    backbone = RawPixels(size) if name == "none" else EfficientNetLite0(size)
+    backbone.threads = threads
+    return backbone

@@ -337,3 +337,43 @@ def test_a_resumed_run_keeps_its_backbone(tmp_path: Path, video: Path) -> None:
     result = runner.invoke(app, ["eval", "--db", str(tmp_path / "b.db"), "-s", "builtin:mnist"])
     assert result.exit_code == 2
     assert "learned frames through a backbone" in result.stderr
+
+
+def test_label_port_teaches_a_running_learner_process(tmp_path: Path) -> None:
+    """The real command: a video played in real time (--fps), taught over its label port."""
+    import os
+    import subprocess
+    import sys
+
+    path = tmp_path / "slow.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20, (32, 32))
+    rng = np.random.default_rng(5)
+    for _ in range(50):  # 2.5 s at its own 20 fps
+        writer.write(_image("red", rng))
+    writer.release()
+    args = ["learn", "-s", f"camera:{path}", "--db", str(tmp_path / "p.db"), "--json"]
+    args += ["--backbone", "none", "--size", "8", "--fps", "20", "--label-port", "0"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.app", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    while line and "label channel on" not in line:
+        line = proc.stderr.readline()
+    port = int(line.split("127.0.0.1:")[1].split(":")[0])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        assert _say(sock, "red") == "teaching red"
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    rows = [json.loads(x) for x in out.splitlines()]
+    summary = rows[-1]
+    assert summary["kind"] == "summary" and summary["frames_read"] == 50
+    assert summary["learned"] > 25  # taught within the first half of the clip
+    predicted = [r for r in rows if r["kind"] == "prediction"]
+    assert len(predicted) + summary["learned"] == 50 - summary["dropped"]
+    assert "classes ['red']" in err
