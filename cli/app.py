@@ -44,7 +44,7 @@ Source = Annotated[
         "--source",
         "-s",
         help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
-        "or builtin:mnist.",
+        "builtin:mnist, camera:VIDEO or images:DIR (a camera run's own backbone).",
     ),
 ]
 Db = Annotated[
