@@ -103,7 +103,7 @@ def _marks(reports: Iterable[Any], n: int) -> dict[str, Any]:
     last = None
     for r in reports:
         last = r
-        for m in MARKS:
+        for m in (*MARKS, n):
             if r.samples == m and m <= n:
                 out[f"acc@{m}"] = r.accuracy
     if last is not None:
@@ -160,6 +160,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=112, help="frame size in px (backbone input)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of the backbone")
     ap.add_argument("--stream-fps", type=float, default=None, help="pace of the live stream")
+    ap.add_argument(
+        "--overload-frames", type=int, default=1000, help="digits of the 2x-too-fast stream"
+    )
     ap.add_argument("--no-baselines", action="store_true", help="skip backprop and River heads")
     a = ap.parse_args()
     started = time.perf_counter()
@@ -191,16 +194,26 @@ def main() -> None:
             rows[name] = r
             log(f"{name}: {r}")
 
-        r = learn_camera(f"camera:{video}", lite0, track, n, (1024,))
-        rows["video file -> lite0 -> SPELA 1024"] = r
-        log(f"video: {r}")
+        video_run = learn_camera(f"camera:{video}", lite0, track, n, (1024,))
+        rows["video file -> lite0 -> SPELA 1024"] = video_run
+        log(f"video: {video_run}")
 
-        pace = a.stream_fps or round(0.9 * r["fps"], 1)
+        pace = a.stream_fps or round(0.9 * video_run["fps"], 1)
         port = serve_mjpeg(frames, pace)
         r = learn_camera(f"camera:http://127.0.0.1:{port}/digits.mjpg", lite0, track, n, (1024,))
         r["stream_fps"] = pace
         rows[f"MJPEG stream at {pace:g} fps -> lite0 -> SPELA 1024"] = r
         log(f"stream: {r}")
+
+        over = min(n, a.overload_frames)
+        if over:  # a stream faster than the learner: frames must be dropped, and counted
+            fast = round(2 * video_run["fps"], 1)
+            port = serve_mjpeg(frames[:over], fast)
+            url = f"camera:http://127.0.0.1:{port}/digits.mjpg"
+            r = learn_camera(url, lite0, track, over, (1024,))
+            r["stream_fps"] = fast
+            rows[f"MJPEG stream at {fast:g} fps (2x the learner), {over:,} digits"] = r
+            log(f"overloaded stream: {r}")
 
         raw = make_backbone("none", 28)
         r = learn_camera(f"camera:{video}", raw, track, n, (1024, 1024))
@@ -231,7 +244,8 @@ def markdown(result: dict[str, Any]) -> str:
     """The results as a markdown table."""
     n = result["frames"]
     marks = [m for m in MARKS if m < n] + [n]
-    head = "| path | " + " | ".join(f"acc @ {m:,}" for m in marks) + " | frames/s | dropped |"
+    head = "| path | " + " | ".join(f"acc @ {m:,}" for m in marks)
+    head += " | acc at end | learned | frames/s | dropped |"
     lines = [
         f"# Camera learner on {n:,} MNIST test digits ({result['size']} px RGB frames)",
         "",
@@ -242,11 +256,12 @@ def markdown(result: dict[str, Any]) -> str:
         "Prequential accuracy (predict, then learn, one frame at a time), cumulative.",
         "",
         head,
-        "|" + "---|" * (len(marks) + 3),
+        "|" + "---|" * (len(marks) + 5),
     ]
     for name, r in result["rows"].items():
-        accs = [r.get(f"acc@{m}", r["accuracy"] if m == n else None) for m in marks]
+        accs = [r.get(f"acc@{m}") for m in marks] + [r["accuracy"]]
         cells = ["-" if v is None else f"{v:.4f}" for v in accs]
+        cells.append(str(r.get("learned", n)))
         fps = r.get("fps", r.get("rows_per_s"))
         drop = r.get("dropped")
         lines.append(
