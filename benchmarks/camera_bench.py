@@ -179,6 +179,7 @@ def main() -> None:
         "threads, heads on 1",
         "rows": {},
         "load_average_at_start": round(os.getloadavg()[0], 2),
+        "args": " ".join(sys.argv[1:]),
     }
     rows: dict[str, dict[str, Any]] = result["rows"]
     with tempfile.TemporaryDirectory() as tmp:
@@ -252,7 +253,7 @@ def markdown(result: dict[str, Any]) -> str:
         f"Machine: {result['machine']}; 1-minute load average {result['load_average_at_start']}"
         f" at the start, {result['load_average_at_end']} at the end (2 cores; above 2 means"
         f" other work shared them), {result['seconds']:.0f} s in all.",
-        f"Command: `python -m benchmarks.camera_bench --frames {n}`.",
+        f"Command: `python -m benchmarks.camera_bench {result['args']}`.",
         "Prequential accuracy (predict, then learn, one frame at a time), cumulative.",
         "",
         head,

@@ -85,15 +85,15 @@ Backbone = Annotated[
     str | None,
     typer.Option(
         help="camera/images: frozen feature extractor, efficientnet-lite0 (ImageNet, 1280-d) or "
-        "none (raw RGB pixels, --size px) [default: efficientnet-lite0; a resumed run keeps its "
-        "own].",
+        "none (raw RGB pixels, --size px); default efficientnet-lite0, and a resumed run keeps its "
+        "own.",
         show_default=False,
     ),
 ]
 Size = Annotated[
     int | None,
     typer.Option(
-        help="camera/images: frames resized to SIZE px square [default: 112; none: 28].",
+        help="camera/images: frames resized to SIZE px square (default 112; with none 28).",
         min=1,
         show_default=False,
     ),

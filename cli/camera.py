@@ -33,7 +33,9 @@ from .options import FrameOptions, Input, LearnOptions, OnError, pick_run
 from .output import Progress, report_json
 
 # Measured (benchmarks/camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0): one
-# layer of 1024 leads the model's default two on backbone features; the model keeps its own.
+# layer of 1024 leads the model's default two on backbone features (prequential .902 against
+# .896 after 5,000 frames, .843 against .810 after 1,000) and learns twice as fast; the model
+# keeps its own default.
 CAMERA_HIDDEN = (1024,)
 
 

@@ -314,6 +314,10 @@ def test_no_camera_is_a_clear_error(tmp_path: Path) -> None:
     ("args", "code", "message"),
     [
         (["--source", "camera:missing.avi"], 1, "missing.avi: no such video file"),
+        (["--source", "camera:http://127.0.0.1:1/x.mjpg"], 1, "x.mjpg: cannot open the stream"),
+        (["--source", "images:nowhere"], 1, "images:nowhere: no such folder"),
+        (["--labels", "nolabels.txt"], 1, "nolabels.txt: cannot read the label track"),
+        (["--fps", "5", "--source", "images:."], 1, "--fps samples a video or camera"),
         (["--label", "a", "--label-port", "0"], 2, "--label and --label-port: give one"),
         (["--backbone", "resnet"], 2, "unknown backbone 'resnet'"),
     ],
