@@ -18,7 +18,16 @@ from spela_stream.policy import REPORTS
 from spela_stream.sources import FORMATS
 
 from . import listing
-from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions, guarded
+from .options import (
+    EvalOptions,
+    FrameOptions,
+    Input,
+    LearnOptions,
+    OnError,
+    Output,
+    PredictOptions,
+    guarded,
+)
 
 app = typer.Typer(
     help="Learn continuously from a stream, one sample at a time, with SPELA.",
@@ -35,7 +44,7 @@ Source = Annotated[
         "--source",
         "-s",
         help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
-        "or builtin:mnist.",
+        "builtin:mnist, camera:VIDEO or images:DIR (a camera run's own backbone).",
     ),
 ]
 Db = Annotated[
@@ -69,6 +78,63 @@ Threads = Annotated[
     int, typer.Option(help="Torch CPU threads (1 suits per-sample learning).", min=1)
 ]
 Checkpoint = Annotated[int | None, typer.Option(help="Checkpoint id (default: the latest).")]
+
+# ---------------------------------------------------------------- camera and images options
+
+Backbone = Annotated[
+    str | None,
+    typer.Option(
+        help="camera/images: frozen feature extractor, efficientnet-lite0 (ImageNet, 1280-d) or "
+        "none (raw RGB pixels, --size px); default efficientnet-lite0, and a resumed run keeps its "
+        "own.",
+        show_default=False,
+    ),
+]
+Size = Annotated[
+    int | None,
+    typer.Option(
+        help="camera/images: frames resized to SIZE px square (default 112; with none 28).",
+        min=1,
+        show_default=False,
+    ),
+]
+Label = Annotated[
+    str | None,
+    typer.Option(
+        help="camera: teach every frame as this class (record one class per run; "
+        "--resume adds the next). Without a label the run predicts."
+    ),
+]
+Labels = Annotated[
+    Path | None,
+    typer.Option(
+        help="camera: a label per frame of a video: a line per frame, or "
+        "start,end,label ranges (0-based, end exclusive).",
+        dir_okay=False,
+    ),
+]
+LabelPort = Annotated[
+    int | None,
+    typer.Option(
+        help="camera: listen on 127.0.0.1:PORT (0: any free port) for lines NAME "
+        "(teach NAME from now on) and - (stop teaching).",
+        min=0,
+        max=65535,
+    ),
+]
+Fps = Annotated[
+    float | None,
+    typer.Option(
+        help="camera: take at most N frames a second. A video file is otherwise read "
+        "at the learner's pace, every frame, deterministically; with --fps it plays in "
+        "real time and frames the learner cannot keep up with are dropped (counted).",
+        min=0.001,
+    ),
+]
+Changes = Annotated[
+    bool,
+    typer.Option("--changes", help="camera: print a prediction only when it changes."),
+]
 
 
 def _commands() -> ModuleType:
@@ -104,8 +170,10 @@ def _input(
     label_column: str | None,
     header: bool | None,
     features: int | None,
+    frames: FrameOptions | None = None,
 ) -> Input:
-    return Input(source, None if fmt is None else fmt.value, label_column, header, features)
+    kind = None if fmt is None else fmt.value
+    return Input(source, kind, label_column, header, features, frames)
 
 
 # ---------------------------------------------------------------- commands
@@ -119,7 +187,8 @@ def learn(
             "--source",
             "-s",
             help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
-            "or builtin:mnist [default: builtin:mnist, or a resumed run's own source].",
+            "builtin:mnist, camera (camera:N, camera:VIDEO, camera:URL) or images:DIR "
+            "[default: builtin:mnist, or a resumed run's own source].",
             show_default=False,
         ),
     ] = "",
@@ -159,10 +228,22 @@ def learn(
     json_out: Json = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     threads: Threads = 1,
+    backbone: Backbone = None,
+    size: Size = None,
+    label: Label = None,
+    labels: Labels = None,
+    label_port: LabelPort = None,
+    fps: Fps = None,
+    changes: Changes = False,
 ) -> None:
-    """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite."""
+    """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite.
+
+    From a camera or images:DIR, frames pass through a frozen pre-trained image model and a SPELA
+    head learns on its features; frames without a label are predicted (a JSON line each).
+    """
+    frames = FrameOptions(backbone, size, label, labels, label_port, fps, changes)
     opts = LearnOptions(
-        input=_input(source, fmt, label_column, header, features),
+        input=_input(source, fmt, label_column, header, features, frames),
         db=db, run=run, resume=resume,
         model={"hidden": _parse_hidden(hidden), "lr": lr, "report": report, "seed": seed},
         every=every, window=window, limit=limit,
@@ -187,12 +268,13 @@ def eval_(
     features: Features = None,
     json_out: Json = False,
     threads: Threads = 1,
+    labels: Labels = None,
 ) -> None:
     """Score a saved model on a stream without learning: accuracy, kappa, recall, confusion."""
     guarded(
         _commands().evaluate,
         EvalOptions(
-            _input(source, fmt, label_column, header, features),
+            _input(source, fmt, label_column, header, features, FrameOptions(labels=labels)),
             db, run, checkpoint, limit, window, json_out, threads,
         ),
     )  # fmt: skip

@@ -20,9 +20,10 @@ from spela_stream.model import SpelaMLP
 from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential, StopGuard
 from spela_stream.sources import BadRecordError, Sample, Source
 from storage import CheckpointStore
+from storage.records import RunInfo
 from storage.session import Session, load_loop
 
-from .options import EvalOptions, LearnOptions, OnError, Output, PredictOptions, pick_run
+from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions, pick_run
 from .output import Progress, report_json, table
 
 # ---------------------------------------------------------------- learn
@@ -76,6 +77,10 @@ def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progr
 
 def learn(opts: LearnOptions) -> None:
     """Learn test-then-train, checkpointing on the policy, at the end, on error and on signals."""
+    from . import camera  # camera:..., images:DIR: frames through a frozen backbone
+
+    if camera.wants_frames(opts):
+        return camera.learn(opts)
     torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
     if opts.rejects is not None and opts.on_error is not OnError.skip:
         raise ConfigError("--rejects needs --on-error skip")
@@ -152,6 +157,13 @@ def _summary(
 # ---------------------------------------------------------------- eval and predict
 
 
+def _opened(inp: Input, run: RunInfo, model: SpelaMLP) -> Source:
+    """The source to score: frames through the run's own backbone, or ``inp.open``."""
+    from .camera import open_input
+
+    return open_input(inp, run, model)
+
+
 def evaluate(opts: EvalOptions) -> None:
     """Score a saved model on a stream without learning."""
     torch.set_num_threads(opts.threads)
@@ -159,7 +171,7 @@ def evaluate(opts: EvalOptions) -> None:
         info = pick_run(store, opts.run)
         saved, ck = load_loop(store, info, opts.checkpoint, learn=False)
     loop = Prequential(saved.model, window=opts.window, learn=False)
-    with StopGuard() as guard, opts.input.open(model=saved.model) as src:
+    with StopGuard() as guard, _opened(opts.input, info, saved.model) as src:
         for _ in loop.run(src, every=1 << 62, limit=opts.limit, guard=guard):
             pass
     m = loop.metrics
@@ -192,11 +204,12 @@ def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False) as store:
-        loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
+        info = pick_run(store, opts.run)
+        loop, _ = load_loop(store, info, opts.checkpoint, learn=False)
     flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives
     out = sys.stdout
     header = opts.output is Output.csv  # written with the first answer, not before an error
-    with StopGuard(), opts.input.open(model=loop.model) as src:
+    with StopGuard(), _opened(opts.input, info, loop.model) as src:
         for sample in src:
             p = loop.step(sample.x, None, sample.index, sample.where)  # labels are not used
             if header:

@@ -45,6 +45,27 @@ class Output(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class FrameOptions:
+    """How ``camera...`` and ``images:DIR`` sources are read and labelled (``cli.camera``)."""
+
+    backbone: str | None = None
+    size: int | None = None
+    label: str | None = None
+    labels: Path | None = None
+    label_port: int | None = None
+    fps: float | None = None
+    changes: bool = False
+
+    def given(self) -> list[str]:
+        """The options set, as their flags."""
+        return [
+            "--" + k.replace("_", "-")
+            for k, v in vars(self).items()
+            if v is not None and v is not False
+        ]
+
+
+@dataclass(frozen=True)
 class Input:
     """Where samples come from and how to read them."""
 
@@ -53,6 +74,7 @@ class Input:
     label_column: str | None = None
     header: bool | None = None
     features: int | None = None
+    frames: FrameOptions | None = None  # camera and images sources only
 
     def open(
         self,
