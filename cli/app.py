@@ -16,9 +16,19 @@ import typer
 
 from spela_stream.policy import REPORTS
 from spela_stream.sources import FORMATS
+from spela_stream.sources.tcp import MAX_LINE, PENDING, WINDOW
 
 from . import listing
-from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions, guarded
+from .options import (
+    EvalOptions,
+    Input,
+    LearnOptions,
+    OnError,
+    Output,
+    PredictOptions,
+    ServeOptions,
+    guarded,
+)
 
 app = typer.Typer(
     help="Learn continuously from a stream, one sample at a time, with SPELA.",
@@ -70,6 +80,31 @@ Threads = Annotated[
 ]
 Checkpoint = Annotated[int | None, typer.Option(help="Checkpoint id (default: the latest).")]
 
+# ---------------------------------------------------------------- serving over TCP (cli/serve.py)
+
+Host = Annotated[
+    str | None,
+    typer.Option(
+        help="With --source tcp://: the address to listen on [default: the URL's, 127.0.0.1].",
+        show_default=False,
+    ),
+]
+Pending = Annotated[
+    int,
+    typer.Option(
+        help="With tcp://: unlabelled samples with an id kept for their late labels; beyond it "
+        "the oldest are dropped (and counted).",
+        min=1,
+    ),
+]
+MaxLine = Annotated[
+    int,
+    typer.Option(
+        help="With tcp://: the longest line taken, in bytes; a longer one gets an error reply.",
+        min=16,
+    ),
+]
+
 
 def _commands() -> ModuleType:
     """learn, eval and predict, with torch: loaded only when one of them runs."""
@@ -119,7 +154,8 @@ def learn(
             "--source",
             "-s",
             help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
-            "or builtin:mnist [default: builtin:mnist, or a resumed run's own source].",
+            "builtin:mnist, or tcp://HOST:PORT to serve clients over a socket "
+            "[default: builtin:mnist, or a resumed run's own source].",
             show_default=False,
         ),
     ] = "",
@@ -159,8 +195,14 @@ def learn(
     json_out: Json = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     threads: Threads = 1,
+    host: Host = None,  # serving over TCP
+    pending: Pending = PENDING,
+    max_line: MaxLine = MAX_LINE,
 ) -> None:
-    """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite."""
+    """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite.
+
+    With --source tcp://HOST:PORT it is a service: each line a client sends (CSV or JSON) is
+    answered with the prediction made before learning from it. See README, Serving over TCP."""
     opts = LearnOptions(
         input=_input(source, fmt, label_column, header, features),
         db=db, run=run, resume=resume,
@@ -169,6 +211,7 @@ def learn(
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,
         json_out=json_out, quiet=quiet, threads=threads,
+        serve=ServeOptions(host, pending, max_line),
     )  # fmt: skip
     guarded(_commands().learn, opts)
 
@@ -212,13 +255,17 @@ def predict(
     header: Header = None,
     features: Features = None,
     threads: Threads = 1,
+    host: Host = None,  # serving over TCP
+    max_line: MaxLine = MAX_LINE,
 ) -> None:
-    """Write one prediction per input record on stdout, for the next program in a pipe."""
+    """Write one prediction per input record on stdout, for the next program in a pipe.
+
+    With --source tcp://HOST:PORT, answer each line clients send with a prediction instead."""
     guarded(
         _commands().predict,
         PredictOptions(
             _input(source, fmt, label_column, header, features),
-            db, run, checkpoint, output, threads,
+            db, run, checkpoint, output, threads, ServeOptions(host, max_line=max_line),
         ),
     )  # fmt: skip
 
@@ -249,6 +296,24 @@ def plot(
 ) -> None:
     """Draw a run's learning curve (cumulative and rolling accuracy per layer, drifts) as PNG."""
     guarded(listing.plot, db, run, output)
+
+
+@app.command()
+def send(
+    path: Annotated[
+        str, typer.Argument(help="Lines to send (CSV or JSON lines; .gz too), or - for stdin.")
+    ] = "-",
+    to: Annotated[
+        str, typer.Option("--to", help="The service, tcp://HOST:PORT.")
+    ] = "tcp://127.0.0.1:9099",
+    window: Annotated[
+        int, typer.Option(help="Lines in flight before waiting for a reply.", min=1)
+    ] = WINDOW,
+) -> None:
+    """Stream lines to a running service; print its replies (one JSON object per line) in order."""
+    from . import serve
+
+    guarded(serve.send, to, path, window)
 
 
 def main() -> None:
