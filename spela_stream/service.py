@@ -51,6 +51,7 @@ from .sources.tcp import PENDING, LineServer, Request
 from .sources.textio import decode_lossy
 
 TICK_S = 0.2  # how often a quiet service looks at signals and the checkpoint clock
+FLUSH_EVERY = 32  # replies per wake-up of the I/O thread while requests keep coming
 
 
 @dataclass
@@ -110,6 +111,7 @@ class Service:
         self._shutdown: Request | None = None
         self._checkpoint: CheckpointPolicy | None = None
         self._guard: StopGuard | None = None
+        self._unflushed = 0  # replies handed to the server but not yet flushed
 
     # ------------------------------------------------------------------ running
 
@@ -144,6 +146,10 @@ class Service:
         """What the loop steps through: samples, settled late labels, and None while quiet."""
         requests = self.server.requests
         while True:
+            # replies go out in batches while requests wait, at once when the queue runs dry
+            if self._unflushed >= FLUSH_EVERY or (self._unflushed and requests.empty()):
+                self.server.flush()
+                self._unflushed = 0
             try:
                 request = requests.get(timeout=self.tick)
             except queue.Empty:
@@ -221,7 +227,8 @@ class Service:
 
     def _send(self, request: Request, row: dict[str, Any]) -> None:
         self.counts.answered += 1
-        self.server.reply(request, json.dumps(row))
+        self._unflushed += 1
+        self.server.reply(request, json.dumps(row), flush=False)
 
     # ------------------------------------------------------------------ late labels
 

@@ -395,6 +395,23 @@ def test_control_lines_checkpoint_metrics_and_shutdown(tmp_path: Path, blobs: An
     assert [c.samples for c in checkpoints] == [60, 100] and reports[-1].samples == 100
 
 
+def test_a_quiet_service_checkpoints_on_the_clock_once(blobs: Any) -> None:
+    """--checkpoint-seconds works while no client sends: the learner wakes regularly; and a
+    service with nothing new does not checkpoint again and again."""
+    X, y = blobs(n=10)
+    loop = Prequential(model())
+    saved: list[int] = []
+    policy = CheckpointPolicy(lambda lp: saved.append(lp.samples), seconds=3600.0)
+    with serving(loop, checkpoint=policy) as running:
+        Client(running.server).ask(*csv_lines(X, y))
+        assert saved == []
+        policy.seconds = 0.01  # due from now on; only the idle ticks can notice it
+        wait_until(lambda: saved == [10], "a checkpoint while the clients are quiet")
+        time.sleep(0.3)  # a few dozen ticks
+        assert saved == [10]
+        running.stop()
+
+
 def test_a_resumed_service_ends_where_an_unbroken_one_does(
     tmp_path: Path, blobs: Any, states_equal: Any
 ) -> None:

@@ -180,10 +180,19 @@ class LineServer:
 
     # ------------------------------------------------------------------ the model's side
 
-    def reply(self, request: Request, text: str) -> None:
-        """Answer ``request`` with one line of text (thread-safe; written on the I/O thread)."""
+    def reply(self, request: Request, text: str, *, flush: bool = True) -> None:
+        """Answer ``request`` with one line of text (thread-safe; written on the I/O thread).
+
+        ``flush=False`` leaves the reply for the next ``flush()``: waking the I/O thread costs
+        a thread switch, so a busy caller wakes it once per batch of replies."""
         self._outbox.append((request.client, text.encode("utf-8") + b"\n"))
-        self._wake()
+        if flush:
+            self._wake()
+
+    def flush(self) -> None:
+        """Have the I/O thread write the replies given so far."""
+        if self._outbox:
+            self._wake()
 
     def _wake(self) -> None:
         if not self._wake_pending:  # one wake-up byte per batch of replies is enough
