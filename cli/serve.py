@@ -74,8 +74,8 @@ def learn(
             progress.close()
             _summary(loop, session, progress, opts, stopped=stop.args[0])
             raise typer.Exit(stop.exit_code) from None
-        except SpelaError:
-            session.save()  # everything learned before the failure is kept
+        except (SpelaError, BrokenPipeError):  # a failure, or the reader of --json rows left
+            session.save()  # everything learned before it is kept
             raise
         finally:
             rejects.close()

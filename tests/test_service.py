@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from spela_stream.client import send
 from spela_stream.errors import SourceError
@@ -538,3 +540,53 @@ def test_lines_one_field_short_are_unlabelled_as_predict_reads_them() -> None:
     trained = LineParser(n_features=3)  # a saved model's width: the first line is unlabelled
     assert trained.parse(b"1,2,3", 0, "w").y is None  # type: ignore[union-attr]
     assert trained.parse(b"1,2,3,DOWN", 1, "w").y == "DOWN"  # type: ignore[union-attr]
+
+
+LINE = st.one_of(
+    st.binary(max_size=80).map(lambda b: b.replace(b"\n", b"")),
+    st.lists(
+        st.sampled_from(["1", "-2.5", "", "x", "nan", "1e400", '"a,b"', "{", "}"]), max_size=6
+    ).map(lambda f: ",".join(f).encode()),  # fmt: skip
+    st.dictionaries(
+        st.sampled_from(["x", "y", "id", "control", "f", "label"]),
+        st.one_of(
+            st.none(),
+            st.integers(),
+            st.floats(),
+            st.text(max_size=5),
+            st.lists(st.floats(), max_size=3),
+        ),
+        max_size=4,
+    ).map(lambda d: json.dumps(d).encode()),  # fmt: skip
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(LINE, min_size=1, max_size=6))
+def test_any_line_parses_or_is_a_record_error_never_a_crash(lines: list[bytes]) -> None:
+    parser = LineParser()
+    for i, raw in enumerate(lines):
+        parsed = parser.parse(raw, i, f"client t line {i + 1}")
+        if isinstance(parsed, SourceError):
+            assert str(parsed).startswith(f"client t line {i + 1}: ")
+        elif not isinstance(parsed, (Control, LateLabel, HeaderLine)):
+            assert parsed.x.dtype == np.float32 and np.isfinite(parsed.x).all()
+
+
+def test_garbage_on_the_socket_is_answered_and_the_service_goes_on(blobs: Any) -> None:
+    X, y = blobs(n=20)
+    good = csv_lines(X, y)
+    rng = np.random.default_rng(0)
+    garbage = [bytes(rng.integers(0, 256, size=int(n)).tolist()) for n in rng.integers(1, 300, 30)]
+    lines = [g.replace(b"\n", b"") for g in garbage]
+    lines = [g for g in lines if g.strip()]  # blank ones get no reply
+    loop = Prequential(model())
+    with serving(loop, max_line=200) as running:
+        client = Client(running.server)
+        client.ask(*good[:10])
+        replies = client.ask(*lines)
+        after = client.ask(*good[10:])
+        running.stop()
+    assert all("error" in r or "learned" in r for r in replies)
+    assert all(r["learned"] is True for r in after)
+    assert loop.samples == 20 + sum("learned" in r for r in replies)

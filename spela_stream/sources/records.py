@@ -29,7 +29,7 @@ from ..inputs import Label
 from .base import BadRecordError, RecordProblem, Sample
 from .delimited import DelimitedSource
 from .jsonl import LABEL_KEYS, JsonLinesSource, json_label, load_object
-from .textio import Lines, decode, decode_lossy, not_utf8
+from .textio import Lines, decode, decode_lossy, is_blank, not_utf8
 
 CONTROLS = ("checkpoint", "metrics", "shutdown")
 
@@ -88,6 +88,8 @@ class LineParser:
 
     def parse(self, raw: bytes, index: int, where: str) -> Parsed:
         """One line (without its newline); ``index`` and ``where`` go into the Sample."""
+        if is_blank(raw):  # the line server skips these; a caller that does not gets told
+            return BadRecordError(where, "a blank line holds no record", index=index, raw="")
         if raw.lstrip()[:1] == b"{":
             return self._parse_json(raw, index, where)
         if self._csv is None:
@@ -109,10 +111,13 @@ class LineParser:
             return first  # its error names the expected width
         other = self._other
         if other is None or other.width != width:
-            other = self._other = DelimitedSource(
-                _lines(raw, "line"), first.format, label_column=None, header=False, skip=0,
-                on_error=None, n_features=nfeat,
-            )  # fmt: skip
+            try:
+                other = self._other = DelimitedSource(
+                    _lines(raw, "line"), first.format, label_column=None, header=False, skip=0,
+                    on_error=None, n_features=nfeat,
+                )  # fmt: skip
+            except SourceError:  # a single field, say: the first reader's error says it
+                return first
         return other
 
     def _first_csv(self, raw: bytes, index: int, where: str) -> Parsed:
