@@ -356,6 +356,27 @@ def test_a_client_that_stops_reading_is_paused_not_buffered(blobs: Any) -> None:
         assert server.requests.get_nowait().line == 5
 
 
+def test_clients_take_turns_when_the_queue_is_full(blobs: Any) -> None:
+    """Four clients, a queue of 8: each slot freed goes to the next client in turn, so none
+    starves (a set's fixed order once let one client win every slot). The test plays the
+    model's thread, taking one request at a time."""
+    X, y = blobs(n=100)
+    lines = csv_lines(X, y)
+    with LineServer("127.0.0.1", 0, queue_size=8) as server:
+        clients = [Client(server) for _ in range(4)]
+        for client in clients:
+            client.send(*lines)
+        wait_until(lambda: len(server._waiting) == 4, "all four clients to wait for the queue")
+        taken = []
+        for _ in range(40):
+            wait_until(server.requests.full, "the queue to fill again")
+            request = server.requests.get_nowait()
+            taken.append(request.client.name)
+            server.reply(request, "{}")
+    counts = {name: taken[8:].count(name) for name in set(taken)}
+    assert sorted(counts.values()) == [8, 8, 8, 8], counts
+
+
 # ---------------------------------------------------------------- control lines, checkpoints
 
 

@@ -36,7 +36,7 @@ import selectors
 import socket
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -46,6 +46,7 @@ SCHEME = "tcp://"
 MAX_LINE = 1 << 20  # bytes; an MNIST CSV line is ~2 KiB, a JSON one ~4 KiB
 WINDOW = 256  # requests in flight per client before it stops being read
 QUEUE = 1024  # requests waiting for the model, all clients together
+FAIR_SHARE = 16  # lines one client may queue per turn while others wait
 CHUNK = 1 << 16
 OUT_LIMIT = 1 << 20  # reply bytes waiting for a client that does not read them
 CLOSE_GRACE_S = 2.0  # how long close() waits to deliver the last replies
@@ -163,7 +164,8 @@ class LineServer:
         self._outbox: deque[tuple[Client, bytes]] = deque()
         self._stopping = False
         self._clients: set[Client] = set()
-        self._waiting: set[Client] = set()  # complete lines held back by a full queue
+        # clients with complete lines held back by a full queue, in turn order (round robin)
+        self._waiting: OrderedDict[Client, None] = OrderedDict()
         self._sel = selectors.DefaultSelector()
         self._thread = threading.Thread(target=self._serve, name="spela-tcp-io", daemon=True)
         self._thread.start()
@@ -242,8 +244,9 @@ class LineServer:
                         if mask & selectors.EVENT_WRITE and not client.closed:
                             self._send(client)
                 self._deliver()
-                for client in list(self._waiting):
-                    self._waiting.discard(client)
+                while self._waiting and not self.requests.full():
+                    client = next(iter(self._waiting))
+                    del self._waiting[client]
                     self._take_lines(client)
                     self._watch(client)
         except BaseException as exc:  # a bug here must not leave the model's thread waiting
@@ -290,15 +293,26 @@ class LineServer:
             client.start = client.scan = 0
         else:
             client.buf += data
-            self._take_lines(client)
+            self._offer(client)
         self._watch(client)
 
+    def _offer(self, client: Client) -> None:
+        """Take the client's lines now, or behind the clients already waiting for the queue."""
+        if not self._waiting:
+            self._take_lines(client)
+        elif client not in self._waiting:
+            self._waiting[client] = None
+
     def _take_lines(self, client: Client) -> None:
-        """Queue the complete lines in the client's buffer while its window and the queue allow."""
+        """Queue the complete lines in the client's buffer while its window and the queue allow,
+        at most ``FAIR_SHARE`` per turn, so that no client starves the others."""
         buf = client.buf
+        taken = 0
         while client.in_flight < self.window and not client.closed:
-            if self.requests.full():  # only this thread puts, so "not full" means put succeeds
-                self._waiting.add(client)
+            if self.requests.full() or taken == FAIR_SHARE:  # only this thread puts, so "not
+                self._waiting[client] = None  # full" means the put will succeed
+                if taken == 0:  # its turn is not over: it goes first when room comes
+                    self._waiting.move_to_end(client, last=False)
                 break
             nl = buf.find(b"\n", client.scan)
             if nl < 0:
@@ -308,6 +322,7 @@ class LineServer:
                 elif len(buf) - client.start > self.max_line:
                     client.line += 1
                     self._overlong(client)
+                    taken += 1
                     client.skipping = True
                     client.start = client.scan = len(buf)
                 break
@@ -323,9 +338,11 @@ class LineServer:
                 continue
             if len(line) > self.max_line:
                 self._overlong(client)
+                taken += 1
                 continue
             where = f"client {client.name} line {client.line}"
             self._put(Request(client, client.line, line, where))
+            taken += 1
         if client.start > CHUNK or client.start == len(buf):  # compact now and then
             del buf[: client.start]
             client.scan -= client.start
@@ -359,7 +376,7 @@ class LineServer:
         for client in touched:
             self._send(client)
             if not client.closed:
-                self._take_lines(client)  # room in its window again
+                self._offer(client)  # room in its window again
                 self._watch(client)
 
     def _send(self, client: Client) -> None:
@@ -406,7 +423,7 @@ class LineServer:
             client.events = 0
         client.sock.close()
         self._clients.discard(client)
-        self._waiting.discard(client)
+        self._waiting.pop(client, None)
         self.stats.clients -= 1
 
     def _finish(self) -> None:
