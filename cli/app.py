@@ -85,7 +85,7 @@ Checkpoint = Annotated[int | None, typer.Option(help="Checkpoint id (default: th
 Host = Annotated[
     str | None,
     typer.Option(
-        help="With --source tcp://: the address to listen on [default: the URL's, 127.0.0.1].",
+        help="With --source tcp://: the address to listen on (default: the URL's host, 127.0.0.1).",
         show_default=False,
     ),
 ]
