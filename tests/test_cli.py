@@ -74,7 +74,7 @@ def test_app_help() -> None:
 
 
 def test_all_commands_exist() -> None:
-    assert COMMANDS == ["checkpoints", "eval", "learn", "plot", "predict", "runs"]
+    assert COMMANDS == ["checkpoints", "eval", "learn", "plot", "predict", "runs", "send"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
