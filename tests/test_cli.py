@@ -369,6 +369,12 @@ def test_eval_scores_without_learning(trained: Path) -> None:
     assert f"accuracy {r['accuracy']:.4f}" in text and "confusion" in text and "recall" in text
 
 
+def test_eval_of_a_socket_says_which_commands_serve_one(trained: Path) -> None:
+    result = runner.invoke(app, ["eval", "-s", "tcp://127.0.0.1:9099"])
+    assert result.exit_code == 1, result.output
+    assert "Error: tcp://127.0.0.1:9099: a socket is served by learn and predict" in result.stderr
+
+
 def test_predict_writes_one_line_per_record(trained: Path) -> None:
     lines = ok(["predict", "-s", str(trained)]).stdout.splitlines()
     assert lines[0] == "label,confidence,layer" and len(lines) == 201
