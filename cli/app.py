@@ -16,6 +16,7 @@ import typer
 
 from spela_stream.policy import REPORTS
 from spela_stream.sources import FORMATS
+from spela_stream.sources.tcp import MAX_LINE, PENDING, WINDOW
 
 from . import listing
 from .options import (
@@ -26,6 +27,7 @@ from .options import (
     OnError,
     Output,
     PredictOptions,
+    ServeOptions,
     guarded,
 )
 
@@ -136,6 +138,31 @@ Changes = Annotated[
     typer.Option("--changes", help="camera: print a prediction only when it changes."),
 ]
 
+# ---------------------------------------------------------------- serving over TCP (cli/serve.py)
+
+Host = Annotated[
+    str | None,
+    typer.Option(
+        help="With --source tcp://: the address to listen on (default: the URL's host, 127.0.0.1).",
+        show_default=False,
+    ),
+]
+Pending = Annotated[
+    int,
+    typer.Option(
+        help="With tcp://: unlabelled samples with an id kept for their late labels; beyond it "
+        "the oldest are dropped (and counted).",
+        min=1,
+    ),
+]
+MaxLine = Annotated[
+    int,
+    typer.Option(
+        help="With tcp://: the longest line taken, in bytes; a longer one gets an error reply.",
+        min=16,
+    ),
+]
+
 
 def _commands() -> ModuleType:
     """learn, eval and predict, with torch: loaded only when one of them runs."""
@@ -187,7 +214,8 @@ def learn(
             "--source",
             "-s",
             help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
-            "builtin:mnist, camera (camera:N, camera:VIDEO, camera:URL) or images:DIR "
+            "builtin:mnist, camera (camera:N, camera:VIDEO, camera:URL), images:DIR, or "
+            "tcp://HOST:PORT to serve clients over a socket "
             "[default: builtin:mnist, or a resumed run's own source].",
             show_default=False,
         ),
@@ -235,11 +263,16 @@ def learn(
     label_port: LabelPort = None,
     fps: Fps = None,
     changes: Changes = False,
+    host: Host = None,  # serving over TCP
+    pending: Pending = PENDING,
+    max_line: MaxLine = MAX_LINE,
 ) -> None:
     """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite.
 
     From a camera or images:DIR, frames pass through a frozen pre-trained image model and a SPELA
-    head learns on its features; frames without a label are predicted (a JSON line each).
+    head learns on its features; frames without a label are predicted (a JSON line each). With
+    --source tcp://HOST:PORT it is a service: each line a client sends (CSV or JSON) is answered
+    with the prediction made before learning from it. See README, Serving over TCP.
     """
     frames = FrameOptions(backbone, size, label, labels, label_port, fps, changes)
     opts = LearnOptions(
@@ -250,6 +283,7 @@ def learn(
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,
         json_out=json_out, quiet=quiet, threads=threads,
+        serve=ServeOptions(host, pending, max_line),
     )  # fmt: skip
     guarded(_commands().learn, opts)
 
@@ -294,13 +328,17 @@ def predict(
     header: Header = None,
     features: Features = None,
     threads: Threads = 1,
+    host: Host = None,  # serving over TCP
+    max_line: MaxLine = MAX_LINE,
 ) -> None:
-    """Write one prediction per input record on stdout, for the next program in a pipe."""
+    """Write one prediction per input record on stdout, for the next program in a pipe.
+
+    With --source tcp://HOST:PORT, answer each line clients send with a prediction instead."""
     guarded(
         _commands().predict,
         PredictOptions(
             _input(source, fmt, label_column, header, features),
-            db, run, checkpoint, output, threads,
+            db, run, checkpoint, output, threads, ServeOptions(host, max_line=max_line),
         ),
     )  # fmt: skip
 
@@ -331,6 +369,24 @@ def plot(
 ) -> None:
     """Draw a run's learning curve (cumulative and rolling accuracy per layer, drifts) as PNG."""
     guarded(listing.plot, db, run, output)
+
+
+@app.command()
+def send(
+    path: Annotated[
+        str, typer.Argument(help="Lines to send (CSV or JSON lines; .gz too), or - for stdin.")
+    ] = "-",
+    to: Annotated[
+        str, typer.Option("--to", help="The service, tcp://HOST:PORT.")
+    ] = "tcp://127.0.0.1:9099",
+    window: Annotated[
+        int, typer.Option(help="Lines in flight before waiting for a reply.", min=1)
+    ] = WINDOW,
+) -> None:
+    """Stream lines to a running service; print its replies (one JSON object per line) in order."""
+    from . import serve
+
+    guarded(serve.send, to, path, window)
 
 
 def main() -> None:

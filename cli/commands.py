@@ -19,10 +19,12 @@ from spela_stream.errors import ConfigError, SpelaError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential, StopGuard
 from spela_stream.sources import BadRecordError, Sample, Source
+from spela_stream.sources.tcp import SCHEME as TCP
 from storage import CheckpointStore
 from storage.records import RunInfo
 from storage.session import Session, load_loop
 
+from . import serve
 from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions, pick_run
 from .output import Progress, report_json, table
 
@@ -93,6 +95,8 @@ def learn(opts: LearnOptions) -> None:
             model = SpelaMLP(**{k: v for k, v in opts.model.items() if v is not None})
             loop = Prequential(model, window=opts.window)
             spec = opts.input.source or "builtin:mnist"
+        if spec.startswith(TCP):  # a socket service: the same run, checkpoints and exit codes
+            return serve.learn(opts, store, guard, loop, resumed, spec, progress)
         rejects = Rejects(loop, opts.rejects, progress)
         on_error = rejects if opts.on_error is OnError.skip else None
         src = replace(opts.input, source=spec).open(loop.position, on_error)
@@ -202,6 +206,8 @@ def evaluate(opts: EvalOptions) -> None:
 
 def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
+    if opts.input.source.startswith(TCP):  # a socket service answering each line
+        return serve.predict(opts)
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False) as store:
         info = pick_run(store, opts.run)

@@ -12,7 +12,7 @@ import io
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec
 
@@ -20,6 +20,7 @@ import typer
 
 from spela_stream.errors import CheckpointError, ConfigError, SpelaError
 from spela_stream.sources import BadRecordError, Source, open_source
+from spela_stream.sources.tcp import MAX_LINE, PENDING
 from spela_stream.stopping import Interrupted
 from storage import CheckpointStore
 from storage.records import RunInfo
@@ -95,6 +96,15 @@ class Input:
         )
 
 
+@dataclass(frozen=True)
+class ServeOptions:
+    """How a ``tcp://`` service listens and keeps samples for late labels (cli/serve.py)."""
+
+    host: str | None = None
+    pending: int = PENDING
+    max_line: int = MAX_LINE
+
+
 @dataclass
 class LearnOptions:
     """Everything ``learn`` was asked to do."""
@@ -115,6 +125,7 @@ class LearnOptions:
     json_out: bool = False
     quiet: bool = False
     threads: int = 1
+    serve: ServeOptions = field(default_factory=ServeOptions)
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,7 @@ class PredictOptions:
     checkpoint: int | None
     output: Output
     threads: int
+    serve: ServeOptions = field(default_factory=ServeOptions)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
