@@ -8,7 +8,9 @@ time, test-then-train; beside them, the same frames embedded straight from the a
 camera path loses to encoding, decoding, queueing), other heads on those features, and SPELA on
 the raw pixels.
 
-    python -m benchmarks.camera_bench                 # 5,000 frames: ~4 min on a quiet 2 cores
+    python -m benchmarks.camera_bench                 # 5,000 frames (16-19 min measured on 2
+                                                      # cores shared with other jobs, load 5-8;
+                                                      # a quiet machine should need a third)
     python -m benchmarks.camera_bench --frames 1000   # a quick look
 
 The live stream is paced at ``--stream-fps`` (default: 90% of the rate the video file run
