@@ -216,7 +216,7 @@ def learn(
             help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
             "builtin:mnist, camera (camera:N, camera:VIDEO, camera:URL), images:DIR, or "
             "tcp://HOST:PORT to serve clients over a socket "
-            "[default: builtin:mnist, or a resumed run's own source].",
+            "(default: builtin:mnist, or a resumed run's own source).",
             show_default=False,
         ),
     ] = "",
@@ -225,10 +225,12 @@ def learn(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run from its latest checkpoint.")
     ] = False,
-    hidden: Annotated[str | None, typer.Option(help="Layer widths [default: 1024,1024].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Local step size [default: 10].")] = None,
+    hidden: Annotated[
+        str | None, typer.Option(help="Layer widths (default: 1024,1024; camera and images: 1024).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Local step size (default: 10).")] = None,
     report: Annotated[
-        str | None, typer.Option(help=f"Reported layer: {', '.join(REPORTS)} [default: last].")
+        str | None, typer.Option(help=f"Reported layer: {', '.join(REPORTS)} (default: last).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of weights and class vectors.")] = None,
     every: Annotated[int, typer.Option(help="A progress row every N samples.", min=1)] = 1000,

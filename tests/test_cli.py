@@ -92,6 +92,10 @@ def test_learn_has_the_documented_options() -> None:
         "--rejects", "--label-column", "--format", "--limit",
     ):  # fmt: skip
         assert option in out, option
+    # Help text in [brackets] is eaten as rich markup; the defaults must show.
+    for text in ("Layer widths (default: 1024,1024; camera and images: 1024)",
+                 "Local step size (default: 10)", "(default: last)"):  # fmt: skip
+        assert text in out, text
 
 
 @pytest.mark.parametrize("hidden", ["a,b", "", "8,-1", "0", "1.5", "16,,8"])
