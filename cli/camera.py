@@ -26,10 +26,10 @@ from spela_stream.sources.frames import EmbeddedSource, is_frame_spec, open_fram
 from spela_stream.sources.labels import FixedLabel, LabelChannel, LabelPolicy, LabelTrack
 from storage import CheckpointStore
 from storage.records import RunInfo
-from storage.session import Session, load_loop
+from storage.session import Session
 
-from .commands import Rejects, _ticking
-from .options import FrameOptions, Input, LearnOptions, OnError, pick_run
+from .commands import Rejects, _ticking, resumed_loop
+from .options import FrameOptions, Input, LearnOptions, OnError
 from .output import Progress, report_json
 
 # Measured (benchmarks/camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0): one
@@ -114,13 +114,7 @@ def open_input(inp: Input, run: RunInfo, model: SpelaMLP | None = None) -> Sourc
 def _resumed(store: CheckpointStore, opts: LearnOptions, progress: Progress) -> tuple[Session, int]:
     """A camera run to go on with, and the frames to skip: a video file the last checkpoint
     was reading goes on after its last learned frame; a new source starts at its first."""
-    info = pick_run(store, opts.run)
-    given = [k for k, v in opts.model.items() if v is not None]
-    if given:
-        raise ConfigError(
-            f"--{given[0]} cannot change a resumed run (run {info.name!r} keeps its config)"
-        )
-    loop, ck = load_loop(store, info)
+    info, loop, ck = resumed_loop(store, opts)
     source = opts.input.source or ck.source
     skip = loop.position if source == ck.source else 0
     progress.log(

@@ -21,7 +21,7 @@ from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential,
 from spela_stream.sources import BadRecordError, Sample, Source
 from spela_stream.sources.tcp import SCHEME as TCP
 from storage import CheckpointStore
-from storage.records import RunInfo
+from storage.records import CheckpointInfo, RunInfo
 from storage.session import Session, load_loop
 
 from . import serve
@@ -55,7 +55,11 @@ class Rejects:
             self._fh.close()
 
 
-def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progress) -> Session:
+def resumed_loop(
+    store: CheckpointStore, opts: LearnOptions
+) -> tuple[RunInfo, Prequential, CheckpointInfo]:
+    """The run ``--resume`` goes on with, and its loop rebuilt from the latest checkpoint; model
+    options cannot change a resumed run."""
     info = pick_run(store, opts.run)
     given = [k for k, v in opts.model.items() if v is not None]
     if given:
@@ -63,6 +67,11 @@ def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progr
             f"--{given[0]} cannot change a resumed run (run {info.name!r} keeps its config)"
         )
     loop, ck = load_loop(store, info)
+    return info, loop, ck
+
+
+def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progress) -> Session:
+    info, loop, ck = resumed_loop(store, opts)
     progress.log(
         f"resuming run {info.name!r} from checkpoint {ck.id}: {ck.samples} samples, "
         f"{ck.where or 'start'} of {ck.source}"
