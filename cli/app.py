@@ -16,9 +16,20 @@ import typer
 
 from spela_stream.policy import REPORTS
 from spela_stream.sources import FORMATS
+from spela_stream.sources.tcp import MAX_LINE, PENDING, WINDOW
 
 from . import listing
-from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions, guarded
+from .options import (
+    EvalOptions,
+    FrameOptions,
+    Input,
+    LearnOptions,
+    OnError,
+    Output,
+    PredictOptions,
+    ServeOptions,
+    guarded,
+)
 
 app = typer.Typer(
     help="Learn continuously from a stream, one sample at a time, with SPELA.",
@@ -35,7 +46,7 @@ Source = Annotated[
         "--source",
         "-s",
         help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
-        "or builtin:mnist.",
+        "builtin:mnist, camera:VIDEO or images:DIR (a camera run's own backbone).",
     ),
 ]
 Db = Annotated[
@@ -69,6 +80,88 @@ Threads = Annotated[
     int, typer.Option(help="Torch CPU threads (1 suits per-sample learning).", min=1)
 ]
 Checkpoint = Annotated[int | None, typer.Option(help="Checkpoint id (default: the latest).")]
+
+# ---------------------------------------------------------------- camera and images options
+
+Backbone = Annotated[
+    str | None,
+    typer.Option(
+        help="camera/images: frozen feature extractor, efficientnet-lite0 (ImageNet, 1280-d) or "
+        "none (raw RGB pixels, --size px); default efficientnet-lite0, and a resumed run keeps its "
+        "own.",
+        show_default=False,
+    ),
+]
+Size = Annotated[
+    int | None,
+    typer.Option(
+        help="camera/images: frames resized to SIZE px square (default 112; with none 28).",
+        min=1,
+        show_default=False,
+    ),
+]
+Label = Annotated[
+    str | None,
+    typer.Option(
+        help="camera: teach every frame as this class (record one class per run; "
+        "--resume adds the next). Without a label the run predicts."
+    ),
+]
+Labels = Annotated[
+    Path | None,
+    typer.Option(
+        help="camera: a label per frame of a video: a line per frame, or "
+        "start,end,label ranges (0-based, end exclusive).",
+        dir_okay=False,
+    ),
+]
+LabelPort = Annotated[
+    int | None,
+    typer.Option(
+        help="camera: listen on 127.0.0.1:PORT (0: any free port) for lines NAME "
+        "(teach NAME from now on) and - (stop teaching).",
+        min=0,
+        max=65535,
+    ),
+]
+Fps = Annotated[
+    float | None,
+    typer.Option(
+        help="camera: take at most N frames a second. A video file is otherwise read "
+        "at the learner's pace, every frame, deterministically; with --fps it plays in "
+        "real time and frames the learner cannot keep up with are dropped (counted).",
+        min=0.001,
+    ),
+]
+Changes = Annotated[
+    bool,
+    typer.Option("--changes", help="camera: print a prediction only when it changes."),
+]
+
+# ---------------------------------------------------------------- serving over TCP (cli/serve.py)
+
+Host = Annotated[
+    str | None,
+    typer.Option(
+        help="With --source tcp://: the address to listen on (default: the URL's host, 127.0.0.1).",
+        show_default=False,
+    ),
+]
+Pending = Annotated[
+    int,
+    typer.Option(
+        help="With tcp://: unlabelled samples with an id kept for their late labels; beyond it "
+        "the oldest are dropped (and counted).",
+        min=1,
+    ),
+]
+MaxLine = Annotated[
+    int,
+    typer.Option(
+        help="With tcp://: the longest line taken, in bytes; a longer one gets an error reply.",
+        min=16,
+    ),
+]
 
 
 def _commands() -> ModuleType:
@@ -104,8 +197,10 @@ def _input(
     label_column: str | None,
     header: bool | None,
     features: int | None,
+    frames: FrameOptions | None = None,
 ) -> Input:
-    return Input(source, None if fmt is None else fmt.value, label_column, header, features)
+    kind = None if fmt is None else fmt.value
+    return Input(source, kind, label_column, header, features, frames)
 
 
 # ---------------------------------------------------------------- commands
@@ -119,7 +214,9 @@ def learn(
             "--source",
             "-s",
             help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
-            "or builtin:mnist [default: builtin:mnist, or a resumed run's own source].",
+            "builtin:mnist, camera (camera:N, camera:VIDEO, camera:URL), images:DIR, or "
+            "tcp://HOST:PORT to serve clients over a socket "
+            "(default: builtin:mnist, or a resumed run's own source).",
             show_default=False,
         ),
     ] = "",
@@ -128,10 +225,12 @@ def learn(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run from its latest checkpoint.")
     ] = False,
-    hidden: Annotated[str | None, typer.Option(help="Layer widths [default: 1024,1024].")] = None,
-    lr: Annotated[float | None, typer.Option(help="Local step size [default: 10].")] = None,
+    hidden: Annotated[
+        str | None, typer.Option(help="Layer widths (default: 1024,1024; camera and images: 1024).")
+    ] = None,
+    lr: Annotated[float | None, typer.Option(help="Local step size (default: 10).")] = None,
     report: Annotated[
-        str | None, typer.Option(help=f"Reported layer: {', '.join(REPORTS)} [default: last].")
+        str | None, typer.Option(help=f"Reported layer: {', '.join(REPORTS)} (default: last).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of weights and class vectors.")] = None,
     every: Annotated[int, typer.Option(help="A progress row every N samples.", min=1)] = 1000,
@@ -159,16 +258,34 @@ def learn(
     json_out: Json = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
     threads: Threads = 1,
+    backbone: Backbone = None,
+    size: Size = None,
+    label: Label = None,
+    labels: Labels = None,
+    label_port: LabelPort = None,
+    fps: Fps = None,
+    changes: Changes = False,
+    host: Host = None,  # serving over TCP
+    pending: Pending = PENDING,
+    max_line: MaxLine = MAX_LINE,
 ) -> None:
-    """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite."""
+    """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite.
+
+    From a camera or images:DIR, frames pass through a frozen pre-trained image model and a SPELA
+    head learns on its features; frames without a label are predicted (a JSON line each). With
+    --source tcp://HOST:PORT it is a service: each line a client sends (CSV or JSON) is answered
+    with the prediction made before learning from it. See README, Serving over TCP.
+    """
+    frames = FrameOptions(backbone, size, label, labels, label_port, fps, changes)
     opts = LearnOptions(
-        input=_input(source, fmt, label_column, header, features),
+        input=_input(source, fmt, label_column, header, features, frames),
         db=db, run=run, resume=resume,
         model={"hidden": _parse_hidden(hidden), "lr": lr, "report": report, "seed": seed},
         every=every, window=window, limit=limit,
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,
         json_out=json_out, quiet=quiet, threads=threads,
+        serve=ServeOptions(host, pending, max_line),
     )  # fmt: skip
     guarded(_commands().learn, opts)
 
@@ -187,12 +304,13 @@ def eval_(
     features: Features = None,
     json_out: Json = False,
     threads: Threads = 1,
+    labels: Labels = None,
 ) -> None:
     """Score a saved model on a stream without learning: accuracy, kappa, recall, confusion."""
     guarded(
         _commands().evaluate,
         EvalOptions(
-            _input(source, fmt, label_column, header, features),
+            _input(source, fmt, label_column, header, features, FrameOptions(labels=labels)),
             db, run, checkpoint, limit, window, json_out, threads,
         ),
     )  # fmt: skip
@@ -212,13 +330,17 @@ def predict(
     header: Header = None,
     features: Features = None,
     threads: Threads = 1,
+    host: Host = None,  # serving over TCP
+    max_line: MaxLine = MAX_LINE,
 ) -> None:
-    """Write one prediction per input record on stdout, for the next program in a pipe."""
+    """Write one prediction per input record on stdout, for the next program in a pipe.
+
+    With --source tcp://HOST:PORT, answer each line clients send with a prediction instead."""
     guarded(
         _commands().predict,
         PredictOptions(
             _input(source, fmt, label_column, header, features),
-            db, run, checkpoint, output, threads,
+            db, run, checkpoint, output, threads, ServeOptions(host, max_line=max_line),
         ),
     )  # fmt: skip
 
@@ -249,6 +371,24 @@ def plot(
 ) -> None:
     """Draw a run's learning curve (cumulative and rolling accuracy per layer, drifts) as PNG."""
     guarded(listing.plot, db, run, output)
+
+
+@app.command()
+def send(
+    path: Annotated[
+        str, typer.Argument(help="Lines to send (CSV or JSON lines; .gz too), or - for stdin.")
+    ] = "-",
+    to: Annotated[
+        str, typer.Option("--to", help="The service, tcp://HOST:PORT.")
+    ] = "tcp://127.0.0.1:9099",
+    window: Annotated[
+        int, typer.Option(help="Lines in flight before waiting for a reply.", min=1)
+    ] = WINDOW,
+) -> None:
+    """Stream lines to a running service; print its replies (one JSON object per line) in order."""
+    from . import serve
+
+    guarded(serve.send, to, path, window)
 
 
 def main() -> None:

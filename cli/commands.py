@@ -19,10 +19,13 @@ from spela_stream.errors import ConfigError, SpelaError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential, StopGuard
 from spela_stream.sources import BadRecordError, Sample, Source
+from spela_stream.sources.tcp import SCHEME as TCP
 from storage import CheckpointStore
+from storage.records import CheckpointInfo, RunInfo
 from storage.session import Session, load_loop
 
-from .options import EvalOptions, LearnOptions, OnError, Output, PredictOptions, pick_run
+from . import serve
+from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions, pick_run
 from .output import Progress, report_json, table
 
 # ---------------------------------------------------------------- learn
@@ -52,7 +55,11 @@ class Rejects:
             self._fh.close()
 
 
-def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progress) -> Session:
+def resumed_loop(
+    store: CheckpointStore, opts: LearnOptions
+) -> tuple[RunInfo, Prequential, CheckpointInfo]:
+    """The run ``--resume`` goes on with, and its loop rebuilt from the latest checkpoint; model
+    options cannot change a resumed run."""
     info = pick_run(store, opts.run)
     given = [k for k, v in opts.model.items() if v is not None]
     if given:
@@ -60,6 +67,11 @@ def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progr
             f"--{given[0]} cannot change a resumed run (run {info.name!r} keeps its config)"
         )
     loop, ck = load_loop(store, info)
+    return info, loop, ck
+
+
+def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progress) -> Session:
+    info, loop, ck = resumed_loop(store, opts)
     progress.log(
         f"resuming run {info.name!r} from checkpoint {ck.id}: {ck.samples} samples, "
         f"{ck.where or 'start'} of {ck.source}"
@@ -76,6 +88,10 @@ def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progr
 
 def learn(opts: LearnOptions) -> None:
     """Learn test-then-train, checkpointing on the policy, at the end, on error and on signals."""
+    from . import camera  # camera:..., images:DIR: frames through a frozen backbone
+
+    if camera.wants_frames(opts):
+        return camera.learn(opts)
     torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
     if opts.rejects is not None and opts.on_error is not OnError.skip:
         raise ConfigError("--rejects needs --on-error skip")
@@ -88,6 +104,8 @@ def learn(opts: LearnOptions) -> None:
             model = SpelaMLP(**{k: v for k, v in opts.model.items() if v is not None})
             loop = Prequential(model, window=opts.window)
             spec = opts.input.source or "builtin:mnist"
+        if spec.startswith(TCP):  # a socket service: the same run, checkpoints and exit codes
+            return serve.learn(opts, store, guard, loop, resumed, spec, progress)
         rejects = Rejects(loop, opts.rejects, progress)
         on_error = rejects if opts.on_error is OnError.skip else None
         src = replace(opts.input, source=spec).open(loop.position, on_error)
@@ -152,6 +170,13 @@ def _summary(
 # ---------------------------------------------------------------- eval and predict
 
 
+def _opened(inp: Input, run: RunInfo, model: SpelaMLP) -> Source:
+    """The source to score: frames through the run's own backbone, or ``inp.open``."""
+    from .camera import open_input
+
+    return open_input(inp, run, model)
+
+
 def evaluate(opts: EvalOptions) -> None:
     """Score a saved model on a stream without learning."""
     torch.set_num_threads(opts.threads)
@@ -159,7 +184,7 @@ def evaluate(opts: EvalOptions) -> None:
         info = pick_run(store, opts.run)
         saved, ck = load_loop(store, info, opts.checkpoint, learn=False)
     loop = Prequential(saved.model, window=opts.window, learn=False)
-    with StopGuard() as guard, opts.input.open(model=saved.model) as src:
+    with StopGuard() as guard, _opened(opts.input, info, saved.model) as src:
         for _ in loop.run(src, every=1 << 62, limit=opts.limit, guard=guard):
             pass
     m = loop.metrics
@@ -190,13 +215,16 @@ def evaluate(opts: EvalOptions) -> None:
 
 def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
+    if opts.input.source.startswith(TCP):  # a socket service answering each line
+        return serve.predict(opts)
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False) as store:
-        loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
+        info = pick_run(store, opts.run)
+        loop, _ = load_loop(store, info, opts.checkpoint, learn=False)
     flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives
     out = sys.stdout
     header = opts.output is Output.csv  # written with the first answer, not before an error
-    with StopGuard(), opts.input.open(model=loop.model) as src:
+    with StopGuard(), _opened(opts.input, info, loop.model) as src:
         for sample in src:
             p = loop.step(sample.x, None, sample.index, sample.where)  # labels are not used
             if header:

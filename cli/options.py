@@ -12,7 +12,7 @@ import io
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ParamSpec
 
@@ -20,6 +20,7 @@ import typer
 
 from spela_stream.errors import CheckpointError, ConfigError, SpelaError
 from spela_stream.sources import BadRecordError, Source, open_source
+from spela_stream.sources.tcp import MAX_LINE, PENDING
 from spela_stream.stopping import Interrupted
 from storage import CheckpointStore
 from storage.records import RunInfo
@@ -45,6 +46,27 @@ class Output(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class FrameOptions:
+    """How ``camera...`` and ``images:DIR`` sources are read and labelled (``cli.camera``)."""
+
+    backbone: str | None = None
+    size: int | None = None
+    label: str | None = None
+    labels: Path | None = None
+    label_port: int | None = None
+    fps: float | None = None
+    changes: bool = False
+
+    def given(self) -> list[str]:
+        """The options set, as their flags."""
+        return [
+            "--" + k.replace("_", "-")
+            for k, v in vars(self).items()
+            if v is not None and v is not False
+        ]
+
+
+@dataclass(frozen=True)
 class Input:
     """Where samples come from and how to read them."""
 
@@ -53,6 +75,7 @@ class Input:
     label_column: str | None = None
     header: bool | None = None
     features: int | None = None
+    frames: FrameOptions | None = None  # camera and images sources only
 
     def open(
         self,
@@ -71,6 +94,15 @@ class Input:
             skip=skip,
             on_error=on_error,
         )
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How a ``tcp://`` service listens and keeps samples for late labels (cli/serve.py)."""
+
+    host: str | None = None
+    pending: int = PENDING
+    max_line: int = MAX_LINE
 
 
 @dataclass
@@ -93,6 +125,7 @@ class LearnOptions:
     json_out: bool = False
     quiet: bool = False
     threads: int = 1
+    serve: ServeOptions = field(default_factory=ServeOptions)
 
 
 @dataclass(frozen=True)
@@ -119,6 +152,7 @@ class PredictOptions:
     checkpoint: int | None
     output: Output
     threads: int
+    serve: ServeOptions = field(default_factory=ServeOptions)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

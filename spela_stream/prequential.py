@@ -29,6 +29,7 @@ from .stopping import Interrupted, StopGuard
 LOOP_FORMAT = "spela-stream.loop/1"
 __all__ = [
     "CheckpointPolicy",
+    "Delayed",
     "Interrupted",
     "Prequential",
     "Report",
@@ -70,6 +71,7 @@ class CheckpointPolicy:
     seconds: float | None = None
     _last_samples: int = field(default=0, init=False)
     _last_time: float = field(default_factory=time.monotonic, init=False)
+    _last_mark: tuple[int, int, int] = field(default=(0, 0, 0), init=False)
 
     def due(self, samples: int) -> bool:
         """True when an interval has passed since the last checkpoint."""
@@ -77,10 +79,35 @@ class CheckpointPolicy:
             return True
         return self.seconds is not None and time.monotonic() - self._last_time >= self.seconds
 
-    def __call__(self, loop: Prequential) -> None:
-        self.save(loop)
+    def due_idle(self, loop: Prequential) -> bool:
+        """Due, and the loop has changed since the last checkpoint: a quiet stream (a service
+        with no clients) is not checkpointed again and again."""
+        return _mark(loop) != self._last_mark and self.due(loop.samples)
+
+    def __call__(self, loop: Prequential) -> object:
+        """Save now (whatever the intervals say); returns what ``save`` returned."""
+        saved = self.save(loop)
         self._last_samples = loop.samples
         self._last_time = time.monotonic()
+        self._last_mark = _mark(loop)
+        return saved
+
+
+def _mark(loop: Prequential) -> tuple[int, int, int]:
+    """What changes whenever the loop's state does (delayed labels learn without a new sample)."""
+    return loop.samples, loop.learned, loop.rejected
+
+
+@dataclass(frozen=True)
+class Delayed:
+    """A label that arrived after its sample was predicted: learn ``x`` with ``y`` and score the
+    prediction made for it back then (``Prequential.settle``)."""
+
+    x: Any
+    y: Label
+    prediction: Prediction
+    where: str = ""
+    id: str | None = None
 
 
 class Prequential:
@@ -145,6 +172,24 @@ class Prequential:
         self.position = index + 1
         self.where = where
 
+    def settle(self, x: Any, y: Label, prediction: Prediction, where: str = "") -> Prediction:
+        """A delayed label: score ``prediction`` (made for ``x`` when it arrived, unlabelled)
+        against ``y``, then learn ``(x, y)``. The sample was counted when it was predicted, so
+        ``samples`` stays; ``learned`` counts it now. Returns the scored prediction."""
+        if self.learn:
+            try:
+                self.model.learn_one(x, y)
+            except InputError as exc:  # the model and the metrics are unchanged
+                if where:
+                    raise type(exc)(f"{where}: {exc}") from None
+                raise
+            self.learned += 1
+        if self.metrics.update(y, prediction, at=self.samples):
+            self._drift_since_report = True
+            self.history.append({"samples": self.samples, "kind": "drift"})
+        self.last = (y, prediction)
+        return prediction
+
     # ------------------------------------------------------------------ the loop
 
     def run(
@@ -156,27 +201,59 @@ class Prequential:
         limit: int | None = None,
         checkpoint: CheckpointPolicy | None = None,
         guard: StopGuard | None = None,
+        on_step: Callable[[Any, Prediction], None] | None = None,
+        on_error: Callable[[Any, InputError], None] | None = None,
     ) -> Iterator[Report]:
         """Step through ``stream`` (``Sample``s or ``(x, y)`` pairs), yielding a report every
         ``every`` samples, at each doubling of the count if ``doubling``, and at the end.
 
         Stops early once the run has seen ``limit`` samples in all. ``checkpoint`` is called when
         due; the caller writes the final one.
+
+        For a live stream (a socket service): a ``Delayed`` item settles a late label; a ``None``
+        item says the stream is waiting, a moment to honour a signal or a timed checkpoint.
+        ``on_step(item, prediction)`` hears every prediction as it is made; with ``on_error``,
+        a sample the model refuses (``InputError``, model unchanged) goes there and the run goes
+        on, instead of the error ending it.
         """
         reported = self._start_samples = self.samples
         self._start = time.perf_counter()  # rates count this run's work, not the setup before it
         if limit is not None and self.samples >= limit:
             return
         for item in stream:
+            if item is None:
+                if guard is not None:
+                    guard.check()
+                if checkpoint is not None and checkpoint.due_idle(self):
+                    checkpoint(self)
+                continue
             if guard is not None:
                 guard.busy = True
-            if isinstance(item, tuple):
-                self.step(item[0], item[1])
-            else:
-                self.step(item.x, item.y, item.index, item.where)
+            try:
+                if isinstance(item, tuple):
+                    p = self.step(item[0], item[1])
+                elif isinstance(item, Delayed):
+                    p = self.settle(item.x, item.y, item.prediction, item.where)
+                else:
+                    p = self.step(item.x, item.y, item.index, item.where)
+            except InputError as exc:
+                if on_error is None:
+                    raise
+                if guard is not None:
+                    guard.busy = False
+                on_error(item, exc)
+                if guard is not None:
+                    guard.check()
+                continue
+            if on_step is not None:
+                on_step(item, p)
             if guard is not None:
                 guard.busy = False
                 guard.check()
+            if isinstance(item, Delayed):  # no new sample: only a checkpoint may be due
+                if checkpoint is not None and checkpoint.due_idle(self):
+                    checkpoint(self)
+                continue
             n = self.samples
             if n % every == 0 or (doubling and n & (n - 1) == 0):
                 reported = n

@@ -74,7 +74,7 @@ def test_app_help() -> None:
 
 
 def test_all_commands_exist() -> None:
-    assert COMMANDS == ["checkpoints", "eval", "learn", "plot", "predict", "runs"]
+    assert COMMANDS == ["checkpoints", "eval", "learn", "plot", "predict", "runs", "send"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -92,6 +92,10 @@ def test_learn_has_the_documented_options() -> None:
         "--rejects", "--label-column", "--format", "--limit",
     ):  # fmt: skip
         assert option in out, option
+    # Help text in [brackets] is eaten as rich markup; the defaults must show.
+    for text in ("Layer widths (default: 1024,1024; camera and images: 1024)",
+                 "Local step size (default: 10)", "(default: last)"):  # fmt: skip
+        assert text in out, text
 
 
 @pytest.mark.parametrize("hidden", ["a,b", "", "8,-1", "0", "1.5", "16,,8"])
@@ -367,6 +371,12 @@ def test_eval_scores_without_learning(trained: Path) -> None:
     assert all(np.array_equal(before[k], after[k]) for k in arrays)
     text = ok(["eval", "-s", str(trained)]).stdout
     assert f"accuracy {r['accuracy']:.4f}" in text and "confusion" in text and "recall" in text
+
+
+def test_eval_of_a_socket_says_which_commands_serve_one(trained: Path) -> None:
+    result = runner.invoke(app, ["eval", "-s", "tcp://127.0.0.1:9099"])
+    assert result.exit_code == 1, result.output
+    assert "Error: tcp://127.0.0.1:9099: a socket is served by learn and predict" in result.stderr
 
 
 def test_predict_writes_one_line_per_record(trained: Path) -> None:

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 
 from spela_stream.datasets import iter_mnist
+from spela_stream.errors import WidthError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import (
     CheckpointPolicy,
+    Delayed,
     Interrupted,
     Prequential,
     Report,
@@ -207,3 +209,54 @@ def test_a_live_look_does_not_consume_the_drift_mark() -> None:
     assert loop.report().drift  # the live line's look
     assert loop.report(record=True).drift  # the table row still shows it
     assert not loop.report(record=True).drift
+
+
+# ---------------------------------------------------------------- live streams (the socket service)
+
+
+def test_settle_scores_the_stored_prediction_and_learns_as_learn_one_would(
+    blobs: Callable[..., Any], states_equal: Callable[..., bool]
+) -> None:
+    """A late label: the prediction made back then is scored, the kept features are learned,
+    and the sample is not counted twice."""
+    X, y = blobs(n=60, d=4)
+    loop, twin = Prequential(_model()), _model()
+    for row, k in zip(X[:50], y[:50], strict=True):
+        loop.step(row, k)
+        twin.learn_one(row, k)
+    p = loop.step(X[50], None)  # predicted, unlabelled
+    assert (loop.samples, loop.learned, loop.metrics.reported.n) == (51, 50, 49)
+    assert loop.settle(X[50], y[50], p) is p
+    twin.learn_one(X[50], y[50])
+    assert (loop.samples, loop.learned, loop.metrics.reported.n) == (51, 51, 50)
+    assert states_equal(loop.model.state_dict(), twin.state_dict())
+    with pytest.raises(WidthError, match="^client a line 9: sample has 2 features"):
+        loop.settle(np.zeros(2), 0, p, where="client a line 9")
+    assert loop.learned == 51 and loop.metrics.reported.n == 50  # nothing counted
+
+
+def test_run_settles_delayed_items_idles_on_none_and_hands_errors_to_on_error(
+    blobs: Callable[..., Any],
+) -> None:
+    X, y = blobs(n=20, d=4)
+    loop = Prequential(_model())
+    saved: list[int] = []
+    policy = CheckpointPolicy(lambda lp: saved.append(lp.samples), every=1000, seconds=0.0)
+    steps: list[tuple[Any, Any]] = []
+    errors: list[str] = []
+    first = loop.step(X[0], y[0])
+    items: list[Any] = [None, (X[1], y[1]), None, None, (np.zeros(3), 0), (X[2], None)]
+    reports = list(
+        loop.run(
+            items, every=1000, checkpoint=policy, on_step=lambda item, p: steps.append((item, p)),
+            on_error=lambda item, exc: errors.append(str(exc)),
+        )
+    )  # fmt: skip
+    assert [s[0] is items[1] for s in steps] == [True, False] and len(errors) == 1
+    assert "sample has 3 features" in errors[0] and loop.samples == 3
+    # seconds=0: due at every look, but an idle look saves only what changed since the last save
+    assert saved == [1, 2, 3]  # the first None (1 sample), after (X1): 2; the second None: none
+    delayed = Delayed(X[2], y[2], steps[1][1], where="late")
+    list(loop.run([delayed], checkpoint=policy))
+    assert loop.learned == 3 and loop.samples == 3 and saved[-1] == 3 and len(saved) == 4
+    assert [r.samples for r in reports] == [3] and first.label is None

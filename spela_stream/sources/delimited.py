@@ -128,11 +128,24 @@ class DelimitedSource(LineSource):
         if self.columns is not None:
             self.feature_names = [c for j, c in enumerate(self.columns) if j != self._label]
 
+    @property
+    def n_features(self) -> int:
+        """Features per record: the width, less the label column when there is one."""
+        return self._nfeat
+
+    def count_fields(self, raw: bytes) -> int:
+        """The fields of a record line (a quoted field counts once)."""
+        if b'"' in raw:
+            return len(split_fields(raw.decode("utf-8", "replace"), self._sep))
+        return raw.count(self._sepb) + 1
+
     def _items(self) -> Iterator[Sample | BadRecordError]:
         for index, where, raw in self._records():
-            yield self._parse(index, where, raw)
+            yield self.parse(index, where, raw)
 
-    def _parse(self, index: int, where: str, raw: bytes) -> Sample | BadRecordError:
+    def parse(self, index: int, where: str, raw: bytes) -> Sample | BadRecordError:
+        """One record line (without its newline) as a Sample, or the error saying what is wrong;
+        the socket service parses its CSV lines here."""
         if not raw.isascii() and decode(raw) is None:
             return BadRecordError(where, not_utf8(raw), index=index, raw=decode_lossy(raw))
         sep, li = self._sepb, self._label

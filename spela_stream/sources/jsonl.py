@@ -22,7 +22,8 @@ LABEL_KEYS = ("y", "label", "class")
 _EXAMPLE = '{"x": [0.5, 1.0], "y": "cat"}'
 
 
-def _load(text: str) -> dict[str, Any]:
+def load_object(text: str) -> dict[str, Any]:
+    """One JSON-lines record as a dict; ``RecordProblem`` says what is wrong with a bad one."""
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -94,7 +95,7 @@ class JsonLinesSource(TextLineSource):
         if text is None:
             return
         try:
-            self._fix_layout(_load(text))
+            self._fix_layout(load_object(text))
         except RecordProblem:
             return  # the record is reported when it is read; a later one fixes the layout
         if self._flat:
@@ -121,7 +122,11 @@ class JsonLinesSource(TextLineSource):
             raise RecordProblem(f"no feature keys besides the label; write records like {_EXAMPLE}")
 
     def _parse(self, text: str, index: int, where: str) -> Sample:
-        obj = _load(text)
+        return self.parse_object(load_object(text), index, where)
+
+    def parse_object(self, obj: dict[str, Any], index: int, where: str) -> Sample:
+        """A decoded record as a Sample (the first one fixes the layout); ``RecordProblem``
+        says what is wrong with a bad one. The socket service parses its JSON lines here."""
         if self._flat is None:
             self._fix_layout(obj)
         if self._flat:

@@ -1,0 +1,243 @@
+"""learn, eval and predict from a camera, a video, a stream or images:DIR, through a backbone.
+
+Frames pass through the run's frozen backbone (kept in the run's config as ``frames``, so that
+``--resume``, ``eval`` and ``predict`` embed the same way); a SPELA head learns on the features.
+With no label for a frame the learner predicts it and prints a JSON line on stdout (with
+``--changes`` only when the prediction changes).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
+from typing import Any
+
+import torch
+import typer
+
+from spela_stream.errors import ConfigError, SpelaError
+from spela_stream.features import BACKBONES, DEFAULT_SIZE, make_backbone
+from spela_stream.model import SpelaMLP
+from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential, StopGuard
+from spela_stream.sources import Sample, Source
+from spela_stream.sources.frames import EmbeddedSource, is_frame_spec, open_frames
+from spela_stream.sources.labels import FixedLabel, LabelChannel, LabelPolicy, LabelTrack
+from storage import CheckpointStore
+from storage.records import RunInfo
+from storage.session import Session
+
+from .commands import Rejects, _ticking, resumed_loop
+from .options import FrameOptions, Input, LearnOptions, OnError
+from .output import Progress, report_json
+
+# Measured (benchmarks/camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0): one
+# layer of 1024 leads the model's default two on backbone features (prequential .902 against
+# .896 after 5,000 frames, .843 against .810 after 1,000) and learns twice as fast; the model
+# keeps its own default.
+CAMERA_HIDDEN = (1024,)
+
+
+def wants_frames(opts: LearnOptions) -> bool:
+    """True when ``learn`` reads frames: a camera/images source, a camera option, or a resumed
+    camera run without ``--source``."""
+    fo = opts.input.frames
+    if is_frame_spec(opts.input.source) or (fo is not None and fo.given()):
+        return True
+    if opts.resume and not opts.input.source and opts.db.exists():
+        with CheckpointStore(opts.db, create=False) as store:
+            latest = store.latest_run() if opts.run is None else store.run(opts.run)
+            return latest is not None and "frames" in latest.config
+    return False
+
+
+def backbone_spec(run: RunInfo | None, fo: FrameOptions) -> dict[str, Any]:
+    """The backbone a run embeds with: its own (a mismatch is an error), or the options'."""
+    asked = {"backbone": fo.backbone, "size": fo.size}
+    if run is None:
+        name = fo.backbone or BACKBONES[0]
+        return {"backbone": name, "size": fo.size or DEFAULT_SIZE.get(name, 0)}
+    saved = run.config.get("frames")
+    if not isinstance(saved, Mapping):
+        raise ConfigError(
+            f"run {run.name!r} learned from {run.source}, not from frames through a backbone; "
+            "learn a camera or images source into a new --run"
+        )
+    for key, value in asked.items():
+        if value is not None and value != saved.get(key):
+            raise ConfigError(
+                f"--{key} {value}: run {run.name!r} embeds frames with {saved['backbone']} at "
+                f"{saved['size']} px, and a run keeps its backbone (drop --{key}, or use a new "
+                "--run)"
+            )
+    return dict(saved)
+
+
+def label_policy(fo: FrameOptions, progress: Progress) -> LabelPolicy | None:
+    """``--label``, ``--labels`` or ``--label-port`` (at most one), or None: predict."""
+    given = [f for f in ("--label", "--labels", "--label-port") if f in fo.given()]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)}: give one way of labelling frames")
+    if fo.label is not None:
+        return FixedLabel(fo.label)
+    if fo.labels is not None:
+        return LabelTrack.read(fo.labels)
+    if fo.label_port is not None:
+        channel = LabelChannel(fo.label_port)
+        progress.log(
+            f"label channel on 127.0.0.1:{channel.port}: send a line NAME to teach NAME, - to "
+            f"stop (e.g. nc 127.0.0.1 {channel.port})"
+        )
+        return channel
+    return None
+
+
+def open_input(inp: Input, run: RunInfo, model: SpelaMLP | None = None) -> Source:
+    """For eval and predict: a frames source through the run's backbone, else ``inp.open``."""
+    if not is_frame_spec(inp.source):
+        if "frames" in run.config:
+            raise ConfigError(
+                f"run {run.name!r} learned frames through a backbone; score it on a camera:PATH "
+                "or images:DIR source"
+            )
+        return inp.open(model=model)
+    fo = inp.frames or FrameOptions()
+    spec = backbone_spec(run, replace(fo, backbone=None, size=None))
+    labels = LabelTrack.read(fo.labels) if fo.labels is not None else None
+    return open_frames(inp.source, make_backbone(spec["backbone"], spec["size"]), labels=labels)
+
+
+# ---------------------------------------------------------------- learn
+
+
+def _resumed(store: CheckpointStore, opts: LearnOptions, progress: Progress) -> tuple[Session, int]:
+    """A camera run to go on with, and the frames to skip: a video file the last checkpoint
+    was reading goes on after its last learned frame; a new source starts at its first."""
+    info, loop, ck = resumed_loop(store, opts)
+    source = opts.input.source or ck.source
+    skip = loop.position if source == ck.source else 0
+    progress.log(
+        f"resuming run {info.name!r} from checkpoint {ck.id}: {ck.samples} frames, classes "
+        f"{loop.model.labels}; reading {source} from frame {skip}"
+    )
+    return Session(store, info.name, loop, source), skip
+
+
+def learn(opts: LearnOptions) -> None:
+    """Learn frames test-then-train; frames without a label are predicted and printed.
+
+    ``--threads`` goes to the backbone's convolutions; the per-sample head learns on one thread
+    (memory bound: more threads only slow it, measured 227 against 104 rows/s)."""
+    torch.set_num_threads(1)
+    if opts.rejects is not None and opts.on_error is not OnError.skip:
+        raise ConfigError("--rejects needs --on-error skip")
+    fo = opts.input.frames or FrameOptions()
+    progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
+    with CheckpointStore(opts.db, create=not opts.resume) as store, StopGuard() as guard:
+        resumed, skip = _resumed(store, opts, progress) if opts.resume else (None, 0)
+        spec = backbone_spec(store.run(resumed.run) if resumed else None, fo)
+        if resumed is not None:
+            loop, source = resumed.loop, resumed.source
+        else:
+            given = {k: v for k, v in opts.model.items() if v is not None}
+            loop = Prequential(SpelaMLP(**{"hidden": CAMERA_HIDDEN, **given}), window=opts.window)
+            source = opts.input.source or "camera:0"
+        backbone = make_backbone(spec["backbone"], spec["size"], threads=opts.threads)
+        labels = label_policy(fo, progress)
+        on_error = Rejects(loop, opts.rejects, progress)
+        try:
+            src = open_frames(
+                source, backbone, labels=labels, fps=fo.fps, skip=skip,
+                on_error=on_error if opts.on_error is OnError.skip else None,
+            )  # fmt: skip
+            with src:  # a run is made only once its source has opened
+                config = {**loop.model.config(), "frames": spec}
+                session = resumed or Session(
+                    store, store.create_run(opts.run, config, source), loop, source
+                )
+                session.keep = opts.keep
+                _drive(loop, session, src, opts, fo, progress, guard)
+        finally:
+            on_error.close()
+            if isinstance(labels, LabelChannel):
+                labels.close()
+
+
+def _drive(
+    loop: Prequential, session: Session, src: EmbeddedSource, opts: LearnOptions,
+    fo: FrameOptions, progress: Progress, guard: StopGuard,
+) -> None:  # fmt: skip
+    """The prequential loop over the frames, checkpointing as ``learn`` does."""
+    policy = CheckpointPolicy(session.save, opts.checkpoint_every, opts.checkpoint_seconds)
+    progress.log(
+        f"learning {session.source} through {src.backbone.name} ({src.backbone.dim} features) "
+        f"into {opts.db} run {session.run!r}"
+    )
+    stream = _announced(_ticking(src, loop, progress), loop, changes=fo.changes)
+    learned_before = loop.learned
+    try:
+        for report in loop.run(
+            stream, every=opts.every, doubling=True, limit=opts.limit, checkpoint=policy,
+            guard=guard,
+        ):  # fmt: skip
+            progress.report(report)
+    except Interrupted as stop:
+        session.save()
+        progress.close()
+        _summary(loop, session, src, progress, opts, learned_before, stopped=stop.args[0])
+        raise typer.Exit(stop.exit_code) from None
+    except (SpelaError, BrokenPipeError):
+        session.save()  # everything learned before the error is kept
+        progress.close()
+        raise
+    session.save()
+    progress.close()
+    _summary(loop, session, src, progress, opts, learned_before)
+
+
+def _announced(src: Iterable[Sample], loop: Prequential, *, changes: bool) -> Iterator[Sample]:
+    """Pass frames to the loop; once it has predicted an unlabelled one, print the prediction."""
+    shown: list[Any] = [object()]  # the label printed last (a sentinel before the first)
+
+    def emit(sample: Sample, before: int) -> None:
+        _, p = loop.last
+        if sample.y is not None or loop.samples != before + 1 or p is None:
+            return  # learned, not predicted; or the loop never stepped it
+        if changes and p.label == shown[0]:
+            return
+        shown[0] = p.label
+        row = {"kind": "prediction", "index": sample.index, "where": sample.where}
+        row |= {"label": p.label, "confidence": round(p.confidence, 6), "layer": p.layer}
+        sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.flush()
+
+    for sample in src:
+        before = loop.samples
+        try:
+            yield sample
+        except GeneratorExit:  # the loop stopped (--limit) right after stepping this frame
+            emit(sample, before)
+            raise
+        emit(sample, before)
+
+
+def _summary(
+    loop: Prequential, session: Session, src: EmbeddedSource, progress: Progress,
+    opts: LearnOptions, learned_before: int, stopped: str | None = None,
+) -> None:  # fmt: skip
+    """The summary row (accuracy on stdout only if frames were learned: else predictions are
+    the product) and the frame counts on stderr."""
+    r = loop.report()
+    frames = {"frames_read": src.frames_read, "dropped": src.dropped}
+    frames["skipped"] = src.frames.skipped
+    if opts.json_out:
+        print(json.dumps({**json.loads(report_json(r, kind="summary")), **frames}), flush=True)
+    elif r.learned > learned_before:
+        print(f"accuracy {r.accuracy:.4f} after {r.samples} samples of {session.source}")
+    why = f"stopped by {stopped}" if stopped else "done"
+    progress.log(
+        f"{why}: {r.samples} frames ({r.learned} learned, {r.samples - r.learned} predicted), "
+        f"{src.dropped} dropped (the learner fell behind), {src.frames.skipped} passed over by "
+        f"--fps; classes {loop.model.labels}; checkpoint of run {session.run!r} in {opts.db}"
+    )

@@ -1,0 +1,138 @@
+"""``learn`` and ``predict`` with ``--source tcp://HOST:PORT`` (a socket service), and ``send``.
+
+The service is ``spela_stream.service``; this is its glue: the same runs, checkpoints, resume
+and exit codes as ``learn`` on a file (``commands.learn`` hands over once the run is known).
+``send`` needs no torch, so this module loads the model only inside ``learn`` and ``predict``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from spela_stream.client import send as send_lines
+from spela_stream.errors import ConfigError, SpelaError
+from spela_stream.sources.tcp import LineServer, parse_url, url_of
+from spela_stream.sources.textio import open_binary, text_lines
+from spela_stream.stopping import Interrupted, StopGuard
+
+from .options import Input, LearnOptions, PredictOptions
+
+if TYPE_CHECKING:
+    from spela_stream.prequential import Prequential
+    from storage import CheckpointStore
+    from storage.session import Session
+
+    from .output import Progress
+
+
+def _listen(input_: Input, host: str | None, max_line: int) -> LineServer:
+    if input_.fmt is not None or input_.features is not None:
+        given = "--format" if input_.fmt is not None else "--features"
+        raise ConfigError(f"{given} does not apply to tcp:// (a line is JSON if it starts with {{)")
+    server = LineServer(*parse_url(input_.source, host), max_line=max_line)
+    typer.echo(f"listening on {server.url}", err=True)  # even with --quiet: clients need it
+    return server
+
+
+def learn(
+    opts: LearnOptions, store: CheckpointStore, guard: StopGuard, loop: Prequential,
+    resumed: Session | None, spec: str, progress: Progress,
+) -> None:  # fmt: skip
+    """Serve test-then-train on a socket until a shutdown line, ``--limit`` or a signal."""
+    from spela_stream.prequential import CheckpointPolicy
+    from spela_stream.service import Service
+    from storage.session import Session
+
+    from .commands import Rejects, _summary
+
+    source = url_of(parse_url(spec, opts.serve.host))  # the run's source: where it listens
+    listen = Input(spec, opts.input.fmt, features=opts.input.features)
+    with _listen(listen, opts.serve.host, opts.serve.max_line) as server:
+        session = resumed or Session(
+            store, store.create_run(opts.run, loop.model.config(), source), loop, source
+        )
+        session.keep = opts.keep
+        policy = CheckpointPolicy(session.save, opts.checkpoint_every, opts.checkpoint_seconds)
+        rejects = Rejects(loop, opts.rejects, progress)
+        service = Service(
+            loop, server, pending=opts.serve.pending, label_column=opts.input.label_column,
+            header=opts.input.header, on_bad=rejects,
+        )  # fmt: skip
+        progress.log(f"learning {server.url} into {opts.db} run {session.run!r}")
+        try:
+            for report in service.run(
+                every=opts.every, doubling=True, limit=opts.limit, checkpoint=policy, guard=guard
+            ):
+                progress.tick(loop)
+                progress.report(report)
+        except Interrupted as stop:
+            service.close(session.save())
+            progress.close()
+            _summary(loop, session, progress, opts, stopped=stop.args[0])
+            raise typer.Exit(stop.exit_code) from None
+        except (SpelaError, BrokenPipeError):  # a failure, or the reader of --json rows left
+            session.save()  # everything learned before it is kept
+            raise
+        finally:
+            rejects.close()
+        service.close(session.save())
+    progress.close()
+    why = "a shutdown line" if service.shutdown_requested else None
+    _summary(loop, session, progress, opts, stopped=why)
+
+
+def predict(opts: PredictOptions) -> None:
+    """Answer each line with a prediction of the saved model; nothing is learned or saved."""
+    import torch
+
+    from spela_stream.service import Service
+    from storage import CheckpointStore
+    from storage.session import load_loop
+
+    from .options import pick_run
+
+    torch.set_num_threads(opts.threads)
+    with CheckpointStore(opts.db, create=False) as store:
+        loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
+    server = _listen(opts.input, opts.serve.host, opts.serve.max_line)
+    service = Service(loop, server, learn=False, label_column=opts.input.label_column,
+                      header=opts.input.header)  # fmt: skip
+    with StopGuard() as guard:
+        try:
+            for _ in service.run(every=1 << 62, guard=guard):
+                pass
+        finally:
+            service.close()
+
+
+def send(to: str, path: str, window: int) -> None:
+    """Stream a file (or stdin) to a service; its replies go to stdout in order."""
+    host, port = parse_url(to)
+    if path == "-":
+        lines = text_lines(sys.stdin.buffer, "<stdin>", [])
+    else:
+        handle = open_binary(Path(path), path)
+        lines = text_lines(handle, path, [handle])
+    out = sys.stdout.buffer
+    flush = path == "-"  # a pipe's reader wants each answer as its question arrives
+
+    def write(reply: bytes) -> None:
+        out.write(reply)
+        if flush:
+            out.flush()
+
+    with StopGuard():
+        try:
+            result = send_lines(host, port, (raw for _, raw in lines), write, window=window)
+        finally:
+            lines.close()
+            out.flush()
+    typer.echo(
+        f"sent {result.sent} lines to {url_of((host, port))}: {result.answered} replies, "
+        f"{result.errors} errors",
+        err=True,
+    )

@@ -1,0 +1,311 @@
+"""The learning service: lines from many socket clients -> the prequential loop -> one reply each.
+
+A ``LineServer`` (``sources.tcp``) does the socket I/O on its own thread and hands complete lines
+over through a bounded queue; this module runs on the one thread that owns the model. It parses
+each line with the stdin readers (``sources.records``), drives ``Prequential.run`` (the only
+place that sequences predict, score, learn and checkpoint), and answers every line on its own
+connection, in order, with the prediction made *before* learning from it:
+
+    {"label": 7, "confidence": 0.93, "layer": 1, "learned": true}         a sample (+ "id")
+    {"id": "17", "label": 3, "confidence": 0.8, "layer": 1, "correct": true, "learned": true}
+                                                                           a late label
+    {"error": "client 127.0.0.1:50312 line 3: field 785 is 'x', not a number (...)"}
+    {"control": "checkpoint", "checkpoint": 12, "samples": 5000}          control lines
+
+Delayed labels: an unlabelled JSON sample with an ``id`` is predicted and kept (features and
+prediction) among at most ``pending`` others, the oldest dropped and counted; a later
+``{"id": ..., "y": ...}`` learns the kept features and scores the prediction made back then.
+
+>>> import json, socket
+>>> from spela_stream.model import SpelaMLP
+>>> from spela_stream.prequential import Prequential
+>>> from spela_stream.sources.tcp import LineServer
+>>> server = LineServer("127.0.0.1", 0)
+>>> service = Service(Prequential(SpelaMLP(hidden=(16,), seed=0)), server)
+>>> client = socket.create_connection(server.address)
+>>> client.sendall(b"1,0,a\\n0,1,b\\n1,0,a\\n" + b'{"control": "shutdown"}\\n')
+>>> reports = list(service.run())
+>>> service.close()
+>>> replies = [json.loads(r) for r in client.makefile().read().splitlines()]
+>>> [r.get("label") for r in replies[:3]], replies[3]["control"], reports[-1].samples
+([None, 'a', 'a'], 'shutdown', 3)
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, SourceError
+from .model import Prediction
+from .prequential import CheckpointPolicy, Delayed, Prequential, Report, StopGuard
+from .sources.base import BadRecordError, Sample
+from .sources.records import Control, HeaderLine, LateLabel, LineParser
+from .sources.tcp import PENDING, LineServer, Request
+from .sources.textio import decode_lossy
+
+TICK_S = 0.2  # how often a quiet service looks at signals and the checkpoint clock
+FLUSH_EVERY = 32  # replies per wake-up of the I/O thread while requests keep coming
+
+
+@dataclass
+class ServiceCounts:
+    """What the service has answered, besides what the loop counts."""
+
+    answered: int = 0
+    errors: int = 0  # bad lines, refused samples, unknown late labels: each got an error reply
+    pending_dropped: int = 0  # the oldest unlabelled samples pushed out by --pending
+    pending_replaced: int = 0  # an id sent again before its label: the older one is forgotten
+    unknown_labels: int = 0  # late labels for no pending id
+
+
+class _Stop:
+    """The shutdown control line's signal to end the run."""
+
+
+_STOP = _Stop()
+
+
+class Service:
+    """Serve ``loop`` to the clients of ``server``: test-then-train per line, replies in order.
+
+    ``learn=False`` (or a loop made with ``learn=False``) only predicts: labels are not used and
+    there are no checkpoints. ``on_bad`` takes every bad line; the default counts it
+    (``loop.reject``), the CLI's ``Rejects`` also logs it and appends it to ``--rejects``.
+    """
+
+    def __init__(
+        self,
+        loop: Prequential,
+        server: LineServer,
+        *,
+        learn: bool = True,
+        pending: int = PENDING,
+        label_column: str | None = None,
+        header: bool | None = None,
+        tick: float = TICK_S,
+        on_bad: Callable[[BadRecordError], None] | None = None,
+    ) -> None:
+        if pending < 1:
+            raise SourceError(f"pending must be at least 1, got {pending}")
+        self.loop = loop
+        self.server = server
+        self.learn = learn and loop.learn
+        self.parser = LineParser(
+            label_column=label_column, header=header, n_features=loop.model.n_features
+        )
+        self.pending: OrderedDict[str, tuple[np.ndarray, Prediction, str]] = OrderedDict()
+        self.pending_limit = pending
+        self.counts = ServiceCounts()
+        self.tick = tick
+        self.on_bad = on_bad or (lambda err: loop.reject(err.index, err.where))
+        self.shutdown_requested = False
+        self._index = loop.position  # lines taken, so positions go on counting after a resume
+        self._current: Request | None = None
+        self._shutdown: Request | None = None
+        self._checkpoint: CheckpointPolicy | None = None
+        self._guard: StopGuard | None = None
+        self._unflushed = 0  # replies handed to the server but not yet flushed
+
+    # ------------------------------------------------------------------ running
+
+    def run(
+        self,
+        *,
+        every: int = 1000,
+        doubling: bool = False,
+        limit: int | None = None,
+        checkpoint: CheckpointPolicy | None = None,
+        guard: StopGuard | None = None,
+    ) -> Iterator[Report]:
+        """Serve until a shutdown control line, ``limit`` samples or a signal (``Interrupted``),
+        yielding the loop's reports; ``checkpoint`` also answers ``{"control": "checkpoint"}``.
+        The caller writes the final checkpoint, then calls ``close``."""
+        self._checkpoint = checkpoint if self.learn else None
+        self._guard = guard
+        yield from self.loop.run(
+            self._items(), every=every, doubling=doubling, limit=limit,
+            checkpoint=self._checkpoint, guard=guard, on_step=self._answer, on_error=self._refuse,
+        )  # fmt: skip
+
+    def close(self, checkpoint: int | None = None) -> None:
+        """Answer a shutdown line (with the final ``checkpoint`` id), then close every socket."""
+        if self._shutdown is not None:
+            reply = {"control": "shutdown", "samples": self.loop.samples, "checkpoint": checkpoint}
+            self._send(self._shutdown, reply)
+            self._shutdown = None
+        self.server.close()
+
+    def _items(self) -> Iterator[Sample | Delayed | None]:
+        """What the loop steps through: samples, settled late labels, and None while quiet."""
+        requests = self.server.requests
+        while True:
+            # replies go out in batches while requests wait, at once when the queue runs dry
+            if self._unflushed >= FLUSH_EVERY or (self._unflushed and requests.empty()):
+                self.server.flush()
+                self._unflushed = 0
+            try:
+                request = requests.get(timeout=self.tick)
+            except queue.Empty:
+                if not self.server.alive:
+                    raise SourceError(
+                        f"{self.server.url}: the socket thread stopped ({self.server.error!r})"
+                    ) from None
+                yield None  # a moment for signals and the checkpoint clock
+                continue
+            item = self._take(request)
+            if item is _STOP:
+                return
+            if item is not None:
+                self._current = request
+                yield item  # type: ignore[misc]
+
+    # ------------------------------------------------------------------ one request
+
+    def _take(self, request: Request) -> Sample | Delayed | _Stop | None:
+        """A request as something for the loop, or None when it was answered here."""
+        index = self._index
+        self._index += 1
+        if request.problem is not None:
+            err = BadRecordError(request.where, request.problem, index=index, raw=None)
+            self._bad(request, err)
+            return None
+        parsed = self.parser.parse(request.raw, index, request.where)
+        if isinstance(parsed, Sample):
+            return parsed if self.learn else replace(parsed, y=None)
+        if isinstance(parsed, BadRecordError):
+            self._bad(request, parsed)
+        elif isinstance(parsed, LateLabel):
+            return self._late(request, parsed)
+        elif isinstance(parsed, Control):
+            return self._control(request, parsed.name)
+        elif isinstance(parsed, HeaderLine):
+            self._send(request, {"header": True, "columns": parsed.columns})
+        return None
+
+    def _answer(self, item: Sample | Delayed, p: Prediction) -> None:
+        """The loop made prediction ``p`` for ``item`` (and learned from it if labelled)."""
+        request = self._current
+        assert request is not None
+        row: dict[str, Any] = {"label": p.label, "confidence": round(p.confidence, 6)}
+        row["layer"] = p.layer
+        if isinstance(item, Delayed):
+            row = {"id": item.id, **row, "correct": p.label == item.y}
+            row["learned"] = self.learn
+        else:
+            row["learned"] = self.learn and item.y is not None
+            if item.id is not None:
+                row["id"] = item.id
+                if item.y is None and self.learn:
+                    self._keep(item, p)
+                    row["pending"] = True
+        self._send(request, row)
+
+    def _refuse(self, item: Sample | Delayed, exc: InputError) -> None:
+        """The model refused a sample (its width, say): answer with the error, count it."""
+        request = self._current
+        assert request is not None
+        where = item.where or request.where
+        problem = str(exc).removeprefix(f"{where}: ")
+        if isinstance(item, Sample):
+            err = BadRecordError(where, problem, index=item.index, raw=decode_lossy(request.raw))
+            self._bad(request, err)
+        else:
+            self.counts.errors += 1
+            self._send(request, {"error": f"{request.where}: {problem}"})
+
+    def _bad(self, request: Request, err: BadRecordError) -> None:
+        self.counts.errors += 1
+        self.on_bad(err)
+        self._send(request, {"error": str(err)})
+
+    def _send(self, request: Request, row: dict[str, Any]) -> None:
+        self.counts.answered += 1
+        self._unflushed += 1
+        self.server.reply(request, json.dumps(row), flush=False)
+
+    # ------------------------------------------------------------------ late labels
+
+    def _keep(self, sample: Sample, p: Prediction) -> None:
+        assert sample.id is not None
+        if self.pending.pop(sample.id, None) is not None:
+            self.counts.pending_replaced += 1
+        elif len(self.pending) >= self.pending_limit:
+            self.pending.popitem(last=False)
+            self.counts.pending_dropped += 1
+        self.pending[sample.id] = (sample.x, p, sample.where)
+
+    def _late(self, request: Request, late: LateLabel) -> Delayed | None:
+        if not self.learn:
+            self._error(request, "this service only predicts (started by predict), so it keeps "
+                        "no samples for late labels; send labels to a learn service")  # fmt: skip
+            return None
+        kept = self.pending.pop(late.id, None)
+        if kept is None:
+            self.counts.unknown_labels += 1
+            self._error(
+                request,
+                f"no sample with id {late.id!r} is waiting for a label (send the sample first, "
+                f"unlabelled and with that id; each is labelled once, and only the newest "
+                f"{self.pending_limit} are kept: raise --pending to keep more)",
+            )
+            return None
+        x, p, where = kept
+        return Delayed(x, late.y, p, where=f"{request.where} (the label of {where})", id=late.id)
+
+    def _error(self, request: Request, problem: str) -> None:
+        self.counts.errors += 1
+        self._send(request, {"error": f"{request.where}: {problem}"})
+
+    # ------------------------------------------------------------------ control lines
+
+    def _control(self, request: Request, name: str) -> _Stop | None:
+        if name == "shutdown":
+            self._shutdown = request
+            self.shutdown_requested = True
+            return _STOP
+        if name == "metrics":
+            self._send(request, {"control": "metrics", **self.metrics()})
+            return None
+        if self._checkpoint is None:
+            self._error(request, "this service has no checkpoints (a predict service, or one "
+                        "started without a store); nothing to save")  # fmt: skip
+            return None
+        guard = self._guard
+        if guard is not None:
+            guard.busy = True  # a signal now waits for the checkpoint's transaction to end
+        try:
+            saved = self._checkpoint(self.loop)
+        finally:
+            if guard is not None:
+                guard.busy = False
+        reply = {"control": "checkpoint", "checkpoint": saved, "samples": self.loop.samples}
+        self._send(request, reply)
+        if guard is not None:
+            guard.check()
+        return None
+
+    def metrics(self) -> dict[str, Any]:
+        """The loop's figures, the service's counts and the socket's, as one JSON-able dict."""
+        r = self.loop.report()
+        return {
+            "samples": r.samples,
+            "learned": r.learned,
+            "rejected": r.rejected,
+            "scored": r.scored,
+            "accuracy": r.accuracy,
+            "rolling_accuracy": r.rolling_accuracy,
+            "kappa": r.kappa,
+            "layer_accuracy": list(r.layer_accuracy),
+            "drifts": r.drifts,
+            "samples_per_s": r.samples_per_s,
+            "pending": len(self.pending),
+            **asdict(self.counts),
+            **asdict(self.server.stats),
+        }

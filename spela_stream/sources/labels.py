@@ -1,0 +1,170 @@
+"""Where a frame's label comes from: one class for the whole run, a label track, or a channel.
+
+- ``FixedLabel("cat")`` (``--label cat``): every frame is taught as that class.
+- ``LabelTrack.read("labels.txt")`` (``--labels FILE``): a label per frame of a recorded video,
+  either a line per frame (line 1 labels frame 0; an empty line leaves a frame unlabelled) or
+  ranges ``start,end,label`` (frames start..end-1, 0-based, end exclusive like Python's range).
+  Frames the track does not cover are unlabelled (predicted, not learned).
+- ``LabelChannel(port)`` (``--label-port PORT``): a TCP listener on 127.0.0.1; a line ``NAME``
+  starts teaching NAME, a line ``-`` stops (frames are predicted again). Each line is answered
+  with ``teaching NAME`` or ``predicting``. Any number of clients, one thread each.
+
+A policy is asked for a frame's label when the learner takes the frame, so a class switch on the
+channel applies to the next frame learned.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import SourceError
+from ..inputs import Label
+from .base import label_token
+
+LabelPolicy = Callable[[int], Label | None]  # frame index -> label, or None to predict only
+_RANGE = re.compile(r"\s*([0-9]+)\s*,\s*([0-9]+)\s*,(.*)")
+MAX_LINE = 1024  # bytes of one channel line
+
+
+def no_label(index: int) -> None:
+    """Every frame unlabelled: the learner predicts."""
+    return None
+
+
+class FixedLabel:
+    """Every frame is taught as ``label``."""
+
+    def __init__(self, label: str) -> None:
+        token = label_token(label)
+        if token is None:
+            raise SourceError("--label needs a class name (got an empty one)")
+        self.label: Label = token
+
+    def __call__(self, index: int) -> Label:
+        return self.label
+
+
+class LabelTrack:
+    """A label per frame index, from a file of lines or ``start,end,label`` ranges."""
+
+    def __init__(self, name: str, ranges: list[tuple[int, int, Label | None]]) -> None:
+        self.name = name
+        self.ranges = ranges  # sorted, non-overlapping [start, end)
+        self._starts = [r[0] for r in ranges]
+
+    @classmethod
+    def read(cls, path: str | Path) -> LabelTrack:
+        """Parse a label track; a bad line raises SourceError naming the file and line."""
+        name = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceError(f"{name}: cannot read the label track ({exc})") from None
+        lines = text.splitlines()
+        first = next((ln for ln in lines if ln.strip()), None)
+        if first is None:
+            raise SourceError(f"{name}: the label track is empty (a label per line, or ranges)")
+        if _RANGE.fullmatch(first) is None:
+            return cls(name, [(i, i + 1, label_token(ln)) for i, ln in enumerate(lines)])
+        ranges: list[tuple[int, int, Label | None]] = []
+        for no, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            m = _RANGE.fullmatch(line)
+            if m is None:
+                raise SourceError(
+                    f"{name} line {no}: {line[:60]!r} is not start,end,label (the file began "
+                    "with ranges, so every line must be one)"
+                )
+            start, end, label = int(m[1]), int(m[2]), label_token(m[3])
+            if end <= start:
+                raise SourceError(f"{name} line {no}: end {end} must be after start {start}")
+            if label is None:
+                raise SourceError(f"{name} line {no}: the range {start},{end} has no label")
+            if ranges and start < ranges[-1][1]:
+                raise SourceError(
+                    f"{name} line {no}: range {start},{end} overlaps or precedes the one before "
+                    "(give ranges in frame order, without overlaps)"
+                )
+            ranges.append((start, end, label))
+        return cls(name, ranges)
+
+    def __call__(self, index: int) -> Label | None:
+        i = bisect.bisect_right(self._starts, index) - 1
+        if i < 0:
+            return None
+        start, end, label = self.ranges[i]
+        return label if start <= index < end else None
+
+
+class LabelChannel:
+    """A TCP listener on 127.0.0.1 whose lines set the class being taught (``-`` stops)."""
+
+    def __init__(self, port: int = 0, host: str = "127.0.0.1") -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._sock.bind((host, port))
+        except OSError as exc:
+            self._sock.close()
+            raise SourceError(
+                f"--label-port {port}: cannot listen on {host}:{port} ({exc.strerror}); "
+                "choose another port, or 0 for any free one"
+            ) from None
+        self._sock.listen(8)
+        self._sock.settimeout(0.2)  # the accept loop looks at ``close`` five times a second
+        self.port: int = self._sock.getsockname()[1]
+        self.current: Label | None = None
+        self.switches = 0
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="label-channel", daemon=True)
+        self._thread.start()
+
+    def __call__(self, index: int) -> Label | None:
+        return self.current
+
+    def set(self, text: str) -> str:
+        """Apply one channel line; return the answer sent back."""
+        token = text.strip()
+        with self._lock:
+            if token == "-":
+                self.current = None
+            else:
+                self.current = label_token(token)
+            self.switches += 1
+            return "predicting" if self.current is None else f"teaching {self.current}"
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # the listener was closed
+                return
+            conn.settimeout(None)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as fh:
+            for raw in fh:
+                if self._closed.is_set():
+                    return
+                line = raw[:MAX_LINE].decode("utf-8", "replace").strip()
+                if not line:
+                    continue
+                try:
+                    conn.sendall((self.set(line) + "\n").encode())
+                except OSError:  # the client left; its line still counts
+                    return
+
+    def close(self) -> None:
+        """Stop listening (clients still connected are left to finish their line)."""
+        self._closed.set()
+        self._sock.close()
