@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint types unit bench clean
+.PHONY: setup demo test lint types unit bench bench-quick clean
 
 setup: $(STAMP)
 
@@ -31,8 +31,14 @@ unit: setup
 
 test: lint types unit
 
+# The suite against backprop, deep-river, River, Vowpal Wabbit and MOA (peers installed on demand,
+# deep-river in .bench-venvs/); results in benchmarks/results/ and README.md's results block.
+# Two jobs at a time: one single-threaded learner per core of a 2-core machine.
 bench: setup
-	$(BIN)/python -m benchmarks.core_bench
+	$(BIN)/python -m benchmarks.suite --jobs 2
+
+bench-quick: setup
+	$(BIN)/python -m benchmarks.suite --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
