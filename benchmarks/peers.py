@@ -68,40 +68,34 @@ def _pip(python: str, *args: str) -> None:
         raise PeerUnavailable(f"pip install {' '.join(args)} failed: {' '.join(tail[-2:])}")
 
 
+def _venv(name: str, install: bool) -> str:
+    """The Python of ``.bench-venvs/NAME``, creating the venv first if allowed and missing."""
+    root = VENVS / name
+    python = str(root / "bin" / "python")
+    if not Path(python).exists():
+        if not install:
+            raise PeerUnavailable(f"no {root} (run without --no-install)")
+        _log(f"peers: creating {root} (a few minutes, once)")
+        res = subprocess.run(
+            [sys.executable, "-m", "venv", str(root)], capture_output=True, text=True
+        )
+        if res.returncode != 0:
+            raise PeerUnavailable(f"python -m venv failed: {res.stderr.strip()[-200:]}")
+    return python
+
+
 def ensure(peer: str, install: bool = True) -> str:
     """The Python executable that runs ``peer``, installing it first if allowed and missing."""
     module = IMPORTS[peer]
     if peer == "deep-river":
-        python = str(VENVS / "deep-river" / "bin" / "python")
-        if not Path(python).exists():
-            if not install:
-                raise PeerUnavailable(f"no {VENVS / 'deep-river'} (run without --no-install)")
-            _log(f"peers: creating {VENVS / 'deep-river'} (a few minutes, once)")
-            res = subprocess.run(
-                [sys.executable, "-m", "venv", str(VENVS / "deep-river")],
-                capture_output=True,
-                text=True,
-            )
-            if res.returncode != 0:
-                raise PeerUnavailable(f"python -m venv failed: {res.stderr.strip()[-200:]}")
+        python = _venv("deep-river", install)
         if _imports(python, module) is not None and install:
             _log(f"peers: installing {DEEP_RIVER} and its pinned stack")
             _pip(python, *DEEP_RIVER_DEPS)
             _pip(python, "--no-deps", DEEP_RIVER)
     else:  # a venv of their own too: capymoa pulls scikit-learn and pandas, which change
         # what River's generic checks run in the project's own tests
-        python = str(VENVS / "peers" / "bin" / "python")
-        if not Path(python).exists():
-            if not install:
-                raise PeerUnavailable(f"no {VENVS / 'peers'} (run without --no-install)")
-            _log(f"peers: creating {VENVS / 'peers'} (a few minutes, once)")
-            res = subprocess.run(
-                [sys.executable, "-m", "venv", str(VENVS / "peers")],
-                capture_output=True,
-                text=True,
-            )
-            if res.returncode != 0:
-                raise PeerUnavailable(f"python -m venv failed: {res.stderr.strip()[-200:]}")
+        python = _venv("peers", install)
         if _imports(python, module) is not None and install:
             _log(f"peers: installing {PINS[peer]}")
             _pip(python, "torch==2.13.0", "numpy", PINS[peer])
