@@ -381,3 +381,40 @@ def test_label_port_teaches_a_running_learner_process(tmp_path: Path) -> None:
     predicted = [r for r in rows if r["kind"] == "prediction"]
     assert len(predicted) + summary["learned"] == 50 - summary["dropped"]
     assert "classes ['red']" in err
+
+
+def test_the_label_channel_survives_any_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 12 defect 12: resets, garbage, half-closes and overlong lines kill no thread, and a
+    later client is still answered (real sockets on 127.0.0.1)."""
+    import socket as _socket
+    import struct
+    import threading as _threading
+
+    from spela_stream.sources.labels import LabelChannel
+
+    crashes: list[BaseException | None] = []
+    monkeypatch.setattr(_threading, "excepthook", lambda args: crashes.append(args.exc_value))
+    channel = LabelChannel(0)
+    address = ("127.0.0.1", channel.port)
+    try:
+        for i in range(50):  # a name, then close without reading: a reset
+            with _socket.create_connection(address, timeout=10) as sock:
+                sock.sendall(b"cat\n" * 50)
+                if i % 2:
+                    sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with _socket.create_connection(address, timeout=10) as sock:  # half-close
+            sock.sendall(b"\xff\xfe garbage \x00\n")
+            sock.shutdown(_socket.SHUT_WR)
+            sock.recv(1024)
+        with _socket.create_connection(address, timeout=10) as sock:  # overlong, then a name
+            sock.sendall(b"x" * 100_000 + b"\ndog\n")
+            fh = sock.makefile("rb")
+            replies = [fh.readline(), fh.readline()]
+        assert replies[1] == b"teaching dog\n", replies
+        with _socket.create_connection(address, timeout=10) as sock:
+            sock.sendall(b"-\n")
+            assert sock.makefile("rb").readline() == b"predicting\n"
+        assert channel.current is None
+    finally:
+        channel.close()
+    assert crashes == []

@@ -152,17 +152,31 @@ class LabelChannel:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rb") as fh:
-            for raw in fh:
-                if self._closed.is_set():
-                    return
-                line = raw[:MAX_LINE].decode("utf-8", "replace").strip()
-                if not line:
-                    continue
-                try:
-                    conn.sendall((self.set(line) + "\n").encode())
-                except OSError:  # the client left; its line still counts
-                    return
+        """Answer one client's lines. Any client is survivable: a reset or a client gone before
+        its reply ends only this connection, and a line over MAX_LINE bytes is answered with
+        an error and skipped to its newline (memory stays bounded)."""
+        try:
+            with conn, conn.makefile("rb") as fh:
+                while not self._closed.is_set():
+                    raw = fh.readline(MAX_LINE + 1)
+                    if not raw:
+                        return
+                    if len(raw) > MAX_LINE and not raw.endswith(b"\n"):
+                        while raw and not raw.endswith(b"\n"):  # the rest of the long line
+                            raw = fh.readline(MAX_LINE + 1)
+                        answer = f"error: line longer than {MAX_LINE} bytes (send one name a line)"
+                    else:
+                        try:
+                            line = raw.decode("utf-8").strip()
+                        except UnicodeDecodeError:
+                            line, answer = "", "error: not UTF-8 text (send a class name)"
+                        else:
+                            if not line:
+                                continue
+                            answer = self.set(line)
+                    conn.sendall((answer + "\n").encode())
+        except OSError:  # reset, or the client left before reading: its lines still count
+            return
 
     def close(self) -> None:
         """Stop listening (clients still connected are left to finish their line)."""
