@@ -200,6 +200,17 @@ class PerClass:
         found = self.forgotten()
         return max(found, key=lambda cf: cf[1]) if found else None
 
+    def figures(self, recall: dict[Label, float]) -> dict[Label, dict[str, float | None]]:
+        """Per class: rolling, best and forgetting, and ``drop`` = best minus ``recall`` (scored
+        now on a held-out stream: forgetting as it sees it, generalisation gap included)."""
+        out: dict[Label, dict[str, float | None]] = {}
+        for c in self.classes():
+            best = self.best(c)
+            drop = None if best is None or c not in recall else best - recall[c]
+            out[c] = {"rolling": self.rolling(c), "best": best,
+                      "forgetting": self.forgetting(c), "drop": drop}  # fmt: skip
+        return out
+
     def summary(self) -> dict[str, Any]:
         """Average forgetting and the worst class, JSON-able (the worst as ``[label, value]``)."""
         worst = self.worst()
