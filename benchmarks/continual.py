@@ -313,6 +313,21 @@ def make(name: str, d: int, n_classes: int) -> Learner:
     return learners(d, n_classes)[name]()
 
 
+def iid(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Prequential accuracy of SpelaMLP(**params) on one shared stream in its published order."""
+    from benchmarks.streams import load_stream
+
+    X, y = load_stream(name)
+    model = SpelaMLP(**params)
+    correct = 0
+    t0 = time.perf_counter()
+    for row, label in zip(X, y, strict=True):
+        p = model.predict_learn_one(row, label)
+        correct += p is not None and p.label == label
+    seconds = time.perf_counter() - t0
+    return {"stream": name, "accuracy": correct / len(y), "seconds": seconds, "n": len(y)}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--learners", default="spela,spela-m0")
