@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -237,28 +238,24 @@ class Prequential:
                 if checkpoint is not None and checkpoint.due_idle(self):
                     checkpoint(self)
                 continue
-            if guard is not None:
-                guard.busy = True
             try:
-                if isinstance(item, tuple):
-                    p = self.step(item[0], item[1])
-                elif isinstance(item, Delayed):
-                    p = self.settle(item.x, item.y, item.prediction, item.where)
-                else:
-                    p = self.step(item.x, item.y, item.index, item.where)
+                with guard.busy() if guard is not None else nullcontext():
+                    if isinstance(item, tuple):
+                        p = self.step(item[0], item[1])
+                    elif isinstance(item, Delayed):
+                        p = self.settle(item.x, item.y, item.prediction, item.where)
+                    else:
+                        p = self.step(item.x, item.y, item.index, item.where)
+                    if on_step is not None:
+                        on_step(item, p)
             except InputError as exc:
                 if on_error is None:
                     raise
-                if guard is not None:
-                    guard.busy = False
                 on_error(item, exc)
                 if guard is not None:
                     guard.check()
                 continue
-            if on_step is not None:
-                on_step(item, p)
             if guard is not None:
-                guard.busy = False
                 guard.check()
             if isinstance(item, Delayed):  # no new sample: only a checkpoint may be due
                 if checkpoint is not None and checkpoint.due_idle(self):

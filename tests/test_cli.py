@@ -209,8 +209,26 @@ def test_resume_on_another_file_says_so(tmp_path: Path) -> None:
     ok(["learn", "-s", str(first), "--hidden", "8"])
     second = blobs_csv(tmp_path / "second.csv", n=50, seed=1)
     result = ok(["learn", "--resume", "-s", str(second)])
-    assert f"was reading {first}; now {second}, from record 31 on" in result.stderr
-    assert "after 50 samples" in result.stdout  # records 31..50 of the new file
+    # Issue 12, defect 1: another file is new data, learned from its beginning, with a note.
+    assert f"note: {second} is not the file the run read 30 records of" in result.stderr
+    assert "after 80 samples" in result.stdout  # 30 + all 50 records of the new file
+    moved = tmp_path / "moved.csv"
+    moved.write_bytes(second.read_bytes())
+    result = ok(["learn", "--resume", "-s", str(moved)])
+    assert f"was reading {second}; now {moved}, from record 51 on" in result.stderr
+    assert "after 80 samples" in result.stdout  # the same bytes: nothing learned twice
+
+
+def test_resume_on_stdin_learns_the_new_rows(tmp_path: Path) -> None:
+    # Issue 12, defect 1: head -3000 on stdin, then rows 3001-5000 with --resume.
+    lines = blobs_csv(tmp_path / "b.csv", n=5000).read_text().splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    ok(["learn", "-s", "-", "--hidden", "8"], input=header + "".join(rows[:3000]))
+    result = ok(["learn", "--resume", "-s", "-"], input=header + "".join(rows[3000:]))
+    assert "after 5000 samples" in result.stdout and "carries new data" in result.stderr
+    result = ok(["learn", "--resume", "-s", "-", "--skip", "1500"],
+                input=header + "".join(rows[3000:]))  # fmt: skip
+    assert "after 5500 samples" in result.stdout  # rows 4501..5000 only
 
 
 def test_predict_writes_no_header_before_an_error(trained: Path, tmp_path: Path) -> None:
