@@ -162,3 +162,22 @@ def test_an_older_database_is_migrated_on_open(saved: tuple[Path, list[int]]) ->
     _sql(path, "UPDATE checkpoints SET position = 1 WHERE id = ?", new)
     with CheckpointStore(path, create=False) as store:
         assert store.load("w").info.id == ids[2]  # the old, unchecked one: nothing to check it by
+
+
+def test_checkpoints_verify_command(saved: tuple[Path, list[int]]) -> None:
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    path, ids = saved
+    runner = CliRunner()
+    result = runner.invoke(app, ["checkpoints", "verify", "--db", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output.endswith(f"{path}: sound; 3 of 3 checkpoints intact\n")
+    _sql(path, "UPDATE checkpoints SET position = 9000 WHERE id = ?", ids[2])
+    result = runner.invoke(app, ["checkpoints", "verify", "--db", str(path), "--run", "w"])
+    assert result.exit_code == 1, result.output
+    assert f"damaged: checkpoint {ids[2]} of run 'w'" in result.output
+    assert "DAMAGED; 2 of 3 checkpoints intact" in result.output
+    listed = runner.invoke(app, ["checkpoints", "--db", str(path)])
+    assert listed.exit_code == 0 and listed.output.count("line ") == 3
