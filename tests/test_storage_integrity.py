@@ -181,3 +181,38 @@ def test_checkpoints_verify_command(saved: tuple[Path, list[int]]) -> None:
     assert "DAMAGED; 2 of 3 checkpoints intact" in result.output
     listed = runner.invoke(app, ["checkpoints", "--db", str(path)])
     assert listed.exit_code == 0 and listed.output.count("line ") == 3
+
+
+def test_a_database_on_a_read_only_mount_is_listed_and_loaded(
+    saved: tuple[Path, list[int]], tmp_path: Path
+) -> None:
+    """A real read-only bind mount (root ignores file modes); skipped where mounting is refused."""
+    import subprocess
+
+    path, ids = saved
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    try:
+        subprocess.run(["mount", "--bind", str(path.parent), str(mount)], check=True,
+                       capture_output=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("cannot bind-mount here")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
+        with CheckpointStore(mount / "runs.db", create=False) as store:  # read-only by itself
+            assert store.readonly and [c.id for c in store.checkpoints("w")] == ids
+            assert store.load("w").info.id == ids[2] and store.verify().sound
+            with pytest.raises(CheckpointError, match="open read-only"):
+                _save(store, "w", 4000)
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_truncated_database_is_called_damaged(saved: tuple[Path, list[int]]) -> None:
+    path, _ = saved
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CheckpointError) as caught:
+        with CheckpointStore(path, create=False) as store:
+            store.load("w")
+    assert "is damaged" in str(caught.value) and "use another --db" not in str(caught.value)
