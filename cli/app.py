@@ -363,14 +363,29 @@ def runs(db: Db = Path("runs.db"), json_out: Json = False) -> None:
     guarded(listing.list_runs, db, json_out)
 
 
-@app.command()
+checkpoints_app = typer.Typer(help="List checkpoints, or verify them (checkpoints verify).")
+app.add_typer(checkpoints_app, name="checkpoints")
+
+
+@checkpoints_app.callback(invoke_without_command=True)
 def checkpoints(
+    ctx: typer.Context,
     db: Db = Path("runs.db"),
     run: Annotated[str | None, typer.Option(help="Only this run's checkpoints.")] = None,
     json_out: Json = False,
 ) -> None:
     """List checkpoints: run, samples, source position, time and size."""
-    guarded(listing.list_checkpoints, db, run, json_out)
+    if ctx.invoked_subcommand is None:
+        guarded(listing.list_checkpoints, db, run, json_out)
+
+
+@checkpoints_app.command("verify")
+def checkpoints_verify(
+    db: Db = Path("runs.db"),
+    run: Annotated[str | None, typer.Option(help="Only this run's checkpoints.")] = None,
+) -> None:
+    """Check the file (SQLite integrity) and every checkpoint's checksums; exit 1 if damaged."""
+    guarded(listing.verify, db, run)
 
 
 @app.command()

@@ -65,3 +65,19 @@ def plot(db: Path, run: str | None, output: Path) -> None:
         history = store.history(info.name)
     learning_curve(history, info, output)
     typer.echo(str(output))
+
+
+def verify(db: Path, run: str | None) -> None:
+    """Print what ``CheckpointStore.verify`` finds, one line each; exit 1 unless sound."""
+    with CheckpointStore(db, create=False, readonly=True) as store:
+        report = store.verify(run)
+    for line in report.integrity:
+        print(f"damaged: SQLite integrity_check: {line}")
+    for note in report.damaged:
+        print(f"damaged: {note}")
+    if report.unchecked:
+        print(f"unchecked: checkpoints {report.unchecked} were saved before checksums")
+    verdict = "sound" if report.sound else "DAMAGED"
+    print(f"{report.path}: {verdict}; {report.intact} of {report.checkpoints} checkpoints intact")
+    if not report.sound:
+        raise typer.Exit(1)

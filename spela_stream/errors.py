@@ -41,3 +41,11 @@ class SourceError(SpelaError):
 
 class CheckpointError(SpelaError):
     """A checkpoint could not be written or read."""
+
+
+class CheckpointDamagedError(CheckpointError):
+    """A stored checkpoint fails its checksums or cannot be read: the file was changed."""
+
+
+class RunBusyError(CheckpointError):
+    """Another live process holds the run's writer lease."""

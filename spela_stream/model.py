@@ -499,6 +499,8 @@ class SpelaMLP(base.Classifier):
             model = cls(**config)
             model.labels = [check_label(v) for v in state["labels"]]
             model._index = {v: i for i, v in enumerate(model.labels)}
+            if len(model._index) != len(model.labels):  # 1 and True count as one label too
+                raise ModelError(f"the state's labels {model.labels[:10]} hold one twice")
             names = state["feature_names"]
             model.feature_names = None if names is None else list(names)
             model.n_learned = int(state["n_learned"])

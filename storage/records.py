@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from spela_stream.errors import CheckpointError
@@ -42,11 +42,33 @@ class CheckpointInfo:
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A loaded checkpoint: its row, the state (arrays and JSON values merged) and metrics."""
+    """A loaded checkpoint: its row, the state (arrays and JSON values merged) and metrics.
+
+    ``damaged`` lists, one note each, the newer checkpoints that ``load`` passed over because
+    they are damaged; the caller shows them as warnings.
+    """
 
     info: CheckpointInfo
     state: dict[str, Any]
     metrics: dict[str, Any] | None
+    damaged: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What ``CheckpointStore.verify`` found: SQLite's own check and every checkpoint's."""
+
+    path: str
+    integrity: list[str]  # SQLite integrity_check's complaints; empty when it says ok
+    checkpoints: int  # checkpoints examined
+    intact: int  # of which every checksum matched
+    unchecked: list[int]  # ids saved before checksums existed (read, but not verifiable)
+    damaged: list[str]  # one note per damaged checkpoint, naming run, id and what
+
+    @property
+    def sound(self) -> bool:
+        """True when SQLite finds nothing wrong and no checkpoint is damaged."""
+        return not self.integrity and not self.damaged
 
 
 def parse_json(text: str | None, what: str) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from sqlite_utils import Database
 
@@ -22,7 +23,15 @@ BUSY_TIMEOUT_S = 10.0  # a writer waits this long for another writer's checkpoin
 PAGE_SIZE = 65536
 # The WAL is checkpointed into the file every 1000 pages (64 MiB); past that, shrink it back.
 WAL_LIMIT = 64 * 2**20
-TABLES = frozenset({"meta", "runs", "checkpoints", "tensors", "history"})
+TABLES = frozenset({"meta", "runs", "checkpoints", "tensors", "history", "leases"})
+SQLITE_MAGIC = b"SQLite format 3\x00"
+LEASES_DDL = """CREATE TABLE IF NOT EXISTS leases (
+    run TEXT PRIMARY KEY,           -- one writer per run (lease.py)
+    pid INTEGER NOT NULL,
+    host TEXT NOT NULL,
+    since TEXT NOT NULL,            -- ISO 8601, UTC
+    token TEXT NOT NULL             -- tells two leases of one process apart
+)"""
 
 # Written out in SQL rather than through Table.create(): ON DELETE CASCADE, the compound key
 # and the comments are then visible as they are in `sqlite3 runs.db .schema`.
@@ -51,7 +60,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     created TEXT NOT NULL,
     state TEXT NOT NULL,            -- JSON: every value of the state that is not an array
     metrics TEXT,                   -- JSON: metric state, or NULL
-    bytes INTEGER NOT NULL          -- tensor bytes + JSON bytes
+    bytes INTEGER NOT NULL,         -- tensor bytes + JSON bytes
+    checksum TEXT                   -- sha256 over the row and its tensors' sha256s (codec.py);
+                                    -- NULL in a checkpoint saved before checksums existed
 );
 CREATE INDEX IF NOT EXISTS checkpoints_run ON checkpoints(run, id);
 CREATE TABLE IF NOT EXISTS tensors (
@@ -71,6 +82,7 @@ CREATE TABLE IF NOT EXISTS history (
     data TEXT NOT NULL              -- JSON: the row as given
 );
 CREATE INDEX IF NOT EXISTS history_run ON history(run, samples);
+{LEASES_DDL};
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema', '{SCHEMA}');
 COMMIT;
 """
@@ -80,6 +92,23 @@ def _not_ours(label: str, why: str) -> CheckpointError:
     return CheckpointError(f"{label} is not a spela-stream database ({why}; use another --db)")
 
 
+def damaged(label: str, why: str) -> CheckpointError:
+    """The error for a database of ours that SQLite cannot read: say so, and how to recover."""
+    return CheckpointError(
+        f"{label} is damaged ({why}): run `spela-stream checkpoints verify --db {label}` "
+        "to see what is intact, or restore the file from a copy"
+    )
+
+
+def _sqlite_header(file: Path) -> bool:
+    """Whether the file starts with SQLite's magic: then it is a database, intact or not."""
+    try:
+        with file.open("rb") as f:
+            return f.read(16) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
 def _check_schema(db: Database, label: str, tables: set[str]) -> None:
     """Raise CheckpointError unless the tables are ours and of a version this code reads."""
     if "meta" not in tables:
@@ -87,8 +116,10 @@ def _check_schema(db: Database, label: str, tables: set[str]) -> None:
         raise _not_ours(label, f"it has tables {names} but no spela-stream schema")
     try:
         row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    except sqlite3.Error:
+    except sqlite3.OperationalError:  # no such column: a meta table of somebody else's
         row = None
+    except sqlite3.DatabaseError as exc:
+        raise damaged(label, f"its meta table cannot be read: {exc}") from None
     value = row[0] if row else None
     if not isinstance(value, str) or not value.startswith(_PREFIX + "/"):
         raise _not_ours(label, f"its meta table names no spela-stream schema ({value!r})")
@@ -101,8 +132,56 @@ def _check_schema(db: Database, label: str, tables: set[str]) -> None:
         )
 
 
-def open_database(path: str | Path, *, create: bool) -> Database:
-    """Open (and, if ``create``, set up) a spela-stream database; CheckpointError otherwise."""
+def _migrate(conn: sqlite3.Connection, tables: set[str]) -> None:
+    """Bring a schema-1 file written before checksums and leases up to date, in place.
+
+    Both changes only add (a NULL-able column, a table), so older spela-streams still read the
+    file: the schema version stays 1. Checkpoints saved before have a NULL checksum and are
+    reported as unchecked, not damaged.
+    """
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
+    if "checksum" in columns and "leases" in tables:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
+        if "checksum" not in columns:
+            conn.execute("ALTER TABLE checkpoints ADD COLUMN checksum TEXT")
+        conn.execute(LEASES_DDL)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+
+
+def _connect(file: Path, readonly: bool, immutable: bool = False) -> sqlite3.Connection:
+    if not readonly:
+        return sqlite3.connect(str(file), timeout=BUSY_TIMEOUT_S)
+    # mode=ro: SQLite itself refuses every write. immutable=1 also skips the locks and the WAL
+    # index, which a read-only folder cannot hold; only for media nobody can write to.
+    query = "mode=ro" + ("&immutable=1" if immutable else "")
+    uri = f"file:{quote(str(file.resolve()))}?{query}"
+    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
+
+
+def _first_read(conn: sqlite3.Connection, db: Database, label: str, file: Path) -> set[str]:
+    try:
+        return set(db.table_names())  # fails on a file that is not SQLite, or is damaged
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+            raise  # the caller may retry read-only media with immutable=1
+        if _sqlite_header(file):
+            raise damaged(label, str(exc)) from None
+        raise _not_ours(label, f"not an SQLite file: {exc}") from None
+
+
+def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> Database:
+    """Open (and, if ``create``, set up) a spela-stream database; CheckpointError otherwise.
+
+    With ``readonly`` nothing is written: no schema, no WAL switch, no migration, which is what
+    listing, eval and predict need on read-only media.
+    """
     label = str(path)
     file = Path(path)
     if not create and not file.exists():
@@ -113,19 +192,29 @@ def open_database(path: str | Path, *, create: bool) -> Database:
         raise CheckpointError(f"{label} is a directory, not a spela-stream database")
     conn: sqlite3.Connection | None = None
     try:
-        conn = sqlite3.connect(label, timeout=BUSY_TIMEOUT_S)
+        conn = _connect(file, readonly)
         db = Database(conn, recursive_triggers=False, execute_plugins=False)
         try:
-            tables = set(db.table_names())  # the first read: fails on a file that is not SQLite
-        except sqlite3.DatabaseError as exc:
-            raise _not_ours(label, f"not an SQLite file: {exc}") from None
+            tables = _first_read(conn, db, label, file)
+        except sqlite3.OperationalError:
+            if not readonly:
+                raise
+            conn.close()  # a WAL file in a folder we cannot write to: read it as it stands
+            conn = _connect(file, readonly, immutable=True)
+            db = Database(conn, recursive_triggers=False, execute_plugins=False)
+            tables = _first_read(conn, db, label, file)
         if tables:
             _check_schema(db, label, tables)  # before any write: a foreign file stays as it was
         elif not create:
-            raise _not_ours(label, "it has no tables")
+            if _sqlite_header(file) or file.stat().st_size:
+                raise damaged(label, "it holds no tables")
+            raise _not_ours(label, "it is empty")
+        if readonly:
+            return db
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = FULL")  # in WAL: fsync at every commit
         conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT}")
+        conn.execute("PRAGMA secure_delete = OFF")  # on in Debian's build: doubles the writes
         if not tables:
             conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         db.enable_wal()  # readers see the last commit while a checkpoint is written
@@ -136,7 +225,9 @@ def open_database(path: str | Path, *, create: bool) -> Database:
                 if conn.in_transaction:
                     conn.rollback()
                 raise
-            _check_schema(db, label, set(db.table_names()))  # another process may have won
+            tables = set(db.table_names())
+            _check_schema(db, label, tables)  # another process may have won
+        _migrate(conn, tables)
         return db
     except CheckpointError:
         if conn is not None:
@@ -145,4 +236,6 @@ def open_database(path: str | Path, *, create: bool) -> Database:
     except sqlite3.Error as exc:
         if conn is not None:
             conn.close()
+        if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
+            raise damaged(label, str(exc)) from None
         raise CheckpointError(f"{label}: cannot open the database ({exc})") from None

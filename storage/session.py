@@ -58,7 +58,14 @@ def load_loop(
             "(it stopped before its first one; learn it again under another --run)"
         )
     ck = store.load(run.name, checkpoint)
+    what = f"checkpoint {ck.info.id} of run {run.name!r} in {store.path}"
     if ck.metrics is None:
-        raise CheckpointError(f"checkpoint {ck.info.id} of run {run.name!r} has no loop state")
-    model = SpelaMLP.from_state(ck.state)
-    return Prequential.resumed(model, ck.metrics, learn=learn), ck.info
+        raise CheckpointError(f"{what} has no loop state")
+    try:
+        model = SpelaMLP.from_state(ck.state)
+        loop = Prequential.resumed(model, ck.metrics, learn=learn)
+    except (SpelaError, KeyError, TypeError, ValueError) as exc:  # a state this code cannot use
+        why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+        msg = f"{what} cannot be resumed: its state is incomplete ({why})"
+        raise CheckpointError(msg) from None
+    return loop, ck.info

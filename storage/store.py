@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -15,10 +17,13 @@ from typing import Any
 import numpy as np
 from sqlite_utils import Database
 
-from spela_stream.errors import CheckpointError
-from storage.codec import Tensor, decode_array, dumps, encode_array
-from storage.records import Checkpoint, CheckpointInfo, RunInfo, parse_json, run_info
-from storage.schema import BUSY_TIMEOUT_S, open_database
+from spela_stream.errors import CheckpointDamagedError, CheckpointError
+from storage import lease as leases
+from storage.codec import Tensor, dumps, encode_array
+from storage.integrity import read_checkpoint, row_checksum
+from storage.lease import Lease
+from storage.records import Checkpoint, CheckpointInfo, RunInfo, VerifyReport, parse_json, run_info
+from storage.schema import BUSY_TIMEOUT_S, damaged, open_database
 from storage.walcopy import WalCopier
 
 MAX_LISTED = 10  # names or ids an error message lists
@@ -72,10 +77,27 @@ class CheckpointStore:
     run-1 1 [1, '1', True] float32 [{'samples': 10, 'acc': 0.9}]
     """
 
-    def __init__(self, path: str | Path, *, create: bool = True) -> None:
+    def __init__(
+        self, path: str | Path, *, create: bool = True, readonly: bool | None = None
+    ) -> None:
+        """Open the file at ``path``, creating it (and its tables) if ``create``.
+
+        ``readonly=True`` opens it for reading only (SQLite's ``mode=ro``; ``immutable=1`` on
+        media where not even the WAL index can be written): nothing is written, saves fail.
+        The default, None, opens read-only only when ``create`` is False and the file or its
+        folder cannot be written, so a database on a read-only mount can still be read.
+        """
         self.path = Path(path)
         self._label = str(path)
-        self.db: Database = open_database(path, create=create)
+        if readonly is None:
+            writable = os.access(self.path.parent, os.W_OK) and (
+                not self.path.exists() or os.access(self.path, os.W_OK)
+            )
+            readonly = not create and not writable
+        if readonly and create:
+            raise CheckpointError(f"{self._label}: a store opened read-only cannot create")
+        self.readonly = readonly
+        self.db: Database = open_database(path, create=create, readonly=readonly)
         self._closed = False
         self._wal: WalCopier | None = None  # started by the first save
 
@@ -86,6 +108,11 @@ class CheckpointStore:
         """One transaction: BEGIN IMMEDIATE to write, a snapshot (BEGIN) to read several rows."""
         if self._closed:
             raise CheckpointError(f"{self._label}: the store is closed")
+        if write and self.readonly:
+            raise CheckpointError(
+                f"{self._label}: {what} needs to write, but the database is open read-only "
+                "(is it on a read-only mount, or its folder not writable?)"
+            )
         conn: sqlite3.Connection = self.db.conn
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
@@ -215,28 +242,31 @@ class CheckpointStore:
         size = sum(t.nbytes for t in tensors) + len(state_json.encode())
         size += 0 if metrics_json is None else len(metrics_json.encode())
         now = _now()
+        described = [(t.name, t.dtype, json.dumps(t.shape), t.checksum) for t in tensors]
+        row = {
+            "run": run,
+            "samples": samples,
+            "source": str(source),
+            "position": position,
+            "where": str(where),
+            "created": now,
+            "state": state_json,
+            "metrics": metrics_json,
+            "bytes": size,
+        }
+        checksum = row_checksum(row, described)
         with self._transaction("saving a checkpoint", write=True) as conn:
             self._require_run(conn, run)
             cur = conn.execute(
                 'INSERT INTO checkpoints (run, samples, source, position, "where", created, state,'
-                " metrics, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run,
-                    samples,
-                    str(source),
-                    position,
-                    str(where),
-                    now,
-                    state_json,
-                    metrics_json,
-                    size,
-                ),
+                " metrics, bytes, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row.values(), checksum),
             )
             cid = int(cur.lastrowid or 0)
             conn.executemany(
                 "INSERT INTO tensors (checkpoint, name, dtype, shape, data, checksum)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(cid, t.name, t.dtype, json.dumps(t.shape), t.data, t.checksum) for t in tensors],
+                [(cid, *d[:3], t.data, d[3]) for t, d in zip(tensors, described, strict=True)],
             )
             if rows:
                 self.db.table("history").insert_all(rows)
@@ -256,51 +286,113 @@ class CheckpointStore:
         return cid
 
     def load(self, run: str, checkpoint: int | None = None) -> Checkpoint:
-        """The run's latest checkpoint (or the one with id ``checkpoint``), checksums verified."""
+        """The run's newest intact checkpoint (or the one with id ``checkpoint``), verified.
+
+        Every checksum is checked (the row's and each tensor's). Without an id, newer damaged
+        checkpoints are passed over, one note each in ``Checkpoint.damaged`` for the caller to
+        show; CheckpointDamagedError when none is intact, or when the one asked for is damaged.
+        """
         with self._transaction("loading a checkpoint") as conn:
             self._require_run(conn, run)
-            if checkpoint is None:
-                sql = "SELECT * FROM checkpoints WHERE run = ? ORDER BY id DESC LIMIT 1"
-                rows = _rows(conn, sql, (run,))
-            else:
-                sql = "SELECT * FROM checkpoints WHERE run = ? AND id = ?"
-                rows = _rows(conn, sql, (run, checkpoint))
-            if not rows:
-                sql = "SELECT id FROM checkpoints WHERE run = ? ORDER BY id DESC"
-                ids = [r[0] for r in conn.execute(sql, (run,))]
-                if not ids:
-                    raise CheckpointError(f"run {run!r} in {self._label} has no checkpoints yet")
-                raise CheckpointError(
-                    f"no checkpoint {checkpoint} in run {run!r} of {self._label} "
-                    f"(its checkpoints, newest first: {_listing(ids)})"
-                )
-            sql = "SELECT name, dtype, shape, data, checksum FROM tensors WHERE checkpoint = ?"
-            row = rows[0]
-            tensors = _rows(conn, sql + " ORDER BY rowid", (row["id"],))
-        what = f"checkpoint {row['id']} of run {run!r} in {self._label}"
-        state = parse_json(row["state"], what)
-        metrics = parse_json(row["metrics"], what)
-        if not isinstance(state, dict):
-            raise CheckpointError(f"{what} is corrupt: its state JSON is not an object")
-        for t in tensors:
-            if t["name"] in state:
-                raise CheckpointError(f"{what} is corrupt: {t['name']!r} is stored twice")
-            try:
-                state[t["name"]] = decode_array(*t)
-            except CheckpointError as exc:
-                raise CheckpointError(f"{what}: {exc}") from None
-        info = CheckpointInfo(
-            id=row["id"],
-            run=row["run"],
-            samples=row["samples"],
-            source=row["source"],
-            position=row["position"],
-            where=row["where"],
-            created=row["created"],
-            bytes=row["bytes"],
-            tensors=len(tensors),
+            sql = "SELECT id FROM checkpoints WHERE run = ? ORDER BY id DESC"
+            ids = [r[0] for r in conn.execute(sql, (run,))]
+            if not ids:
+                raise CheckpointError(f"run {run!r} in {self._label} has no checkpoints yet")
+            if checkpoint is not None:
+                if checkpoint not in ids:
+                    raise CheckpointError(
+                        f"no checkpoint {checkpoint} in run {run!r} of {self._label} "
+                        f"(its checkpoints, newest first: {_listing(ids)})"
+                    )
+                return self._read(conn, run, checkpoint)
+            notes: list[str] = []
+            for cid in ids:
+                try:
+                    found = self._read(conn, run, cid)
+                except CheckpointDamagedError as exc:
+                    notes.append(str(exc))
+                    continue
+                return replace(found, damaged=notes)
+        raise CheckpointDamagedError(
+            f"every checkpoint of run {run!r} in {self._label} is damaged ({notes[0]}"
+            + (f"; and {len(notes) - 1} older" if len(notes) > 1 else "")
+            + f"): run `spela-stream checkpoints verify --db {self._label}`, or restore a copy"
         )
-        return Checkpoint(info=info, state=state, metrics=metrics)
+
+    def _read(self, conn: sqlite3.Connection, run: str, cid: int) -> Checkpoint:
+        """One checkpoint, verified; a row SQLite cannot read is damage too."""
+        try:
+            row = _rows(conn, "SELECT * FROM checkpoints WHERE id = ?", (cid,))[0]
+            return read_checkpoint(conn, row, self._label)
+        except sqlite3.DatabaseError as exc:
+            raise CheckpointDamagedError(
+                f"checkpoint {cid} of run {run!r} in {self._label} is damaged: SQLite cannot "
+                f"read it ({exc})"
+            ) from None
+
+    def verify(self, run: str | None = None) -> VerifyReport:
+        """Check the whole file (SQLite's integrity_check) and every checkpoint's checksums."""
+        with self._transaction("verifying the database") as conn:
+            try:
+                found = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+            except sqlite3.DatabaseError as exc:
+                found = [str(exc)]
+            integrity = [] if found == ["ok"] else found
+            if run is not None:
+                self._require_run(conn, run)
+            has = "checksum" in {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
+            sql = f"SELECT id, run, {'checksum' if has else 'NULL'} FROM checkpoints"
+            try:
+                if run is None:
+                    rows = conn.execute(sql + " ORDER BY id").fetchall()
+                else:
+                    rows = conn.execute(sql + " WHERE run = ? ORDER BY id", (run,)).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise damaged(self._label, f"its checkpoints table cannot be read: {exc}") from None
+            notes: list[str] = []
+            for cid, owner, _ in rows:
+                try:
+                    self._read(conn, owner, cid)
+                except CheckpointDamagedError as exc:
+                    notes.append(str(exc))
+        unchecked = [cid for cid, _, checksum in rows if checksum is None]
+        return VerifyReport(
+            path=self._label,
+            integrity=integrity,
+            checkpoints=len(rows),
+            intact=len(rows) - len(notes),
+            unchecked=unchecked,
+            damaged=notes,
+        )
+
+    # -- the writer lease -------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self, run: str) -> Iterator[Lease]:
+        """Hold the run's writer lease for the block: one learner per run at a time.
+
+        Records this process (pid, host, since) in the ``leases`` table. RunBusyError when a
+        live process holds it; a stale lease (its process gone from this host) is taken over
+        and the returned Lease's ``note`` says so. Released when the block exits.
+        """
+        with self._transaction("taking the writer lease", write=True) as conn:
+            lease = leases.acquire(conn, run)
+        try:
+            yield lease
+        except BaseException:
+            with suppress(CheckpointError):  # a lease left behind is stale once we exit
+                self._release(lease)
+            raise
+        self._release(lease)
+
+    def _release(self, lease: Lease) -> None:
+        with self._transaction("releasing the writer lease", write=True) as conn:
+            leases.release(conn, lease)
+
+    def holder(self, run: str) -> Lease | None:
+        """Who holds the run's writer lease now (live or stale), or None."""
+        with self._transaction("reading the writer lease") as conn:
+            return leases.holder(conn, run)
 
     def checkpoints(self, run: str | None = None) -> list[CheckpointInfo]:
         """Checkpoints of ``run`` (or of every run), newest last."""

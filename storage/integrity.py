@@ -1,0 +1,92 @@
+"""Checksums over a checkpoint row, reading one back verified, and the store-wide report.
+
+A checkpoint row's ``checksum`` is the sha256 of one canonical JSON list: every column the
+checkpoint is rebuilt from (the JSON text exactly as stored) and, per tensor sorted by name, its
+name, dtype, shape and sha256 (which covers the bytes). A changed byte anywhere, a tensor row
+added or deleted, shows as a mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from spela_stream.errors import CheckpointDamagedError, CheckpointError
+from storage.codec import decode_array
+from storage.records import Checkpoint, CheckpointInfo, parse_json
+
+ROW_FIELDS = ("run", "samples", "source", "position", "where", "created", "state", "metrics")
+TENSOR_SQL = "SELECT name, dtype, shape, data, checksum FROM tensors WHERE checkpoint = ?"
+
+
+def row_checksum(row: Mapping[str, Any] | sqlite3.Row, tensors: Sequence[Sequence[Any]]) -> str:
+    """sha256 (hex) of a checkpoint's columns and its tensors' (name, dtype, shape, sha256).
+
+    ``tensors`` holds one ``(name, dtype, shape JSON, sha256)`` sequence per tensor row.
+    """
+    described = sorted([str(t[0]), str(t[1]), str(t[2]), str(t[3])] for t in tensors)
+    payload = [[row[k] for k in ROW_FIELDS], row["bytes"], described]
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _object(text: str | None, what: str, column: str, required: bool) -> dict[str, Any] | None:
+    value = parse_json(text, f"{what}: its {column} column")
+    if value is None and not required:
+        return None
+    if not isinstance(value, dict):
+        raise CheckpointDamagedError(f"{what} is damaged: its {column} JSON is not an object")
+    return value
+
+
+def read_checkpoint(conn: sqlite3.Connection, row: sqlite3.Row, label: str) -> Checkpoint:
+    """The checkpoint of a ``checkpoints`` row, every checksum verified.
+
+    Raises CheckpointDamagedError naming the run, the checkpoint and what is wrong. A row saved
+    before checksums existed (``checksum`` NULL or no such column) is read unchecked.
+    """
+    what = f"checkpoint {row['id']} of run {row['run']!r} in {label}"
+    try:
+        cursor = conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        tensors = cursor.execute(TENSOR_SQL + " ORDER BY rowid", (row["id"],)).fetchall()
+    except sqlite3.DatabaseError as exc:
+        msg = f"{what} is damaged: its tensors cannot be read ({exc})"
+        raise CheckpointDamagedError(msg) from None
+    stored = row["checksum"] if "checksum" in row.keys() else None
+    described = [(t["name"], t["dtype"], t["shape"], t["checksum"]) for t in tensors]
+    if stored is not None and stored != row_checksum(row, described):
+        raise CheckpointDamagedError(
+            f"{what} is damaged: its checksum does not match its contents (the state, metrics, "
+            "position or tensor rows were changed after it was saved)"
+        )
+    try:
+        state = _object(row["state"], what, "state", required=True)
+        metrics = _object(row["metrics"], what, "metrics", required=False)
+    except CheckpointDamagedError:
+        raise
+    except CheckpointError as exc:
+        raise CheckpointDamagedError(str(exc)) from None
+    assert state is not None
+    for t in tensors:
+        if t["name"] in state:
+            raise CheckpointDamagedError(f"{what} is damaged: {t['name']!r} is stored twice")
+        try:
+            state[t["name"]] = decode_array(*t)
+        except CheckpointError as exc:
+            raise CheckpointDamagedError(f"{what} is damaged: {exc}") from None
+    info = CheckpointInfo(
+        id=row["id"],
+        run=row["run"],
+        samples=row["samples"],
+        source=row["source"],
+        position=row["position"],
+        where=row["where"],
+        created=row["created"],
+        bytes=row["bytes"],
+        tensors=len(tensors),
+    )
+    return Checkpoint(info=info, state=state, metrics=metrics)
