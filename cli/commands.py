@@ -67,6 +67,9 @@ def evaluate(opts: EvalOptions) -> None:
             pass
     m = loop.metrics
     classes, cm = m.reported.confusion()
+    recall = m.reported.recall()
+    fig = saved.metrics.per_class.figures(recall)
+    per_class = [[c, f] for c, f in fig.items()]
     result = {
         "run": info.name,
         "checkpoint": ck.id,
@@ -74,9 +77,10 @@ def evaluate(opts: EvalOptions) -> None:
         "samples": loop.samples,
         **m.reported.summary(),
         "layers": [t.summary() for t in m.layers],
-        "recall": [[c, r] for c, r in m.reported.recall().items()],
+        "recall": [[c, r] for c, r in recall.items()],
         "classes": classes,
         "confusion": cm,
+        "stream": {**saved.metrics.per_class.summary(), "per_class": per_class},
     }
     if opts.json_out:
         print(json.dumps(result))
@@ -85,8 +89,19 @@ def evaluate(opts: EvalOptions) -> None:
     print(f"accuracy {result['accuracy']:.4f}  kappa {result['kappa']:.4f}")
     for i, t in enumerate(m.layers):
         print(f"layer {i}: accuracy {t.accuracy:.4f}  kappa {t.kappa:.4f}")
-    print("\nrecall per class")
-    print(table([[c, f"{r:.4f}"] for c, r in m.reported.recall().items()], ["class", "recall"]))
+    if fig:  # the saved run has per-class figures (checkpoints before them do not)
+        print(
+            "\nrecall per class; the run's stream: rolling, best, forgetting; drop: best - recall"
+        )
+        header = ["class", "recall", "rolling", "best", "forgetting", "drop"]
+        keys = ("rolling", "best", "forgetting", "drop")
+        cells = [[fig.get(c, {}).get(k) for k in keys] for c in recall]
+        rows = [[c, f"{r:.4f}", *(None if v is None else f"{v:.4f}" for v in vs)]
+                for (c, r), vs in zip(recall.items(), cells, strict=True)]  # fmt: skip
+        print(table(rows, header))
+    else:
+        print("\nrecall per class")
+        print(table([[c, f"{r:.4f}"] for c, r in recall.items()], ["class", "recall"]))
     print("\nconfusion (rows: truth, columns: prediction)")
     print(table([[c, *row] for c, row in zip(classes, cm, strict=True)], ["", *map(str, classes)]))
 

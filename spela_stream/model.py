@@ -29,6 +29,7 @@ from river import base
 from .errors import ConfigError, ModelError, WidthError
 from .inputs import Label, as_matrix, as_vector, check_label
 from .layer import SpelaLayer
+from .memory import ReplayMemory
 from .policy import REPORTS
 from .scaling import Standardiser
 
@@ -38,6 +39,8 @@ STATE_FORMAT = "spela-stream.model/1"
 # dL/dy shrinks as 1 / |y| and |y| grows as sqrt(d) (measured: with one fixed lr, narrow layers
 # overshoot and wide ones crawl).
 REFERENCE_WIDTH = 1024
+REPLAY_WEIGHT = 1.0
+REPLAY_OBSERVE = False
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -83,6 +86,13 @@ class SpelaMLP(base.Classifier):
         statistics, so that one step size suits every layer and stream. With ``hidden_decay`` the
         statistics are moving averages that forget (0.98: about the last 50 samples), which lets
         the network follow a drifting stream; ``None`` keeps equal-weight statistics.
+    memory
+        Raw samples kept in a class-balanced replay memory (0 turns it off). Old classes are
+        rehearsed from it, so a class learned early is not forgotten when later ones arrive.
+    replay, replay_every
+        After every ``replay_every`` learned samples, ``replay`` times as many stored samples are
+        learned again in one micro-batch (a replay changes the layers only: not the input
+        statistics, not ``n_learned``).
     device, dtype
         Torch device ("cpu", "cuda", ...) and "float32" or "float64".
     """
@@ -100,6 +110,9 @@ class SpelaMLP(base.Classifier):
         normalise_hidden: bool = True,
         hidden_decay: float | None = 0.98,
         seed: int = 0,
+        memory: int = 1000,
+        replay: float = 1.0,
+        replay_every: int = 10,
         device: str = "cpu",
         dtype: str = "float32",
     ) -> None:
@@ -114,6 +127,9 @@ class SpelaMLP(base.Classifier):
         self.normalise_hidden = bool(normalise_hidden)
         self.hidden_decay = None if hidden_decay is None else float(hidden_decay)
         self.seed = int(seed)
+        self.memory = int(memory)
+        self.replay = float(replay)
+        self.replay_every = int(replay_every)
         self.device = str(device)
         self.dtype = str(dtype)
         self._validate_config()
@@ -126,6 +142,7 @@ class SpelaMLP(base.Classifier):
         self.n_learned = 0
         self.scaler: Standardiser | None = None
         self.layers: list[SpelaLayer] = []
+        self.replay_memory: ReplayMemory | None = None
 
     def _validate_config(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -134,6 +151,14 @@ class SpelaMLP(base.Classifier):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
         if self.hidden_decay is not None and not 0.0 < self.hidden_decay < 1.0:
             raise ConfigError(f"hidden_decay must be in (0, 1) or None, got {self.hidden_decay}")
+        if self.memory < 0:
+            raise ConfigError(
+                f"memory must be >= 0 stored samples (0 turns it off), got {self.memory}"
+            )
+        if not (self.replay >= 0 and math.isfinite(self.replay)):
+            raise ConfigError(f"replay must be a number >= 0, got {self.replay}")
+        if self.replay_every < 1:
+            raise ConfigError(f"replay_every must be >= 1, got {self.replay_every}")
         if self.capacity < 1:
             raise ConfigError(f"capacity must be >= 1, got {self.capacity}")
         if self.report not in REPORTS:
@@ -168,6 +193,12 @@ class SpelaMLP(base.Classifier):
             )
             for i in range(len(self.hidden))
         ]
+        if self.memory > 0:
+            self.replay_memory = ReplayMemory(self.memory, n_features, seed=self._memory_seed)
+
+    @property
+    def _memory_seed(self) -> int:
+        return self.seed * 1_000_003 + 999_983
 
     def _vector(self, x: object, names: list[Hashable] | None = None) -> np.ndarray:
         return as_vector(x, names or self.feature_names, self.n_features)
@@ -282,11 +313,42 @@ class SpelaMLP(base.Classifier):
                 layer.observe(h)
                 h = out  # the next layer receives y, computed before this layer's update
         self.n_learned += batch.shape[0]
+        if self.replay_memory is not None:
+            self._remember(batch, k.tolist())
         if not predict:
             return None
         if not predict_now:
             return [self._no_prediction()] * batch.shape[0]
         return self._choose(scores)
+
+    def _remember(self, batch: np.ndarray, ks: list[int]) -> None:
+        """Offer the learned samples to the memory; rehearse stored ones when a replay is due."""
+        mem = self.replay_memory
+        assert mem is not None
+        for row, k in zip(batch, ks, strict=True):
+            mem.add(row, k)
+        mem.pending += len(ks)
+        if mem.pending < self.replay_every:
+            return
+        n = int(round(self.replay * mem.pending))
+        mem.pending = 0
+        if n > 0:
+            self._rehearse(*mem.sample(n))
+
+    def _rehearse(self, raw: np.ndarray, ks: np.ndarray) -> None:
+        """Learn stored samples again: the layers update; input statistics and counts do not."""
+        with torch.inference_mode():
+            k = torch.as_tensor(ks, device=self._torch_device)  # (B,)
+            h = self._to_tensor(self._scaled(raw))
+            for layer in self.layers:
+                h_in = layer.normalise(h)
+                z, out = layer.forward(h_in)
+                # summed, not averaged, over the batch: each replay steps as a new sample does
+                lr = self.lr * math.sqrt(layer.d_out / REFERENCE_WIDTH) * len(ks) * REPLAY_WEIGHT
+                layer.update(h_in, z, out, k, lr)
+                if REPLAY_OBSERVE:
+                    layer.observe(h)
+                h = out
 
     # ------------------------------------------------------------------ River API
 
@@ -382,6 +444,9 @@ class SpelaMLP(base.Classifier):
             "normalise_hidden": self.normalise_hidden,
             "hidden_decay": self.hidden_decay,
             "seed": self.seed,
+            "memory": self.memory,
+            "replay": self.replay,
+            "replay_every": self.replay_every,
             "device": self.device,
             "dtype": self.dtype,
         }
@@ -396,6 +461,8 @@ class SpelaMLP(base.Classifier):
             if layer.input_norm is not None:
                 tensors += [layer.input_norm.mean, layer.input_norm.m2]
             total += sum(t.element_size() * t.nelement() for t in tensors)
+        if self.replay_memory is not None:
+            total += self.replay_memory.nbytes()
         return total
 
     def state_dict(self) -> dict[str, Any]:
@@ -414,6 +481,9 @@ class SpelaMLP(base.Classifier):
         for i, layer in enumerate(self.layers):
             for key, arr in layer.state().items():
                 state[f"layers.{i}.{key}"] = arr
+        if self.replay_memory is not None:
+            for key, arr in self.replay_memory.state().items():
+                state[f"memory.{key}"] = arr
         return state
 
     @classmethod
@@ -451,6 +521,17 @@ class SpelaMLP(base.Classifier):
                     )
                     for i in range(len(model.hidden))
                 ]
+                if model.memory > 0:
+                    saved = {
+                        k.removeprefix("memory."): v
+                        for k, v in state.items()
+                        if k.startswith("memory.")
+                    }
+                    model.replay_memory = (
+                        ReplayMemory.from_state(saved, model.memory)
+                        if saved
+                        else ReplayMemory(model.memory, model.n_features, seed=model._memory_seed)
+                    )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"model state is incomplete or corrupt: {exc!r}") from None
         return model

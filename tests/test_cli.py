@@ -426,8 +426,59 @@ def test_plot_writes_a_png_that_opens() -> None:
     import matplotlib.image
 
     image = matplotlib.image.imread("curve.png")
-    assert image.shape[0] > 300 and image.shape[1] > 600
+    assert image.shape[0] > 700 and image.shape[1] > 600  # 9x8 in: the per-class panel below
     assert image.std() > 0.05  # something was drawn
+    lower = image[image.shape[0] * 2 // 3 :, :, :3]
+    assert lower.std() > 0.05  # the per-class panel has curves
+
+
+def test_per_class_figures_in_learn_json_eval_json_and_runs(tmp_path: Path) -> None:
+    # --window 20: per-class window 20, so each digit's window fills within 300 samples.
+    result = ok(["learn", "--limit", "300", "--every", "100", "--hidden", "64", "--window", "20",
+                 "--run", "f", "--json"])  # fmt: skip
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    last = rows[-1]
+    assert last["kind"] == "summary" and [c for c, _ in last["class_rolling"]] == list(range(10))
+    assert all(0.0 <= v <= 1.0 for _, v in last["class_rolling"])
+    forgot = dict(last["class_forgetting"])
+    assert forgot and last["forgetting"] == pytest.approx(sum(forgot.values()) / len(forgot))
+    assert forgot[last["worst_class"]] == last["worst_forgetting"] == max(forgot.values())
+    with CheckpointStore("runs.db", create=False) as store:
+        (row,) = [h for h in store.history("f") if h["kind"] == "report" and h["samples"] == 300]
+    assert row["class_rolling"] == [[c, round(v, 4)] for c, v in last["class_rolling"]]
+
+    r = json.loads(ok(["eval", "-s", str(mnist_csv(tmp_path / "n.csv", 200, start=300)),
+                       "--json"]).stdout)  # fmt: skip
+    stream = r["stream"]
+    assert stream["forgetting"] == pytest.approx(last["forgetting"])
+    assert stream["worst_class"] == [last["worst_class"], last["worst_forgetting"]]
+    figs = dict(stream["per_class"])
+    recall = dict(r["recall"])
+    for c, f in figs.items():
+        assert f["rolling"] == pytest.approx(dict(last["class_rolling"])[c])
+        if f["best"] is not None:
+            assert f["forgetting"] == pytest.approx(forgot[c])
+            assert f["drop"] == pytest.approx(f["best"] - recall[c])
+    text = ok(["eval", "-s", str(tmp_path / "n.csv")]).stdout
+    assert "forgetting" in text and "drop" in text
+
+    (info,) = [json.loads(x) for x in ok(["runs", "--json"]).stdout.splitlines()]
+    assert info["summary"]["forgetting"] == pytest.approx(last["forgetting"])
+    assert info["summary"]["worst_class"] == [last["worst_class"], last["worst_forgetting"]]
+    assert info["memory_bytes"] == 0  # no memory.* tensors in this model's state
+    listed = ok(["runs"]).stdout
+    assert "forgetting" in listed and f"{last['forgetting']:.4f}" in listed
+
+
+def test_runs_lists_the_bytes_of_memory_tensors() -> None:
+    with CheckpointStore("runs.db") as store:
+        run = store.create_run("mem", {"hidden": [8]}, "x.csv")
+        state = {"memory.x": np.zeros((10, 4), np.float32), "memory.y": np.zeros(10, np.int64),
+                 "layers.0.weight": np.zeros((8, 4), np.float32)}  # fmt: skip
+        store.save(run, state=state, samples=1, source="x.csv", position=1, where="")
+    (info,) = [json.loads(x) for x in ok(["runs", "--json"]).stdout.splitlines()]
+    assert info["memory_bytes"] == 10 * 4 * 4 + 10 * 8
+    assert "240B" in ok(["runs"]).stdout
 
 
 # ---------------------------------------------------------------- the shared real streams

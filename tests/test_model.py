@@ -276,7 +276,8 @@ def test_learn_many_batch_and_predict_many(blobs: Callable[..., Any]) -> None:
 def test_batch_of_copies_matches_one_sample(blobs: Callable[..., Any]) -> None:
     """The batch gradient is the mean: B copies of one sample take the same step as one."""
     X, y = blobs(n=30, d=5)
-    a = _learn(SpelaMLP(**DEEP, dtype="float64"), X[:29], y[:29])
+    # memory=0: this is about the rule's batch step; replays would add steps of their own
+    a = _learn(SpelaMLP(**DEEP, dtype="float64", memory=0), X[:29], y[:29])
     b = SpelaMLP.from_state(a.state_dict())
     a.learn_one(X[29], y[29])
     b.learn_many(np.repeat(X[29:30], 4, axis=0), [y[29]] * 4)
