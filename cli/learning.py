@@ -100,7 +100,7 @@ def open_run(
     if ck is not None:
         progress.log(
             f"resuming run {run.name!r} from checkpoint {ck.id}: {ck.samples} samples, "
-            f"{ck.where or 'start'} of {ck.source}"
+            f"{ck.where or 'start'} of {ck.source}; reading {run.source} from record {run.skip}"
         )
         if run.source != ck.source and run.skip:
             progress.log(

@@ -23,11 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
-import numpy as np
 
 from ..errors import SourceError
 from .base import BadRecordError
-from .frames import MAX_BATCH, Frame, FrameStream
+from .framebase import MAX_BATCH, Frame, FrameStream, to_rgb
 
 LIVE_QUEUE = MAX_BATCH  # frames waiting at most for a live source (about a second at 30 fps)
 FILE_QUEUE = 2 * MAX_BATCH  # frames decoded ahead of the learner for a file
@@ -82,15 +81,6 @@ def _capture(target: int | str, name: str) -> cv2.VideoCapture:
         f"{name}: OpenCV cannot decode this file as a video (is it one? avi, mp4, mkv... "
         "FFmpeg formats are read)"
     )
-
-
-def to_rgb(image: np.ndarray) -> np.ndarray:
-    """OpenCV's BGR (or grey) frame as RGB (H, W, 3) uint8."""
-    if image.ndim == 2:
-        out: np.ndarray = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-        return out
-    out = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return out
 
 
 class CameraStream(FrameStream):

@@ -8,51 +8,19 @@ folder's class) or by the run's label policy (``labels``). ``open_frames`` picks
 
 from __future__ import annotations
 
-import abc
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from ..errors import SourceError
-from ..inputs import Label
 from .base import BadRecordError, OnError, Sample, Source
+from .framebase import MAX_BATCH, Frame, FrameStream
 from .labels import LabelPolicy
 
 if TYPE_CHECKING:
     from ..features import Backbone
 
-MAX_BATCH = 32  # frames embedded in one backbone call, when that many are waiting
 FRAME_SCHEMES = ("camera", "images")
-
-
-@dataclass(frozen=True)
-class Frame:
-    """One image of a stream: RGB pixels (H, W, 3) uint8, its label (or None) and position."""
-
-    image: np.ndarray
-    y: Label | None
-    index: int  # frames consumed before this one
-    where: str  # "video.avi frame 12"
-
-
-class FrameStream(abc.ABC):
-    """Frames in stream order, handed over in batches; counts what it had to drop."""
-
-    name: str
-    live: bool = False  # frames arrive in real time (and are dropped when the learner lags)
-    labelled: bool = False  # frames carry their own labels (an image folder's class names)
-    dropped: int = 0  # frames discarded because the learner fell behind
-    skipped: int = 0  # frames passed over by --fps sampling
-
-    @abc.abstractmethod
-    def batches(self, max_batch: int) -> Iterator[list[Frame | BadRecordError]]:
-        """Lists of 1..max_batch frames (or errors for unreadable ones) in stream order."""
-
-    def close(self) -> None:  # noqa: B027 - a default: streams that hold nothing open keep it
-        """Stop reading and release the device or file."""
 
 
 class EmbeddedSource(Source):

@@ -17,8 +17,7 @@ import cv2
 
 from ..errors import SourceError
 from .base import BadRecordError, label_token
-from .camera import to_rgb
-from .frames import Frame, FrameStream
+from .framebase import Frame, FrameStream, to_rgb
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 ORDER_SEED = 0
