@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 from spela_stream.errors import CheckpointError, SpelaError
@@ -217,11 +217,14 @@ class Run:
             self.save()
             return self.loop.report()
 
-    def _lease(self) -> AbstractContextManager[object]:
-        """The one place a writer holds the run.
-
-        TODO(defect 2): ``self.store.writer(self.name)`` once the store has writer leases."""
-        return nullcontext()
+    @contextlib.contextmanager
+    def _lease(self) -> Iterator[None]:
+        """The one place a writer holds the run: a second live writer gets RunBusyError, a
+        stale lease (its process gone) is taken over with a note."""
+        with self.store.writer(self.name) as lease:
+            if lease.note is not None:
+                self.log(f"note: {lease.note}")
+            yield
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -465,7 +465,11 @@ def test_per_class_figures_in_learn_json_eval_json_and_runs(tmp_path: Path) -> N
     (info,) = [json.loads(x) for x in ok(["runs", "--json"]).stdout.splitlines()]
     assert info["summary"]["forgetting"] == pytest.approx(last["forgetting"])
     assert info["summary"]["worst_class"] == [last["worst_class"], last["worst_forgetting"]]
-    assert info["memory_bytes"] == 0  # no memory.* tensors in this model's state
+    with CheckpointStore("runs.db", create=False) as store:
+        state = store.load("f").state
+    held = sum(v.nbytes for k, v in state.items() if k.startswith("memory."))
+    assert held >= 300 * 784 * 4  # the replay memory holds all 300 samples learned so far
+    assert info["memory_bytes"] == held
     listed = ok(["runs"]).stdout
     assert "forgetting" in listed and f"{last['forgetting']:.4f}" in listed
 
@@ -535,3 +539,41 @@ def test_any_file_is_learned_or_refused_never_a_crash(tmp_path: Path, content: s
         assert result.exit_code in (0, 1), (result.exit_code, result.stderr)
         if result.exit_code == 1:
             assert result.stderr.splitlines()[-1].startswith("Error: ")
+
+
+HOLD_LEASE = """
+import sys
+from storage import CheckpointStore
+with CheckpointStore(sys.argv[1]) as store, store.writer("w"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_second_writer_of_a_run_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    """Issue 12, defect 2: two `learn --resume --run w` at once; the second exits 1."""
+    import os
+    import subprocess
+    import sys
+
+    data = blobs_csv(tmp_path / "b.csv", 200)
+    ok(["learn", "-s", str(data), "--run", "w", "--hidden", "16", "-q"])
+    with CheckpointStore("runs.db", create=False) as store:
+        before = store.checkpoints("w")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LEASE, "runs.db"], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        more = blobs_csv(tmp_path / "more.csv", 100, seed=1)
+        result = runner.invoke(app, ["learn", "--resume", "--run", "w", "-s", str(more), "-q"])
+        assert result.exit_code == 1, result.output
+        assert f"Error: run 'w' is being learned by pid {holder.pid} on " in result.stderr
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.close()
+        assert holder.wait(30) == 0
+    with CheckpointStore("runs.db", create=False) as store:
+        assert store.checkpoints("w") == before  # the refused writer wrote nothing
+    ok(["learn", "--resume", "--run", "w", "-s", str(more), "-q"])  # free again: it goes on
