@@ -225,6 +225,18 @@ def learn(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run from its latest checkpoint.")
     ] = False,
+    checkpoint: Annotated[
+        int | None,
+        typer.Option(help="With --resume: go on from this checkpoint id (default: the latest)."),
+    ] = None,
+    skip: Annotated[
+        int | None,
+        typer.Option(
+            help="With --resume: pass over N records of the source (default: a file the run "
+            "was reading goes on after its last record; stdin, sockets and cameras skip none).",
+            min=0,
+        ),
+    ] = None,
     hidden: Annotated[
         str | None, typer.Option(help="Layer widths (default: 1024,1024; camera and images: 1024).")
     ] = None,
@@ -279,7 +291,7 @@ def learn(
     frames = FrameOptions(backbone, size, label, labels, label_port, fps, changes)
     opts = LearnOptions(
         input=_input(source, fmt, label_column, header, features, frames),
-        db=db, run=run, resume=resume,
+        db=db, run=run, resume=resume, checkpoint=checkpoint, skip=skip,
         model={"hidden": _parse_hidden(hidden), "lr": lr, "report": report, "seed": seed},
         every=every, window=window, limit=limit,
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,

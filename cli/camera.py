@@ -15,20 +15,19 @@ from dataclasses import replace
 from typing import Any
 
 import torch
-import typer
 
-from spela_stream.errors import ConfigError, SpelaError
+from spela_stream.errors import ConfigError
 from spela_stream.features import BACKBONES, DEFAULT_SIZE, make_backbone
 from spela_stream.model import SpelaMLP
-from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential, StopGuard
+from spela_stream.prequential import Prequential, StopGuard
 from spela_stream.sources import Sample, Source
 from spela_stream.sources.frames import EmbeddedSource, is_frame_spec, open_frames
 from spela_stream.sources.labels import FixedLabel, LabelChannel, LabelPolicy, LabelTrack
 from storage import CheckpointStore
 from storage.records import RunInfo
-from storage.session import Session
+from storage.run import Run
 
-from .commands import Rejects, _ticking, resumed_loop
+from .learning import finish, open_run, rejects, stream_reports, ticking
 from .options import FrameOptions, Input, LearnOptions, OnError
 from .output import Progress, report_json
 
@@ -111,89 +110,51 @@ def open_input(inp: Input, run: RunInfo, model: SpelaMLP | None = None) -> Sourc
 # ---------------------------------------------------------------- learn
 
 
-def _resumed(store: CheckpointStore, opts: LearnOptions, progress: Progress) -> tuple[Session, int]:
-    """A camera run to go on with, and the frames to skip: a video file the last checkpoint
-    was reading goes on after its last learned frame; a new source starts at its first."""
-    info, loop, ck = resumed_loop(store, opts)
-    source = opts.input.source or ck.source
-    skip = loop.position if source == ck.source else 0
-    progress.log(
-        f"resuming run {info.name!r} from checkpoint {ck.id}: {ck.samples} frames, classes "
-        f"{loop.model.labels}; reading {source} from frame {skip}"
-    )
-    return Session(store, info.name, loop, source), skip
-
-
 def learn(opts: LearnOptions) -> None:
     """Learn frames test-then-train; frames without a label are predicted and printed.
 
     ``--threads`` goes to the backbone's convolutions; the per-sample head learns on one thread
     (memory bound: more threads only slow it, measured 227 against 104 rows/s)."""
     torch.set_num_threads(1)
-    if opts.rejects is not None and opts.on_error is not OnError.skip:
-        raise ConfigError("--rejects needs --on-error skip")
     fo = opts.input.frames or FrameOptions()
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
     with CheckpointStore(opts.db, create=not opts.resume) as store, StopGuard() as guard:
-        resumed, skip = _resumed(store, opts, progress) if opts.resume else (None, 0)
-        spec = backbone_spec(store.run(resumed.run) if resumed else None, fo)
-        if resumed is not None:
-            loop, source = resumed.loop, resumed.source
-        else:
-            given = {k: v for k, v in opts.model.items() if v is not None}
-            loop = Prequential(SpelaMLP(**{"hidden": CAMERA_HIDDEN, **given}), window=opts.window)
-            source = opts.input.source or "camera:0"
+        spec: dict[str, Any] = {}
+
+        def frames(run: Run | None) -> dict[str, Any]:  # the backbone: the run's own, or asked
+            spec.update(backbone_spec(None if run is None else store.run(run.name), fo))
+            return {"frames": dict(spec)}
+
+        run = open_run(store, opts, progress, default_source="camera:0",
+                       defaults={"hidden": CAMERA_HIDDEN}, config=frames)  # fmt: skip
         backbone = make_backbone(spec["backbone"], spec["size"], threads=opts.threads)
         labels = label_policy(fo, progress)
-        on_error = Rejects(loop, opts.rejects, progress)
         try:
-            src = open_frames(
-                source, backbone, labels=labels, fps=fo.fps, skip=skip,
-                on_error=on_error if opts.on_error is OnError.skip else None,
-            )  # fmt: skip
-            with src:  # a run is made only once its source has opened
-                config = {**loop.model.config(), "frames": spec}
-                session = resumed or Session(
-                    store, store.create_run(opts.run, config, source), loop, source
-                )
-                session.keep = opts.keep
-                _drive(loop, session, src, opts, fo, progress, guard)
+            with rejects(opts, run, progress) as bad:
+                src = open_frames(
+                    run.source, backbone, labels=labels, fps=fo.fps, skip=run.skip,
+                    on_error=bad if opts.on_error is OnError.skip else None,
+                )  # fmt: skip
+                with src:  # a run is made only once its source has opened
+                    run.create()
+                    progress.log(
+                        f"learning {run.source} through {backbone.name} ({backbone.dim} "
+                        f"features) into {opts.db} run {run.name!r}"
+                    )
+                    before = run.loop.learned
+                    stream = _announced(ticking(src, run.loop, progress), run.loop,
+                                        changes=fo.changes)  # fmt: skip
+                    finish(
+                        run,
+                        stream_reports(stream, opts, run),
+                        opts,
+                        progress,
+                        guard,
+                        lambda stopped: _summary(run, src, progress, opts, before, stopped),
+                    )
         finally:
-            on_error.close()
             if isinstance(labels, LabelChannel):
                 labels.close()
-
-
-def _drive(
-    loop: Prequential, session: Session, src: EmbeddedSource, opts: LearnOptions,
-    fo: FrameOptions, progress: Progress, guard: StopGuard,
-) -> None:  # fmt: skip
-    """The prequential loop over the frames, checkpointing as ``learn`` does."""
-    policy = CheckpointPolicy(session.save, opts.checkpoint_every, opts.checkpoint_seconds)
-    progress.log(
-        f"learning {session.source} through {src.backbone.name} ({src.backbone.dim} features) "
-        f"into {opts.db} run {session.run!r}"
-    )
-    stream = _announced(_ticking(src, loop, progress), loop, changes=fo.changes)
-    learned_before = loop.learned
-    try:
-        for report in loop.run(
-            stream, every=opts.every, doubling=True, limit=opts.limit, checkpoint=policy,
-            guard=guard,
-        ):  # fmt: skip
-            progress.report(report)
-    except Interrupted as stop:
-        session.save()
-        progress.close()
-        _summary(loop, session, src, progress, opts, learned_before, stopped=stop.args[0])
-        raise typer.Exit(stop.exit_code) from None
-    except (SpelaError, BrokenPipeError):
-        session.save()  # everything learned before the error is kept
-        progress.close()
-        raise
-    session.save()
-    progress.close()
-    _summary(loop, session, src, progress, opts, learned_before)
 
 
 def _announced(src: Iterable[Sample], loop: Prequential, *, changes: bool) -> Iterator[Sample]:
@@ -223,21 +184,22 @@ def _announced(src: Iterable[Sample], loop: Prequential, *, changes: bool) -> It
 
 
 def _summary(
-    loop: Prequential, session: Session, src: EmbeddedSource, progress: Progress,
-    opts: LearnOptions, learned_before: int, stopped: str | None = None,
+    run: Run, src: EmbeddedSource, progress: Progress, opts: LearnOptions,
+    learned_before: int, stopped: str | None,
 ) -> None:  # fmt: skip
     """The summary row (accuracy on stdout only if frames were learned: else predictions are
     the product) and the frame counts on stderr."""
+    loop = run.loop
     r = loop.report()
     frames = {"frames_read": src.frames_read, "dropped": src.dropped}
     frames["skipped"] = src.frames.skipped
     if opts.json_out:
         print(json.dumps({**json.loads(report_json(r, kind="summary")), **frames}), flush=True)
     elif r.learned > learned_before:
-        print(f"accuracy {r.accuracy:.4f} after {r.samples} samples of {session.source}")
+        print(f"accuracy {r.accuracy:.4f} after {r.samples} samples of {run.source}")
     why = f"stopped by {stopped}" if stopped else "done"
     progress.log(
         f"{why}: {r.samples} frames ({r.learned} learned, {r.samples - r.learned} predicted), "
         f"{src.dropped} dropped (the learner fell behind), {src.frames.skipped} passed over by "
-        f"--fps; classes {loop.model.labels}; checkpoint of run {session.run!r} in {opts.db}"
+        f"--fps; classes {loop.model.labels}; checkpoint of run {run.name!r} in {opts.db}"
     )

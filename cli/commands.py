@@ -7,164 +7,44 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
-from typing import TextIO
 
 import torch
-import typer
 
-from spela_stream.errors import ConfigError, SpelaError
 from spela_stream.model import SpelaMLP
-from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential, StopGuard
-from spela_stream.sources import BadRecordError, Sample, Source
+from spela_stream.prequential import Prequential, StopGuard
+from spela_stream.sources import Source
 from spela_stream.sources.tcp import SCHEME as TCP
 from storage import CheckpointStore
-from storage.records import CheckpointInfo, RunInfo
-from storage.session import Session, load_loop
+from storage.records import RunInfo
+from storage.session import load_loop
 
-from . import serve
+from . import camera, serve
+from .learning import finish, open_run, rejects, stream_reports, summary_line, ticking
 from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions, pick_run
-from .output import Progress, report_json, table
+from .output import Progress, table
 
 # ---------------------------------------------------------------- learn
 
 
-class Rejects:
-    """Count bad records, append their raw text to a file, and move the loop past them."""
-
-    def __init__(self, loop: Prequential, path: Path | None, progress: Progress) -> None:
-        self.loop = loop
-        self.path = path
-        self.progress = progress
-        self._fh: TextIO | None = None
-
-    def __call__(self, err: BadRecordError) -> None:
-        self.loop.reject(err.index, err.where)
-        if self.loop.rejected <= 10:
-            self.progress.log(f"skipped {err}")
-        if self.path is not None and err.raw is not None:
-            if self._fh is None:
-                self._fh = self.path.open("a", encoding="utf-8")
-            self._fh.write(err.raw + "\n")
-            self._fh.flush()  # a rejected line is data too: on disk before the run goes on
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-
-
-def resumed_loop(
-    store: CheckpointStore, opts: LearnOptions
-) -> tuple[RunInfo, Prequential, CheckpointInfo]:
-    """The run ``--resume`` goes on with, and its loop rebuilt from the latest checkpoint; model
-    options cannot change a resumed run."""
-    info = pick_run(store, opts.run)
-    given = [k for k, v in opts.model.items() if v is not None]
-    if given:
-        raise ConfigError(
-            f"--{given[0]} cannot change a resumed run (run {info.name!r} keeps its config)"
-        )
-    loop, ck = load_loop(store, info)
-    return info, loop, ck
-
-
-def _resumed_session(store: CheckpointStore, opts: LearnOptions, progress: Progress) -> Session:
-    info, loop, ck = resumed_loop(store, opts)
-    progress.log(
-        f"resuming run {info.name!r} from checkpoint {ck.id}: {ck.samples} samples, "
-        f"{ck.where or 'start'} of {ck.source}"
-    )
-    # A resumed run may be pointed at its (moved) file again with --source.
-    source = opts.input.source or ck.source
-    if source != ck.source:
-        progress.log(
-            f"note: run {info.name!r} was reading {ck.source}; now {source}, from record "
-            f"{ck.position + 1} on (the records before it count as learned)"
-        )
-    return Session(store, info.name, loop, source)
-
-
 def learn(opts: LearnOptions) -> None:
-    """Learn test-then-train, checkpointing on the policy, at the end, on error and on signals."""
-    from . import camera  # camera:..., images:DIR: frames through a frozen backbone
-
-    if camera.wants_frames(opts):
+    """Learn test-then-train into a run: build the stream, hand it to the run, print."""
+    if camera.wants_frames(opts):  # camera:..., images:DIR: frames through a frozen backbone
         return camera.learn(opts)
     torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
-    if opts.rejects is not None and opts.on_error is not OnError.skip:
-        raise ConfigError("--rejects needs --on-error skip")
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
     with CheckpointStore(opts.db, create=not opts.resume) as store, StopGuard() as guard:
-        resumed = _resumed_session(store, opts, progress) if opts.resume else None
-        if resumed is not None:
-            loop, spec = resumed.loop, resumed.source
-        else:  # the model checks its options, and the source opens, before a run is made
-            model = SpelaMLP(**{k: v for k, v in opts.model.items() if v is not None})
-            loop = Prequential(model, window=opts.window)
-            spec = opts.input.source or "builtin:mnist"
-        if spec.startswith(TCP):  # a socket service: the same run, checkpoints and exit codes
-            return serve.learn(opts, store, guard, loop, resumed, spec, progress)
-        rejects = Rejects(loop, opts.rejects, progress)
-        on_error = rejects if opts.on_error is OnError.skip else None
-        src = replace(opts.input, source=spec).open(loop.position, on_error)
-        session = resumed or Session(
-            store, store.create_run(opts.run, loop.model.config(), spec), loop, spec
-        )
-        session.keep = opts.keep
-        policy = CheckpointPolicy(session.save, opts.checkpoint_every, opts.checkpoint_seconds)
-        progress.log(f"learning {session.source} into {opts.db} run {session.run!r}")
-        try:
-            for report in loop.run(
-                _ticking(src, loop, progress), every=opts.every, doubling=True,
-                limit=opts.limit, checkpoint=policy, guard=guard,
-            ):  # fmt: skip
-                progress.report(report)
-        except Interrupted as stop:
-            session.save()
-            progress.close()
-            _summary(loop, session, progress, opts, stopped=stop.args[0])
-            raise typer.Exit(stop.exit_code) from None
-        except BrokenPipeError:
-            session.save()  # the reader of --json rows left; what was learned is kept
-            raise
-        except SpelaError:
-            session.save()  # everything learned before the bad record is kept
-            progress.close()
-            progress.log(f"checkpointed {loop.samples} samples of run {session.run!r}")
-            raise
-        finally:
-            rejects.close()
-        session.save()
-        progress.close()
-        _summary(loop, session, progress, opts)
-
-
-def _ticking(src: Source, loop: Prequential, progress: Progress) -> Iterator[Sample]:
-    """Pass samples through, giving the progress display a look every 64 of them."""
-    with src:
-        for i, sample in enumerate(src):
-            if i & 63 == 0:
-                progress.tick(loop)
-            yield sample
-
-
-def _summary(
-    loop: Prequential, session: Session, progress: Progress, opts: LearnOptions,
-    stopped: str | None = None,
-) -> None:  # fmt: skip
-    r = loop.report()
-    if opts.json_out:
-        print(report_json(r, kind="summary"), flush=True)
-    else:
-        print(f"accuracy {r.accuracy:.4f} after {r.samples} samples of {session.source}")
-    why = f"stopped by {stopped}" if stopped else "done"
-    progress.log(
-        f"{why}: {r.samples} samples ({r.learned} learned, {r.rejected} rejected), kappa "
-        f"{r.kappa:.4f}, layers {' '.join(f'{a:.4f}' for a in r.layer_accuracy)}, "
-        f"{r.drifts} drift(s); checkpoint of run {session.run!r} in {opts.db}"
-    )
+        run = open_run(store, opts, progress, default_source="builtin:mnist")
+        if run.source.startswith(TCP):  # a socket service: the same run, checkpoints and exits
+            return serve.learn(opts, run, guard, progress)
+        with rejects(opts, run, progress) as bad:
+            on_error = bad if opts.on_error is OnError.skip else None
+            src = replace(opts.input, source=run.source).open(run.skip, on_error)
+            run.create()  # the model checked its options and the source opened: make the run
+            progress.log(f"learning {run.source} into {opts.db} run {run.name!r}")
+            stream = stream_reports(ticking(src, run.loop, progress), opts, run)
+            finish(run, stream, opts, progress, guard,
+                   lambda stopped: summary_line(run, opts, progress, stopped))  # fmt: skip
 
 
 # ---------------------------------------------------------------- eval and predict
@@ -172,9 +52,7 @@ def _summary(
 
 def _opened(inp: Input, run: RunInfo, model: SpelaMLP) -> Source:
     """The source to score: frames through the run's own backbone, or ``inp.open``."""
-    from .camera import open_input
-
-    return open_input(inp, run, model)
+    return camera.open_input(inp, run, model)
 
 
 def evaluate(opts: EvalOptions) -> None:
@@ -189,6 +67,9 @@ def evaluate(opts: EvalOptions) -> None:
             pass
     m = loop.metrics
     classes, cm = m.reported.confusion()
+    recall = m.reported.recall()
+    fig = saved.metrics.per_class.figures(recall)
+    per_class = [[c, f] for c, f in fig.items()]
     result = {
         "run": info.name,
         "checkpoint": ck.id,
@@ -196,9 +77,10 @@ def evaluate(opts: EvalOptions) -> None:
         "samples": loop.samples,
         **m.reported.summary(),
         "layers": [t.summary() for t in m.layers],
-        "recall": [[c, r] for c, r in m.reported.recall().items()],
+        "recall": [[c, r] for c, r in recall.items()],
         "classes": classes,
         "confusion": cm,
+        "stream": {**saved.metrics.per_class.summary(), "per_class": per_class},
     }
     if opts.json_out:
         print(json.dumps(result))
@@ -207,8 +89,19 @@ def evaluate(opts: EvalOptions) -> None:
     print(f"accuracy {result['accuracy']:.4f}  kappa {result['kappa']:.4f}")
     for i, t in enumerate(m.layers):
         print(f"layer {i}: accuracy {t.accuracy:.4f}  kappa {t.kappa:.4f}")
-    print("\nrecall per class")
-    print(table([[c, f"{r:.4f}"] for c, r in m.reported.recall().items()], ["class", "recall"]))
+    if fig:  # the saved run has per-class figures (checkpoints before them do not)
+        print(
+            "\nrecall per class; the run's stream: rolling, best, forgetting; drop: best - recall"
+        )
+        header = ["class", "recall", "rolling", "best", "forgetting", "drop"]
+        keys = ("rolling", "best", "forgetting", "drop")
+        cells = [[fig.get(c, {}).get(k) for k in keys] for c in recall]
+        rows = [[c, f"{r:.4f}", *(None if v is None else f"{v:.4f}" for v in vs)]
+                for (c, r), vs in zip(recall.items(), cells, strict=True)]  # fmt: skip
+        print(table(rows, header))
+    else:
+        print("\nrecall per class")
+        print(table([[c, f"{r:.4f}"] for c, r in recall.items()], ["class", "recall"]))
     print("\nconfusion (rows: truth, columns: prediction)")
     print(table([[c, *row] for c, row in zip(classes, cm, strict=True)], ["", *map(str, classes)]))
 

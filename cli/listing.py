@@ -27,9 +27,15 @@ def list_runs(db: Path, json_out: bool) -> None:
         s = r.summary or {}
         acc = f"{s['accuracy']:.4f}" if "accuracy" in s else None
         roll = f"{s['rolling']:.4f}" if "rolling" in s else None
+        forget = f"{s['forgetting']:.4f}" if s.get("forgetting") is not None else None
+        worst = s.get("worst_class")  # [label, forgetting] or None
+        worst_text = f"{worst[0]} ({worst[1]:.3f})" if worst else None
+        memory = human_bytes(r.memory_bytes) if r.memory_bytes else None
         hidden = ",".join(str(w) for w in r.config.get("hidden", []))
-        rows.append([r.name, r.samples, acc, roll, r.checkpoints, hidden, r.source, r.updated])
-    header = ["run", "samples", "accuracy", "rolling", "ckpts", "hidden", "source", "updated"]
+        rows.append([r.name, r.samples, acc, roll, forget, worst_text, memory, r.checkpoints,
+                     hidden, r.source, r.updated])  # fmt: skip
+    header = ["run", "samples", "accuracy", "rolling", "forgetting", "worst", "memory", "ckpts",
+              "hidden", "source", "updated"]  # fmt: skip
     print(table(rows, header))
 
 

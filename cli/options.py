@@ -114,6 +114,8 @@ class LearnOptions:
     run: str | None
     resume: bool
     model: dict[str, Any]
+    checkpoint: int | None = None  # with resume: go on from this checkpoint, not the latest
+    skip: int | None = None  # with resume: records to pass over (default: by source kind)
     every: int = 1000
     window: int = 1000
     limit: int | None = None

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from spela_stream.prequential import Prequential, Report
 
 HEADER = (
-    "  samples  cum.acc roll.acc   kappa    label     pred  samples/s    model  roll.acc per layer"
+    "  samples  cum.acc roll.acc   kappa    label     pred  samples/s    model  forget"
+    "  roll.acc per layer"
 )
 
 
@@ -36,18 +37,21 @@ def _cell(v: object, width: int) -> str:
 
 def row(r: Report) -> str:
     """One progress row: samples, cumulative and rolling accuracy, kappa, last label/prediction,
-    rate, model memory, each layer's rolling accuracy; a drift since the last row is starred."""
+    rate, model memory, average per-class forgetting ("-" before any class's window is full),
+    each layer's rolling accuracy; a drift since the last row is marked."""
     layers = " ".join(f"{a:.3f}" for a in r.layer_rolling)
+    forget = "-" if r.forgetting is None else f"{r.forgetting:.3f}"
     mark = "  drift" if r.drift else ""
     return (
         f"{r.samples:>9d} {r.accuracy:>8.4f} {r.rolling_accuracy:>8.4f} {r.kappa:>7.4f} "
         f"{_cell(r.last_label, 8)} {_cell(r.last_prediction, 8)} {r.samples_per_s:>10.0f} "
-        f"{human_bytes(r.model_bytes):>8}  {layers}{mark}"
+        f"{human_bytes(r.model_bytes):>8} {forget:>7}  {layers}{mark}"
     )
 
 
 def report_json(r: Report, kind: str = "report") -> str:
-    """A report as one JSON object."""
+    """A report as one JSON object; per-class figures are ``[label, value]`` pairs, since a label
+    may be an int, a str or a bool and JSON keys are text only."""
     return json.dumps({"kind": kind, **asdict(r)})
 
 

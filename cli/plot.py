@@ -1,5 +1,7 @@
 """A run's learning curve as a PNG: cumulative and rolling prequential accuracy, per layer, with
-drift points marked. Drawn with matplotlib's Agg backend (no display needed)."""
+drift points marked; below it, when the rows carry them, per-class rolling curves (at most
+``MAX_CLASS_CURVES``: those lowest at the end, where a slipping class shows). Drawn with
+matplotlib's Agg backend (no display needed)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from typing import Any
 
 from spela_stream.errors import CheckpointError, ConfigError
 from storage.records import RunInfo
+
+MAX_CLASS_CURVES = 10  # more lines than this are not readable in one panel
 
 
 def learning_curve(history: list[dict[str, Any]], run: RunInfo, output: Path) -> None:
@@ -26,7 +30,12 @@ def learning_curve(history: list[dict[str, Any]], run: RunInfo, output: Path) ->
         )
     drifts = [h["samples"] for h in history if h.get("kind") == "drift"]
     xs = [h["samples"] for h in reports]
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
+    per_class = [h for h in reports if h.get("class_rolling")]
+    if per_class:
+        fig, (ax, ax_c) = plt.subplots(2, 1, figsize=(9, 8), dpi=100, sharex=True,
+                                       gridspec_kw={"height_ratios": [5, 3]})  # fmt: skip
+    else:
+        fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
     ax.plot(xs, [h["accuracy"] for h in reports], color="black", lw=2, label="cumulative")
     ax.plot(xs, [h["rolling"] for h in reports], color="black", lw=1, ls="--", label="rolling")
     depth = max(len(h["layer_rolling"]) for h in reports)
@@ -45,6 +54,8 @@ def learning_curve(history: list[dict[str, Any]], run: RunInfo, output: Path) ->
     ax.set_title(f"{run.name}: SPELA {hidden} on {run.source}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    if per_class:
+        _class_panel(ax_c, per_class)
     fig.tight_layout()
     try:
         fig.savefig(output, format="png")
@@ -52,3 +63,24 @@ def learning_curve(history: list[dict[str, Any]], run: RunInfo, output: Path) ->
         raise ConfigError(f"{output}: cannot write the plot: {exc.strerror or exc}") from None
     finally:
         plt.close(fig)
+
+
+def _class_panel(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """Rolling accuracy per class over the rows; labels keep their type in ``[label, v]`` pairs."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for h in rows:
+        for label, v in h["class_rolling"]:
+            curves.setdefault(str(label), []).append((h["samples"], v))
+    last = {str(label): v for label, v in rows[-1]["class_rolling"]}
+    shown = sorted(curves, key=lambda c: last.get(c, 1.0))[:MAX_CLASS_CURVES]
+    for c in sorted(shown):
+        ax.plot(*zip(*curves[c], strict=True), lw=1, label=f"class {c}")
+    f = rows[-1].get("forgetting")
+    more = f" ({MAX_CLASS_CURVES} lowest of {len(curves)})" if len(curves) > len(shown) else ""
+    forget = "" if f is None else f"; average forgetting now {f:.3f}"
+    ax.set_title(f"rolling accuracy per class{more}{forget}", fontsize=10)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("samples")
+    ax.set_ylabel("per-class rolling")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower left", fontsize=7, ncol=5)

@@ -14,17 +14,18 @@ from typing import TYPE_CHECKING
 import typer
 
 from spela_stream.client import send as send_lines
-from spela_stream.errors import ConfigError, SpelaError
+from spela_stream.errors import ConfigError
 from spela_stream.sources.tcp import LineServer, parse_url, url_of
 from spela_stream.sources.textio import open_binary, text_lines
-from spela_stream.stopping import Interrupted, StopGuard
+from spela_stream.stopping import StopGuard
 
 from .options import Input, LearnOptions, PredictOptions
 
 if TYPE_CHECKING:
-    from spela_stream.prequential import Prequential
-    from storage import CheckpointStore
-    from storage.session import Session
+    from collections.abc import Iterator
+
+    from spela_stream.prequential import CheckpointPolicy, Report
+    from storage.run import Run
 
     from .output import Progress
 
@@ -38,51 +39,35 @@ def _listen(input_: Input, host: str | None, max_line: int) -> LineServer:
     return server
 
 
-def learn(
-    opts: LearnOptions, store: CheckpointStore, guard: StopGuard, loop: Prequential,
-    resumed: Session | None, spec: str, progress: Progress,
-) -> None:  # fmt: skip
+def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) -> None:
     """Serve test-then-train on a socket until a shutdown line, ``--limit`` or a signal."""
-    from spela_stream.prequential import CheckpointPolicy
     from spela_stream.service import Service
-    from storage.session import Session
 
-    from .commands import Rejects, _summary
+    from .learning import finish, rejects, summary_line
 
-    source = url_of(parse_url(spec, opts.serve.host))  # the run's source: where it listens
-    listen = Input(spec, opts.input.fmt, features=opts.input.features)
+    listen = Input(run.source, opts.input.fmt, features=opts.input.features)
     with _listen(listen, opts.serve.host, opts.serve.max_line) as server:
-        session = resumed or Session(
-            store, store.create_run(opts.run, loop.model.config(), source), loop, source
-        )
-        session.keep = opts.keep
-        policy = CheckpointPolicy(session.save, opts.checkpoint_every, opts.checkpoint_seconds)
-        rejects = Rejects(loop, opts.rejects, progress)
-        service = Service(
-            loop, server, pending=opts.serve.pending, label_column=opts.input.label_column,
-            header=opts.input.header, on_bad=rejects,
-        )  # fmt: skip
-        progress.log(f"learning {server.url} into {opts.db} run {session.run!r}")
-        try:
-            for report in service.run(
-                every=opts.every, doubling=True, limit=opts.limit, checkpoint=policy, guard=guard
-            ):
-                progress.tick(loop)
-                progress.report(report)
-        except Interrupted as stop:
-            service.close(session.save())
-            progress.close()
-            _summary(loop, session, progress, opts, stopped=stop.args[0])
-            raise typer.Exit(stop.exit_code) from None
-        except (SpelaError, BrokenPipeError):  # a failure, or the reader of --json rows left
-            session.save()  # everything learned before it is kept
-            raise
-        finally:
-            rejects.close()
-        service.close(session.save())
-    progress.close()
-    why = "a shutdown line" if service.shutdown_requested else None
-    _summary(loop, session, progress, opts, stopped=why)
+        run.source = url_of(parse_url(run.source, opts.serve.host))  # where it listens
+        run.create()
+        with rejects(opts, run, progress) as bad:
+            service = Service(
+                run.loop, server, pending=opts.serve.pending,
+                label_column=opts.input.label_column, header=opts.input.header, on_bad=bad,
+            )  # fmt: skip
+            progress.log(f"learning {server.url} into {opts.db} run {run.name!r}")
+
+            def reports(policy: CheckpointPolicy, g: StopGuard) -> Iterator[Report]:
+                for report in service.run(every=opts.every, doubling=True, limit=opts.limit,
+                                          checkpoint=policy, guard=g):  # fmt: skip
+                    progress.tick(run.loop)
+                    yield report
+
+            def summary(stopped: str | None) -> None:
+                service.close(run.checkpoint)  # a shutdown line hears the final checkpoint
+                why = "a shutdown line" if service.shutdown_requested else None
+                summary_line(run, opts, progress, stopped or why)
+
+            finish(run, reports, opts, progress, guard, summary)
 
 
 def predict(opts: PredictOptions) -> None:

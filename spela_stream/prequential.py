@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,9 @@ from .model import Prediction, SpelaMLP
 from .stopping import Interrupted, StopGuard
 
 LOOP_FORMAT = "spela-stream.loop/1"
+# History rows carry per-class rolling accuracy for at most this many classes (the ones that have
+# forgotten most), so a run over many labels does not grow each checkpoint's history by kilobytes.
+CLASSES_PER_ROW = 32
 __all__ = [
     "CheckpointPolicy",
     "Delayed",
@@ -60,6 +64,13 @@ class Report:
     position: int = 0  # records consumed from the source, bad ones included
     where: str = ""
     model_bytes: int = 0
+    # Per class of the reported prediction, as [label, value] pairs sorted by label: rolling
+    # accuracy over the class's last samples, and forgetting where the class's window has filled.
+    class_rolling: tuple[tuple[Label, float], ...] = ()
+    class_forgetting: tuple[tuple[Label, float], ...] = ()
+    forgetting: float | None = None  # average over class_forgetting; None before any full window
+    worst_class: Label | None = None  # the class with the most forgetting
+    worst_forgetting: float | None = None
 
 
 @dataclass
@@ -227,28 +238,24 @@ class Prequential:
                 if checkpoint is not None and checkpoint.due_idle(self):
                     checkpoint(self)
                 continue
-            if guard is not None:
-                guard.busy = True
             try:
-                if isinstance(item, tuple):
-                    p = self.step(item[0], item[1])
-                elif isinstance(item, Delayed):
-                    p = self.settle(item.x, item.y, item.prediction, item.where)
-                else:
-                    p = self.step(item.x, item.y, item.index, item.where)
+                with guard.busy() if guard is not None else nullcontext():
+                    if isinstance(item, tuple):
+                        p = self.step(item[0], item[1])
+                    elif isinstance(item, Delayed):
+                        p = self.settle(item.x, item.y, item.prediction, item.where)
+                    else:
+                        p = self.step(item.x, item.y, item.index, item.where)
+                    if on_step is not None:
+                        on_step(item, p)
             except InputError as exc:
                 if on_error is None:
                     raise
-                if guard is not None:
-                    guard.busy = False
                 on_error(item, exc)
                 if guard is not None:
                     guard.check()
                 continue
-            if on_step is not None:
-                on_step(item, p)
             if guard is not None:
-                guard.busy = False
                 guard.check()
             if isinstance(item, Delayed):  # no new sample: only a checkpoint may be due
                 if checkpoint is not None and checkpoint.due_idle(self):
@@ -270,6 +277,8 @@ class Prequential:
         m = self.metrics
         elapsed = time.perf_counter() - self._start
         y, p = self.last
+        pc = m.per_class
+        worst = pc.worst()
         r = Report(
             samples=self.samples,
             scored=m.reported.n,
@@ -289,6 +298,11 @@ class Prequential:
             position=self.position,
             where=self.where,
             model_bytes=self.model.nbytes(),
+            class_rolling=tuple((c, pc.rolling(c)) for c in pc.classes()),
+            class_forgetting=tuple(pc.forgotten()),
+            forgetting=pc.average_forgetting(),
+            worst_class=None if worst is None else worst[0],
+            worst_forgetting=None if worst is None else worst[1],
         )
         if record:  # a live-line look must not consume the drift mark the next row shows
             self._drift_since_report = False
@@ -301,6 +315,7 @@ class Prequential:
                     "kappa": r.kappa,
                     "layer_accuracy": list(r.layer_accuracy),
                     "layer_rolling": list(r.layer_rolling),
+                    **_class_row(r),
                 }
             )
         return r
@@ -335,6 +350,22 @@ class Prequential:
         loop.position = int(state["position"])
         loop.where = str(state["where"])
         return loop
+
+
+def _class_row(r: Report) -> dict[str, Any]:
+    """The per-class part of a history row: forgetting, and rolling accuracy of at most
+    ``CLASSES_PER_ROW`` classes (those that forgot most, then the first by label), 4 decimals."""
+    rolling = r.class_rolling
+    if len(rolling) > CLASSES_PER_ROW:
+        forgot = dict(r.class_forgetting)
+        order = sorted(range(len(rolling)), key=lambda i: -forgot.get(rolling[i][0], -1.0))
+        rolling = tuple(rolling[i] for i in sorted(order[:CLASSES_PER_ROW]))
+    return {
+        "forgetting": r.forgetting,
+        "worst_class": r.worst_class,
+        "class_rolling": [[c, round(v, 4)] for c, v in rolling],
+        "classes": len(r.class_rolling),
+    }
 
 
 def prequential(

@@ -37,6 +37,7 @@ import json
 import queue
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -278,13 +279,8 @@ class Service:
                         "started without a store); nothing to save")  # fmt: skip
             return None
         guard = self._guard
-        if guard is not None:
-            guard.busy = True  # a signal now waits for the checkpoint's transaction to end
-        try:
+        with guard.busy() if guard is not None else nullcontext():  # a signal waits for it
             saved = self._checkpoint(self.loop)
-        finally:
-            if guard is not None:
-                guard.busy = False
         reply = {"control": "checkpoint", "checkpoint": saved, "samples": self.loop.samples}
         self._send(request, reply)
         if guard is not None:

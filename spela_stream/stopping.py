@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
@@ -28,21 +30,36 @@ class Interrupted(KeyboardInterrupt):
 class StopGuard:
     """Turn SIGINT/SIGTERM into ``Interrupted`` at a sample boundary.
 
-    While a sample is being learned (``busy``) the signal only sets a flag, so no layer is left
-    half-updated; while the loop waits for input it raises at once, so a blocked read on a quiet
-    pipe or socket does not hold a Ctrl-C hostage.
+    While a sample is being learned or a checkpoint written (``with guard.busy():``) the signal
+    only sets a flag, so no layer is left half-updated and no checkpoint half-handed; while the
+    loop waits for input it raises at once, so a blocked read on a quiet pipe or socket does not
+    hold a Ctrl-C hostage.
     """
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> None:
         self.signals = signals
-        self.busy = False
+        self._busy = False
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
-        if not self.busy:
+        if not self._busy:
             raise Interrupted(signum)
+
+    @property
+    def is_busy(self) -> bool:
+        """True inside ``busy()``: a signal waits for the next ``check``."""
+        return self._busy
+
+    @contextmanager
+    def busy(self) -> Iterator[None]:
+        """Hold signals off for the block (nestable); the caller ``check``s after it."""
+        outer, self._busy = self._busy, True
+        try:
+            yield
+        finally:
+            self._busy = outer
 
     def check(self) -> None:
         """Raise ``Interrupted`` if a signal arrived while busy."""

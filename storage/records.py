@@ -22,6 +22,7 @@ class RunInfo:
     samples: int
     checkpoints: int
     summary: dict[str, Any] | None
+    memory_bytes: int = 0  # tensors named memory.* in the latest checkpoint (a replay memory)
 
 
 @dataclass(frozen=True)
@@ -70,4 +71,5 @@ def run_info(row: sqlite3.Row) -> RunInfo:
         samples=row["samples"],
         checkpoints=row["checkpoints"],
         summary=parse_json(row["summary"], what),
+        memory_bytes=row["memory_bytes"],
     )

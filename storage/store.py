@@ -24,8 +24,12 @@ from storage.walcopy import WalCopier
 MAX_LISTED = 10  # names or ids an error message lists
 
 
+# memory_bytes: the bytes of the latest checkpoint's tensors named memory.* (a continual memory).
 _RUN_SQL = """SELECT name, config, source, created, updated, samples, summary,
-    (SELECT COUNT(*) FROM checkpoints c WHERE c.run = r.name) AS checkpoints FROM runs r"""
+    (SELECT COUNT(*) FROM checkpoints c WHERE c.run = r.name) AS checkpoints,
+    (SELECT COALESCE(SUM(length(t.data)), 0) FROM tensors t WHERE t.checkpoint =
+        (SELECT MAX(c.id) FROM checkpoints c WHERE c.run = r.name) AND t.name GLOB 'memory.*')
+        AS memory_bytes FROM runs r"""
 _CHECKPOINT_SQL = """SELECT id, run, samples, source, position, "where", created, bytes,
     (SELECT COUNT(*) FROM tensors t WHERE t.checkpoint = c.id) AS tensors FROM checkpoints c"""
 

@@ -209,8 +209,26 @@ def test_resume_on_another_file_says_so(tmp_path: Path) -> None:
     ok(["learn", "-s", str(first), "--hidden", "8"])
     second = blobs_csv(tmp_path / "second.csv", n=50, seed=1)
     result = ok(["learn", "--resume", "-s", str(second)])
-    assert f"was reading {first}; now {second}, from record 31 on" in result.stderr
-    assert "after 50 samples" in result.stdout  # records 31..50 of the new file
+    # Issue 12, defect 1: another file is new data, learned from its beginning, with a note.
+    assert f"note: {second} is not the file the run read 30 records of" in result.stderr
+    assert "after 80 samples" in result.stdout  # 30 + all 50 records of the new file
+    moved = tmp_path / "moved.csv"
+    moved.write_bytes(second.read_bytes())
+    result = ok(["learn", "--resume", "-s", str(moved)])
+    assert f"was reading {second}; now {moved}, from record 51 on" in result.stderr
+    assert "after 80 samples" in result.stdout  # the same bytes: nothing learned twice
+
+
+def test_resume_on_stdin_learns_the_new_rows(tmp_path: Path) -> None:
+    # Issue 12, defect 1: head -3000 on stdin, then rows 3001-5000 with --resume.
+    lines = blobs_csv(tmp_path / "b.csv", n=5000).read_text().splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    ok(["learn", "-s", "-", "--hidden", "8"], input=header + "".join(rows[:3000]))
+    result = ok(["learn", "--resume", "-s", "-"], input=header + "".join(rows[3000:]))
+    assert "after 5000 samples" in result.stdout and "carries new data" in result.stderr
+    result = ok(["learn", "--resume", "-s", "-", "--skip", "1500"],
+                input=header + "".join(rows[3000:]))  # fmt: skip
+    assert "after 5500 samples" in result.stdout  # rows 4501..5000 only
 
 
 def test_predict_writes_no_header_before_an_error(trained: Path, tmp_path: Path) -> None:
@@ -408,8 +426,59 @@ def test_plot_writes_a_png_that_opens() -> None:
     import matplotlib.image
 
     image = matplotlib.image.imread("curve.png")
-    assert image.shape[0] > 300 and image.shape[1] > 600
+    assert image.shape[0] > 700 and image.shape[1] > 600  # 9x8 in: the per-class panel below
     assert image.std() > 0.05  # something was drawn
+    lower = image[image.shape[0] * 2 // 3 :, :, :3]
+    assert lower.std() > 0.05  # the per-class panel has curves
+
+
+def test_per_class_figures_in_learn_json_eval_json_and_runs(tmp_path: Path) -> None:
+    # --window 20: per-class window 20, so each digit's window fills within 300 samples.
+    result = ok(["learn", "--limit", "300", "--every", "100", "--hidden", "64", "--window", "20",
+                 "--run", "f", "--json"])  # fmt: skip
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    last = rows[-1]
+    assert last["kind"] == "summary" and [c for c, _ in last["class_rolling"]] == list(range(10))
+    assert all(0.0 <= v <= 1.0 for _, v in last["class_rolling"])
+    forgot = dict(last["class_forgetting"])
+    assert forgot and last["forgetting"] == pytest.approx(sum(forgot.values()) / len(forgot))
+    assert forgot[last["worst_class"]] == last["worst_forgetting"] == max(forgot.values())
+    with CheckpointStore("runs.db", create=False) as store:
+        (row,) = [h for h in store.history("f") if h["kind"] == "report" and h["samples"] == 300]
+    assert row["class_rolling"] == [[c, round(v, 4)] for c, v in last["class_rolling"]]
+
+    r = json.loads(ok(["eval", "-s", str(mnist_csv(tmp_path / "n.csv", 200, start=300)),
+                       "--json"]).stdout)  # fmt: skip
+    stream = r["stream"]
+    assert stream["forgetting"] == pytest.approx(last["forgetting"])
+    assert stream["worst_class"] == [last["worst_class"], last["worst_forgetting"]]
+    figs = dict(stream["per_class"])
+    recall = dict(r["recall"])
+    for c, f in figs.items():
+        assert f["rolling"] == pytest.approx(dict(last["class_rolling"])[c])
+        if f["best"] is not None:
+            assert f["forgetting"] == pytest.approx(forgot[c])
+            assert f["drop"] == pytest.approx(f["best"] - recall[c])
+    text = ok(["eval", "-s", str(tmp_path / "n.csv")]).stdout
+    assert "forgetting" in text and "drop" in text
+
+    (info,) = [json.loads(x) for x in ok(["runs", "--json"]).stdout.splitlines()]
+    assert info["summary"]["forgetting"] == pytest.approx(last["forgetting"])
+    assert info["summary"]["worst_class"] == [last["worst_class"], last["worst_forgetting"]]
+    assert info["memory_bytes"] == 0  # no memory.* tensors in this model's state
+    listed = ok(["runs"]).stdout
+    assert "forgetting" in listed and f"{last['forgetting']:.4f}" in listed
+
+
+def test_runs_lists_the_bytes_of_memory_tensors() -> None:
+    with CheckpointStore("runs.db") as store:
+        run = store.create_run("mem", {"hidden": [8]}, "x.csv")
+        state = {"memory.x": np.zeros((10, 4), np.float32), "memory.y": np.zeros(10, np.int64),
+                 "layers.0.weight": np.zeros((8, 4), np.float32)}  # fmt: skip
+        store.save(run, state=state, samples=1, source="x.csv", position=1, where="")
+    (info,) = [json.loads(x) for x in ok(["runs", "--json"]).stdout.splitlines()]
+    assert info["memory_bytes"] == 10 * 4 * 4 + 10 * 8
+    assert "240B" in ok(["runs"]).stdout
 
 
 # ---------------------------------------------------------------- the shared real streams

@@ -116,3 +116,75 @@ def test_bad_state_and_window_are_errors() -> None:
         StreamMetrics.from_state({"format": "other"})
     with pytest.raises(ModelError, match="window"):
         StreamMetrics(n_layers=1, window=0)
+
+
+def test_per_class_forgetting_equals_a_hand_computed_case() -> None:
+    # Window 3 per class. Class "a": right, right, right (full window: best 3/3), then wrong,
+    # wrong: rolling 1/3 (the last three are right, wrong, wrong), forgetting 1 - 1/3 = 2/3.
+    # Class "b": wrong, right (never a full window): rolling 1/2, no best, no forgetting.
+    # Class "c": right, wrong, right (best 2/3), right (rolling 2/3: wrong, right, right),
+    # then wrong (right, right, wrong: 2/3), forgetting 0.
+    m = StreamMetrics(n_layers=1, window=1000, class_window=3)
+    seq = [
+        ("a", "a"), ("a", "a"), ("c", "c"), ("a", "a"), ("b", "a"), ("c", "a"), ("c", "c"),
+        ("a", "b"), ("b", "b"), ("c", "c"), ("a", "c"), ("c", "a"),
+    ]  # fmt: skip
+    for i, (y, p) in enumerate(seq, start=1):
+        m.update(y, _pred(p, (p,)), at=i)
+    pc = m.per_class
+    assert pc.classes() == ["a", "b", "c"]
+    assert [pc.n[c] for c in "abc"] == [5, 2, 5]
+    assert [pc.accuracy(c) for c in "abc"] == [3 / 5, 1 / 2, 3 / 5]
+    assert [pc.rolling(c) for c in "abc"] == [1 / 3, 1 / 2, 2 / 3]
+    assert [pc.best(c) for c in "abc"] == [1.0, None, 2 / 3]
+    assert [pc.forgetting(c) for c in "abc"] == [2 / 3, None, 0.0]
+    assert pc.average_forgetting() == pytest.approx((2 / 3 + 0.0) / 2)
+    assert pc.worst() == ("a", 2 / 3)
+    s = m.summary()
+    assert s["forgetting"] == pytest.approx(1 / 3) and s["worst_class"] == ["a", 2 / 3]
+    assert s["classes"] == 3
+
+
+def test_per_class_window_follows_a_small_window_and_caps_at_100() -> None:
+    assert StreamMetrics(n_layers=1, window=20).per_class.window == 20
+    assert StreamMetrics(n_layers=1).per_class.window == 100
+    with pytest.raises(ModelError, match="per-class window"):
+        StreamMetrics(n_layers=1, class_window=0)
+
+
+def test_a_class_that_recurs_shows_its_forgetting_and_the_state_resumes_it_exactly() -> None:
+    # Class 0 learned well (90% right), then class 1 only, then class 0 returns 30% right.
+    rng = np.random.default_rng(3)
+    stream = [(0, rng.random() < 0.9) for _ in range(300)]
+    stream += [(1, rng.random() < 0.9) for _ in range(300)]
+    stream += [(0, rng.random() < 0.3) for _ in range(150)]
+    whole, part = StreamMetrics(n_layers=1), StreamMetrics(n_layers=1)
+    for i, (y, ok) in enumerate(stream, start=1):
+        p = y if ok else 1 - y
+        whole.update(y, _pred(p, (p,)), at=i)
+        if i <= 640:  # mid-stream: class 0's window is full, class 1's too
+            part.update(y, _pred(p, (p,)), at=i)
+    resumed = StreamMetrics.from_state(json.loads(json.dumps(part.state())))
+    assert resumed.summary() == part.summary()
+    for i, (y, ok) in enumerate(stream[640:], start=641):
+        p = y if ok else 1 - y
+        resumed.update(y, _pred(p, (p,)), at=i)
+    got_s, want_s = resumed.summary(), whole.summary()
+    got_s.pop("drifts"), want_s.pop("drifts")  # ADWIN replays its window: drift flags may differ
+    assert got_s == want_s
+    for c in (0, 1):
+        got, want = resumed.per_class, whole.per_class
+        assert (got.n[c], got.rolling(c), got.best(c)) == (want.n[c], want.rolling(c), want.best(c))
+    f0 = whole.per_class.forgetting(0)
+    assert f0 is not None and f0 > 0.4  # the return at 30% against a best near 90%
+    assert whole.summary()["worst_class"][0] == 0
+
+
+def test_a_version_1_state_resumes_with_per_class_figures_from_then_on() -> None:
+    m = StreamMetrics(n_layers=1)
+    m.update(1, _pred(1, (1,)), at=1)
+    old = m.state()
+    old["format"] = "spela-stream.metrics/1"
+    del old["per_class"]
+    back = StreamMetrics.from_state(old)
+    assert back.reported.n == 1 and back.per_class.classes() == []

@@ -24,10 +24,12 @@ def _report(**kw: object) -> Report:
 def test_row_has_every_column_and_marks_drift() -> None:
     fields = row(_report()).split()
     assert fields == [
-        "2048", "0.8123", "0.9000", "0.7500", "UP", "DOWN", "1534", "7.3M", "0.850", "0.900",
-        "drift",
+        "2048", "0.8123", "0.9000", "0.7500", "UP", "DOWN", "1534", "7.3M", "-", "0.850",
+        "0.900", "drift",
     ]  # fmt: skip
     assert "drift" not in row(_report(drift=False))
+    assert row(_report(forgetting=0.12345)).split()[8] == "0.123"
+    assert len(row(_report(forgetting=0.5))) == len(row(_report()))
     assert len(HEADER.split()) >= 9
 
 
@@ -50,6 +52,24 @@ def test_report_json_is_one_object_per_line() -> None:
     assert (
         obj["kind"] == "summary" and obj["samples"] == 2048 and obj["layer_rolling"] == [0.85, 0.9]
     )
+
+
+def test_report_json_keeps_label_types_in_per_class_pairs() -> None:
+    pairs = ((True, 0.5), (3, 0.25), ("3", 1.0))
+    obj = json.loads(
+        report_json(
+            _report(
+                class_rolling=pairs,
+                class_forgetting=pairs[:1],
+                forgetting=0.5,
+                worst_class=True,
+                worst_forgetting=0.5,
+            )
+        )
+    )
+    assert obj["class_rolling"] == [[True, 0.5], [3, 0.25], ["3", 1.0]]
+    assert obj["class_forgetting"] == [[True, 0.5]]
+    assert (obj["forgetting"], obj["worst_class"], obj["worst_forgetting"]) == (0.5, True, 0.5)
 
 
 def test_table_aligns_numbers_right_and_text_left() -> None:

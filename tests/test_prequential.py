@@ -127,6 +127,8 @@ def test_a_resumed_loop_ends_where_an_unbroken_one_does(
     assert (a.samples, a.scored, a.learned) == (b.samples, b.scored, b.learned) == (600, 599, 600)
     assert (a.accuracy, a.kappa, a.rolling_accuracy) == (b.accuracy, b.kappa, b.rolling_accuracy)
     assert a.layer_accuracy == b.layer_accuracy and a.layer_rolling == b.layer_rolling
+    assert a.class_rolling == b.class_rolling and a.class_forgetting == b.class_forgetting
+    assert (a.forgetting, a.worst_class) == (b.forgetting, b.worst_class)
 
 
 def test_reports_at_doublings_and_at_every() -> None:
@@ -260,3 +262,47 @@ def test_run_settles_delayed_items_idles_on_none_and_hands_errors_to_on_error(
     list(loop.run([delayed], checkpoint=policy))
     assert loop.learned == 3 and loop.samples == 3 and saved[-1] == 3 and len(saved) == 4
     assert [r.samples for r in reports] == [3] and first.label is None
+
+
+def test_reports_and_history_rows_carry_per_class_figures() -> None:
+    loop = Prequential(_model(hidden=(8,)), window=20)  # per-class window min(20, 100) = 20
+    stream = list(iter_mnist(300))
+    reports = list(loop.run(stream, every=100))
+    r = reports[-1]
+    counts: dict[Any, int] = {}
+    for _, y in stream[1:]:  # the first sample has no prediction to score
+        counts[y] = counts.get(y, 0) + 1
+    assert [c for c, _ in r.class_rolling] == sorted(counts)
+    full = sorted(c for c, n in counts.items() if n >= 20)
+    assert [c for c, _ in r.class_forgetting] == full
+    assert all(0.0 <= f <= 1.0 for _, f in r.class_forgetting)
+    assert r.forgetting == pytest.approx(sum(f for _, f in r.class_forgetting) / len(full))
+    assert r.worst_forgetting == max(f for _, f in r.class_forgetting)
+    assert dict(r.class_forgetting)[r.worst_class] == r.worst_forgetting
+    rows = [h for h in loop.pop_history() if h["kind"] == "report"]
+    last = rows[-1]
+    assert last["class_rolling"] == [[c, round(v, 4)] for c, v in r.class_rolling]
+    assert (last["forgetting"], last["worst_class"], last["classes"]) == (
+        r.forgetting, r.worst_class, len(counts),
+    )  # fmt: skip
+    json.dumps(rows)  # JSON-safe as they are
+
+
+def test_history_rows_keep_at_most_32_classes_those_that_forgot_most() -> None:
+    from spela_stream.prequential import CLASSES_PER_ROW
+
+    loop = Prequential(_model(hidden=(8,)), window=2)
+    pc = loop.metrics.per_class  # fed directly: the figures are the point, not the model
+    # 40 classes, each right twice (best 1.0); classes 30-39 then wrong twice (forgetting 1.0).
+    for y in list(range(40)) * 2:
+        pc.update(y, True)
+    for y in list(range(30, 40)) * 2:
+        pc.update(y, False)
+    r = loop.report(record=True)
+    assert len(r.class_rolling) == 40 and r.worst_class == 30 and r.worst_forgetting == 1.0
+    (row,) = loop.pop_history()
+    kept = [c for c, _ in row["class_rolling"]]
+    assert len(kept) == CLASSES_PER_ROW == 32 and row["classes"] == 40
+    assert set(range(30, 40)) <= set(kept) and kept == sorted(kept)
+    assert kept[:22] == list(range(22))  # then the first by label
+    assert row["forgetting"] == pytest.approx(10 / 40)

@@ -160,7 +160,8 @@ class LineServer:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._wake_pending = False
+        self._wake_pending = False  # a wake-up byte is in the pipe, or about to be
+        self._wake_lock = threading.Lock()  # the flag's test-and-set, against the I/O's clear
         self._outbox: deque[tuple[Client, bytes]] = deque()
         self._stopping = False
         self._clients: set[Client] = set()
@@ -197,7 +198,12 @@ class LineServer:
             self._wake()
 
     def _wake(self) -> None:
-        if not self._wake_pending:  # one wake-up byte per batch of replies is enough
+        """Ring the I/O thread once per batch: the reply is already in the outbox, so either the
+        I/O thread has not yet cleared the flag (and will read the outbox after clearing it),
+        or it has, and this call finds the flag clear and sends a byte."""
+        with self._wake_lock:
+            if self._wake_pending:
+                return
             self._wake_pending = True
             # full buffer: a wake is pending anyway; closed: the I/O thread has finished
             with contextlib.suppress(OSError):
@@ -272,10 +278,17 @@ class LineServer:
             self._watch(client)
 
     def _drain_wake(self) -> None:
-        self._wake_pending = False  # before the outbox is read: a reply after this wakes again
+        """Empty the wake-up pipe, *then* clear the flag; the outbox is read after this (in
+        ``_deliver``). Clearing first lost wake-ups: a byte sent between the clear and the drain
+        was swallowed with the flag left set, so no later reply rang and each waited for the
+        select timeout, for good. In this order a byte that arrives after the drain stays in the
+        pipe (an extra wake at worst), and a reply whose wake saw the flag still set is in the
+        outbox before the clear, so the ``_deliver`` that follows takes it."""
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while self._wake_r.recv(4096):
                 pass
+        with self._wake_lock:
+            self._wake_pending = False
 
     def _read(self, client: Client) -> None:
         try:

@@ -1,0 +1,165 @@
+"""What every ``learn`` path shares: its run from the options, bad records, the summary.
+
+The file, camera and TCP paths each build their stream and hand it to ``finish``, which drives
+the library's ``Run`` (the lifecycle: checkpoints on the policy, at the end, on errors and
+signals) and prints. Nothing here loads torch until a run is made.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import typer
+
+from spela_stream.errors import ConfigError, SpelaError
+from spela_stream.model import SpelaMLP
+from spela_stream.prequential import Prequential, Report
+from spela_stream.sources import BadRecordError, Sample, Source
+from spela_stream.stopping import Interrupted, StopGuard
+from storage import CheckpointStore
+from storage.run import Reports, Run, pick
+
+from .options import LearnOptions, OnError
+from .output import Progress, report_json
+
+
+class Rejects:
+    """Count bad records, append their raw text to a file, and move the loop past them."""
+
+    def __init__(self, loop: Prequential, path: Path | None, progress: Progress) -> None:
+        self.loop = loop
+        self.path = path
+        self.progress = progress
+        self._fh: TextIO | None = None
+
+    def __call__(self, err: BadRecordError) -> None:
+        self.loop.reject(err.index, err.where)
+        if self.loop.rejected <= 10:
+            self.progress.log(f"skipped {err}")
+        if self.path is not None and err.raw is not None:
+            if self._fh is None:
+                self._fh = self.path.open("a", encoding="utf-8")
+            self._fh.write(err.raw + "\n")
+            self._fh.flush()  # a rejected line is data too: on disk before the run goes on
+
+    def __enter__(self) -> Rejects:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def rejects(opts: LearnOptions, run: Run, progress: Progress) -> Rejects:
+    """The bad-record handler for ``--on-error skip`` (``--rejects`` needs it)."""
+    if opts.rejects is not None and opts.on_error is not OnError.skip:
+        raise ConfigError("--rejects needs --on-error skip")
+    return Rejects(run.loop, opts.rejects, progress)
+
+
+def open_run(
+    store: CheckpointStore,
+    opts: LearnOptions,
+    progress: Progress,
+    *,
+    default_source: str,
+    defaults: dict[str, Any] | None = None,
+    config: Callable[[Run | None], dict[str, Any]] | None = None,
+) -> Run:
+    """A new run of a model built from the options (over ``defaults``), or with ``--resume``
+    the run they name, its model options refused."""
+    policy: dict[str, Any] = {
+        "keep": opts.keep,
+        "checkpoint_every": opts.checkpoint_every,
+        "checkpoint_seconds": opts.checkpoint_seconds,
+        "log": progress.log,
+    }
+    given = {k: v for k, v in opts.model.items() if v is not None}
+    if not opts.resume:
+        if opts.checkpoint is not None or opts.skip is not None:
+            flag = "--checkpoint" if opts.checkpoint is not None else "--skip"
+            raise ConfigError(f"{flag} goes with --resume (a new run starts at record 1)")
+        model = SpelaMLP(**{**(defaults or {}), **given})  # checks its options before any run
+        extra = config(None) if config is not None else None
+        return Run.start(store, model, opts.input.source or default_source, name=opts.run,
+                         window=opts.window, config=extra, **policy)  # fmt: skip
+    info = pick(store, opts.run)
+    if given:
+        raise ConfigError(
+            f"--{next(iter(given))} cannot change a resumed run (run {info.name!r} keeps its "
+            "config)"
+        )
+    run = Run.resume(store, info.name, checkpoint=opts.checkpoint, source=opts.input.source,
+                     skip=opts.skip, window=opts.window, **policy)  # fmt: skip
+    if config is not None:
+        config(run)  # the run's own settings are checked against the options
+    ck = run.saved
+    if ck is not None:
+        progress.log(
+            f"resuming run {run.name!r} from checkpoint {ck.id}: {ck.samples} samples, "
+            f"{ck.where or 'start'} of {ck.source}"
+        )
+        if run.source != ck.source and run.skip:
+            progress.log(
+                f"note: run {run.name!r} was reading {ck.source}; now {run.source}, from record "
+                f"{run.skip + 1} on (the records before it count as learned)"
+            )
+    return run
+
+
+def ticking(src: Source, loop: Prequential, progress: Progress) -> Iterator[Sample]:
+    """Pass samples through, giving the progress display a look every 64 of them."""
+    with src:
+        for i, sample in enumerate(src):
+            if i & 63 == 0:
+                progress.tick(loop)
+            yield sample
+
+
+def stream_reports(stream: Iterable[Any], opts: LearnOptions, run: Run) -> Reports:
+    """The loop over ``stream`` with the command's report cadence and ``--limit``."""
+    return lambda policy, guard: run.loop.run(
+        stream, every=opts.every, doubling=True, limit=opts.limit, checkpoint=policy, guard=guard
+    )
+
+
+def finish(
+    run: Run,
+    reports: Reports,
+    opts: LearnOptions,
+    progress: Progress,
+    guard: StopGuard,
+    summary: Callable[[str | None], None],
+) -> None:
+    """Drive the run, then print ``summary(stopped)``; a signal exits 128 + its number after
+    the checkpoint and the summary, a failure after the checkpoint."""
+    try:
+        run.drive(reports, guard=guard, on_report=progress.report)
+    except Interrupted as stop:
+        progress.close()
+        summary(stop.args[0])
+        raise typer.Exit(stop.exit_code) from None
+    except SpelaError:
+        progress.close()
+        progress.log(f"checkpointed {run.loop.samples} samples of run {run.name!r}")
+        raise
+    progress.close()
+    summary(None)
+
+
+def summary_line(run: Run, opts: LearnOptions, progress: Progress, stopped: str | None) -> None:
+    """The summary of a file, stdin or socket run: accuracy on stdout, the counts on stderr."""
+    r: Report = run.loop.report()
+    if opts.json_out:
+        print(report_json(r, kind="summary"), flush=True)
+    else:
+        print(f"accuracy {r.accuracy:.4f} after {r.samples} samples of {run.source}")
+    why = f"stopped by {stopped}" if stopped else "done"
+    progress.log(
+        f"{why}: {r.samples} samples ({r.learned} learned, {r.rejected} rejected), kappa "
+        f"{r.kappa:.4f}, layers {' '.join(f'{a:.4f}' for a in r.layer_accuracy)}, "
+        f"{r.drifts} drift(s); checkpoint of run {run.name!r} in {opts.db}"
+    )

@@ -1,0 +1,271 @@
+"""A named run's lifecycle: start or resume it, learn a stream through it, checkpoint it.
+
+The one place that binds a ``Prequential`` loop to a ``CheckpointStore``: it checkpoints on its
+policy, at the end, on an error, on a signal and on a broken pipe, every save with the stop guard
+busy so a signal waits for the transaction instead of tearing it (and its history rows) apart.
+It lives in ``storage`` because it must see the store; the core stays free of SQLite.
+
+>>> import tempfile
+>>> from pathlib import Path
+>>> from spela_stream.model import SpelaMLP
+>>> from spela_stream.sources import open_source
+>>> from storage import CheckpointStore
+>>> db = Path(tempfile.mkdtemp()) / "runs.db"
+>>> with CheckpointStore(db) as store:
+...     run = Run.start(store, SpelaMLP(hidden=(64,), seed=0), "builtin:mnist", name="demo")
+...     first = run.learn(open_source("builtin:mnist"), limit=200)
+>>> with CheckpointStore(db) as store:  # later, in another process: go on where it stopped
+...     run = Run.resume(store, "demo")
+...     with open_source(run.source, skip=run.skip) as stream:
+...         last = run.learn(stream, limit=500)
+>>> first.samples, run.skip, last.samples, f"{last.accuracy:.4f}"
+(200, 200, 500, '0.6593')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+from spela_stream.errors import CheckpointError, SpelaError
+from spela_stream.model import SpelaMLP
+from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential, Report
+from spela_stream.sources.resume import FileMarker, file_of, resume_skip
+from spela_stream.stopping import StopGuard
+
+from .records import CheckpointInfo, RunInfo
+from .store import CheckpointStore
+
+MARK_KEY = "source_mark"  # the loop state's key for the file mark (spela_stream.sources.resume)
+Reports = Callable[[CheckpointPolicy, StopGuard], Iterable[Report]]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def pick(store: CheckpointStore, name: str | None) -> RunInfo:
+    """The run named ``name``, or the most recently updated one."""
+    if name is not None:
+        return store.run(name)
+    latest = store.latest_run()
+    if latest is None:
+        raise CheckpointError(f"{store.path} holds no runs yet (learn one with --db {store.path})")
+    return latest
+
+
+class Run:
+    """A run of a store: a loop, the source it reads, when to checkpoint, and ``skip`` (records
+    of the source a resumed run passes over). Build one with ``start`` or ``resume``."""
+
+    def __init__(
+        self,
+        store: CheckpointStore,
+        loop: Prequential,
+        source: str,
+        *,
+        name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        exists: bool = False,
+        saved: CheckpointInfo | None = None,
+        skip: int = 0,
+        keep: int | None = 3,
+        checkpoint_every: int | None = None,
+        checkpoint_seconds: float | None = 60.0,
+        log: Callable[[str], None] = _stderr,
+    ) -> None:
+        self.store = store
+        self.loop = loop
+        self.source = source
+        self.config = dict(config if config is not None else loop.model.config())
+        self.skip = skip
+        self.keep = keep
+        self.checkpoint_every = checkpoint_every
+        self.checkpoint_seconds = checkpoint_seconds
+        self.log = log
+        self.saved = saved  # the checkpoint a resumed run started from
+        self.checkpoint: int | None = None if saved is None else saved.id
+        self._name = name
+        self._exists = exists
+        self._guard: StopGuard | None = None
+        self._saved_at = self._state() if saved is not None else None
+        self._marker: FileMarker | None = None
+
+    @property
+    def name(self) -> str:
+        """The run's name in the store (made when it first learns, if ``start`` gave none)."""
+        if self._name is None:
+            raise CheckpointError("the run has no name before it is created (call create)")
+        return self._name
+
+    # ------------------------------------------------------------------ start and resume
+
+    @classmethod
+    def start(
+        cls,
+        store: CheckpointStore,
+        model: SpelaMLP,
+        source: str,
+        *,
+        name: str | None = None,
+        window: int = 1000,
+        config: Mapping[str, Any] | None = None,
+        **policy: Any,
+    ) -> Run:
+        """A new run of ``model`` on ``source``; it is written to the store when it first learns,
+        so a source that fails to open leaves no run behind. ``config`` adds to the model's."""
+        loop = Prequential(model, window=window)
+        return cls(store, loop, source, name=name, config={**model.config(), **(config or {})},
+                   **policy)  # fmt: skip
+
+    @classmethod
+    def resume(
+        cls,
+        store: CheckpointStore,
+        name: str | None = None,
+        *,
+        checkpoint: int | None = None,
+        source: str | None = None,
+        skip: int | None = None,
+        window: int = 1000,
+        **policy: Any,
+    ) -> Run:
+        """Go on with a run from its latest checkpoint (or ``checkpoint``), reading ``source``
+        (default: its own). A file goes on after its last record only when it is the same file;
+        stdin, sockets and cameras carry new data; ``skip`` overrides both."""
+        log: Callable[[str], None] = policy.get("log", _stderr)
+        info = pick(store, name)
+        if info.checkpoints == 0 and checkpoint is None:  # killed before its first checkpoint
+            model = SpelaMLP(**{k: v for k, v in info.config.items() if k != "frames"})
+            log(
+                f"note: run {info.name!r} stopped before its first checkpoint; starting it "
+                "afresh with its config"
+            )
+            loop = Prequential(model, window=window)
+            return cls(store, loop, source or info.source, name=info.name, config=info.config,
+                       exists=True, skip=skip or 0, **policy)  # fmt: skip
+        ck = store.load(info.name, checkpoint)
+        for note in getattr(ck, "damaged", []):
+            log(f"warning: {note}")
+        if ck.metrics is None:
+            raise CheckpointError(f"checkpoint {ck.info.id} of run {info.name!r} has no loop state")
+        loop = Prequential.resumed(SpelaMLP.from_state(ck.state), ck.metrics)
+        spec = source or ck.info.source
+        if skip is None:
+            mark = ck.metrics.get(MARK_KEY)
+            skip, note = resume_skip(spec, ck.info.source, loop.position,
+                                     mark if isinstance(mark, dict) else None)  # fmt: skip
+            if note is not None:
+                log(f"note: {note}")
+        return cls(store, loop, spec, name=info.name, config=info.config, exists=True,
+                   saved=ck.info, skip=skip, **policy)  # fmt: skip
+
+    def create(self) -> str:
+        """Write the run to the store (once); returns its name."""
+        if not self._exists:
+            self._name = self.store.create_run(self._name, self.config, self.source)
+            self._exists = True
+        return self.name
+
+    # ------------------------------------------------------------------ learning
+
+    def learn(
+        self,
+        stream: Iterable[Any],
+        *,
+        every: int = 1000,
+        doubling: bool = False,
+        limit: int | None = None,
+        guard: StopGuard | None = None,
+        on_report: Callable[[Report], None] | None = None,
+    ) -> Report:
+        """Learn ``stream`` test-then-train to its end (or ``limit`` samples in all); returns
+        the final report. Checkpointed on the policy, at the end, on errors and signals."""
+
+        def reports(policy: CheckpointPolicy, g: StopGuard) -> Iterable[Report]:
+            return self.loop.run(stream, every=every, doubling=doubling, limit=limit,
+                                 checkpoint=policy, guard=g)  # fmt: skip
+
+        return self.drive(reports, guard=guard, on_report=on_report)
+
+    def drive(
+        self,
+        reports: Reports,
+        *,
+        guard: StopGuard | None = None,
+        on_report: Callable[[Report], None] | None = None,
+    ) -> Report:
+        """Consume ``reports(policy, guard)`` (a loop or a service stepping ``self.loop``) with
+        the run's lifecycle around it: what is learned before any way out is checkpointed."""
+        with contextlib.ExitStack() as stack:
+            g = guard if guard is not None else stack.enter_context(StopGuard())
+            self._guard = g
+            self.create()
+            stack.enter_context(self._lease())
+            policy = CheckpointPolicy(lambda _: self.save(), self.checkpoint_every,
+                                      self.checkpoint_seconds)  # fmt: skip
+            try:
+                for report in reports(policy, g):
+                    if on_report is not None:
+                        on_report(report)
+            except (Interrupted, SpelaError, BrokenPipeError):
+                self.save_changes()  # everything learned before it is kept
+                raise
+            self.save()
+            return self.loop.report()
+
+    def _lease(self) -> AbstractContextManager[object]:
+        """The one place a writer holds the run.
+
+        TODO(defect 2): ``self.store.writer(self.name)`` once the store has writer leases."""
+        return nullcontext()
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self) -> tuple[int, int, int, int]:
+        loop = self.loop
+        return loop.samples, loop.learned, loop.rejected, loop.position
+
+    def save(self) -> int:
+        """Checkpoint now, with signals held off; the history rows leave the loop only once
+        the checkpoint holding them is written."""
+        with self._guard.busy() if self._guard is not None else nullcontext():
+            loop = self.loop
+            n = len(loop.history)
+            metrics = loop.state()
+            mark = self._mark()
+            if mark is not None:
+                metrics[MARK_KEY] = mark
+            cid = self.store.save(
+                self.create(),
+                state=loop.model.state_dict(),
+                samples=loop.samples,
+                source=self.source,
+                position=loop.position,
+                where=loop.where,
+                metrics=metrics,
+                history=loop.history[:n],
+                keep=self.keep,
+            )
+            del loop.history[:n]
+            self.checkpoint = cid
+            self._saved_at = self._state()
+        return cid
+
+    def save_changes(self) -> int | None:
+        """Checkpoint if anything changed since the last one (a resume that failed on its first
+        record leaves the run, and the source it recorded, as they were)."""
+        if self._saved_at is not None and self._saved_at == self._state():
+            return None
+        return self.save()
+
+    def _mark(self) -> dict[str, Any] | None:
+        path = file_of(self.source)
+        if path is None:
+            return None
+        if self._marker is None or self._marker.path != path:
+            self._marker = FileMarker(path)
+        return self._marker.mark(self.loop.where)

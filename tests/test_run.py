@@ -1,0 +1,64 @@
+"""storage.run.Run: the lifecycle of a run (issue 12, defects 9, 10, 13)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from spela_stream.datasets import iter_mnist
+from spela_stream.errors import InputError
+from spela_stream.model import SpelaMLP
+from spela_stream.stopping import Interrupted, StopGuard
+from storage import CheckpointStore
+from storage.run import Run
+
+
+def test_a_signal_inside_a_save_loses_no_history_rows(tmp_path: Path) -> None:
+    # Defect 13: SIGINT during a timed checkpoint's save. The save must finish, the loop stop at
+    # the next boundary, and every report row of the run reach the store.
+    with CheckpointStore(tmp_path / "r.db") as store:
+        run = Run.start(store, SpelaMLP(hidden=(16,), seed=0), "builtin:mnist", name="s",
+                        checkpoint_every=50, checkpoint_seconds=None)  # fmt: skip
+        real = store.save
+        calls: list[int] = []
+
+        def interrupting_save(*args: Any, **kwargs: Any) -> int:
+            calls.append(kwargs["samples"])
+            if len(calls) == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # arrives while the save is under way
+            return real(*args, **kwargs)
+
+        store.save = interrupting_save  # type: ignore[method-assign]
+        with StopGuard() as guard, pytest.raises(Interrupted):
+            run.learn(iter_mnist(400), every=25, guard=guard)
+        store.save = real  # type: ignore[method-assign]
+        assert calls == [50, 100, 101]  # the save finished; the stop came one sample on
+        rows = [h["samples"] for h in store.history("s") if h["kind"] == "report"]
+        assert rows == [25, 50, 75, 100]
+        assert store.load("s").info.samples == 101
+
+
+def test_resume_of_a_run_without_checkpoints_starts_it_afresh(tmp_path: Path) -> None:
+    # Defect 9: a run killed before its first checkpoint goes on under its name.
+    with CheckpointStore(tmp_path / "r.db") as store:
+        store.create_run("k", SpelaMLP(hidden=(8,), seed=0).config(), "builtin:mnist")
+        notes: list[str] = []
+        run = Run.resume(store, "k", log=notes.append)
+        assert run.skip == 0 and "stopped before its first checkpoint" in notes[0]
+        assert run.learn(iter_mnist(30)).samples == 30
+        assert store.run("k").checkpoints == 1
+
+
+def test_a_failed_resume_keeps_the_recorded_source(tmp_path: Path) -> None:
+    # Defect 10: a resume whose first record is refused writes no checkpoint.
+    with CheckpointStore(tmp_path / "r.db") as store:
+        Run.start(store, SpelaMLP(hidden=(8,), seed=0), "a.csv", name="w").learn(iter_mnist(20))
+        run = Run.resume(store, "w", source="wide.csv", log=lambda _: None)
+        with pytest.raises(InputError):
+            run.learn([([1.0, 2.0], 1)])
+        ck = store.load("w").info
+        assert (ck.source, ck.samples, store.run("w").checkpoints) == ("a.csv", 20, 1)
