@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint types unit bench bench-quick clean
+.PHONY: setup demo test lint types unit bench bench-quick bench-continual clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,11 @@ bench: setup
 
 bench-quick: setup
 	$(BIN)/python -m benchmarks.suite --quick
+
+# Class-incremental MNIST (2 and 1 classes per stage): spela with and without its memory.
+bench-continual: setup
+	nice -n 10 $(BIN)/python -m benchmarks.continual --learners "spela;spela-m0;backprop;backprop-replay;slda;river-softmax;no-change" --per-stage 2
+	nice -n 10 $(BIN)/python -m benchmarks.continual --learners "spela;spela-m0" --per-stage 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
