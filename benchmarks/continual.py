@@ -334,8 +334,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--per-stage", type=int, default=2)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None, help="append result rows to this file")
+    ap.add_argument(
+        "--iid",
+        default=None,
+        help="instead: prequential accuracy on these shared streams (comma-separated), in "
+        "stream order, for SpelaMLP with the overrides given as --params JSON",
+    )
+    ap.add_argument("--params", default="{}", help="JSON overrides of SpelaMLP for --iid")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if args.iid:
+        for stream in args.iid.split(","):
+            r = iid(stream, json.loads(args.params))
+            print(f"{stream:10s} {args.params} accuracy={r['accuracy']:.4f} n={r['n']}", flush=True)
+        return
     X, y = load_mnist(args.limit)
     for name in args.learners.split(";"):
         learner = make(name, X.shape[1], 10)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -107,6 +108,10 @@ def serving(
     running = Running(server, Service(loop, server, tick=0.05, **kwargs))
 
     def learn() -> None:
+        # OpenMP's thread count is per thread: pin it, so this thread's batched replay steps sum
+        # in the same order as the main thread's reference (the CLI runs the model on its main
+        # thread; the replay memory's micro-batches are where the order shows).
+        torch.set_num_threads(1)
         try:
             running.reports.extend(
                 running.service.run(every=50, checkpoint=checkpoint, limit=limit)
