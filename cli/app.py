@@ -245,6 +245,14 @@ def learn(
         str | None, typer.Option(help=f"Reported layer: {', '.join(REPORTS)} (default: last).")
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of weights and class vectors.")] = None,
+    memory: Annotated[
+        int | None,
+        typer.Option(
+            help="Samples kept in the class-balanced replay memory that keeps old classes "
+            "alive (default: 1000; 0 turns it off).",
+            min=0,
+        ),
+    ] = None,
     every: Annotated[int, typer.Option(help="A progress row every N samples.", min=1)] = 1000,
     window: Annotated[int, typer.Option(help="Rolling accuracy window.", min=1)] = 1000,
     limit: Annotated[
@@ -292,7 +300,8 @@ def learn(
     opts = LearnOptions(
         input=_input(source, fmt, label_column, header, features, frames),
         db=db, run=run, resume=resume, checkpoint=checkpoint, skip=skip,
-        model={"hidden": _parse_hidden(hidden), "lr": lr, "report": report, "seed": seed},
+        model={"hidden": _parse_hidden(hidden), "lr": lr, "report": report, "seed": seed,
+               "memory": memory},
         every=every, window=window, limit=limit,
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,

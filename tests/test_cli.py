@@ -577,3 +577,15 @@ def test_a_second_writer_of_a_run_is_refused_and_changes_nothing(tmp_path: Path)
     with CheckpointStore("runs.db", create=False) as store:
         assert store.checkpoints("w") == before  # the refused writer wrote nothing
     ok(["learn", "--resume", "--run", "w", "-s", str(more), "-q"])  # free again: it goes on
+
+
+def test_memory_option_sizes_or_turns_off_the_replay_memory(tmp_path: Path) -> None:
+    data = blobs_csv(tmp_path / "b.csv", 200)
+    ok(["learn", "-s", str(data), "--run", "off", "--hidden", "16", "--memory", "0", "-q"])
+    ok(["learn", "-s", str(data), "--run", "small", "--hidden", "16", "--memory", "40", "-q"])
+    with CheckpointStore("runs.db", create=False) as store:
+        off, small = store.load("off").state, store.load("small").state
+    assert off["config"]["memory"] == 0 and not any(k.startswith("memory.") for k in off)
+    assert small["config"]["memory"] == 40 and small["memory.x"].shape == (40, 5)
+    result = runner.invoke(app, ["learn", "--resume", "--run", "small", "--memory", "10"])
+    assert result.exit_code != 0 and "--memory cannot change a resumed run" in result.output
