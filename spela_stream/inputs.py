@@ -46,6 +46,22 @@ def check_label(y: object) -> Label:
     )
 
 
+def check_label_kinds(new: Iterable[Label], known: list[Label]) -> None:
+    """Raise LabelError if a label in ``new`` is not of the kind (int, str or bool, as
+    ``check_label`` returns them) of the first label the model saw: ``known[0]``, else the first
+    of ``new``. ``1`` then ``"yes"`` is an error, not a third class beside ``"1"``."""
+    first: Label | None = known[0] if known else None
+    for y in new:
+        if first is None:
+            first = y
+        elif type(y) is not type(first):
+            raise LabelError(
+                f"label {y!r} is a {type(y).__name__}, but this model's labels are "
+                f"{type(first).__name__} (the first was {first!r}); all labels must be of one "
+                "kind: fix the record, or map the labels to one type before streaming"
+            )
+
+
 def as_vector(x: object, names: list[Hashable] | None, n_features: int | None) -> np.ndarray:
     """Turn one sample (dict or vector) into a float64 (d,) array, validating everything."""
     if isinstance(x, Mapping):

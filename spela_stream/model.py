@@ -27,7 +27,7 @@ import torch
 from river import base
 
 from .errors import ConfigError, ModelError, WidthError
-from .inputs import Label, as_matrix, as_vector, check_label
+from .inputs import Label, as_matrix, as_vector, check_label, check_label_kinds
 from .layer import SpelaLayer
 from .memory import ReplayMemory
 from .policy import REPORTS
@@ -291,6 +291,7 @@ class SpelaMLP(base.Classifier):
         """Predict (optionally) and learn a batch in one forward pass."""
         assert self.scaler is not None
         known = len(self.labels)  # predictions may only use classes known before this batch
+        check_label_kinds(ys, self.labels)  # all of ys: True == 1 would merge in a dict
         for y in dict.fromkeys(ys):
             if y not in self._index:
                 self._index[y] = len(self.labels)

@@ -307,6 +307,28 @@ def test_a_bad_line_stops_with_its_place_after_a_checkpoint(tmp_path: Path) -> N
         assert store.load("run-1").info.samples == 50
 
 
+def test_a_label_of_another_kind_stops_with_its_line_after_a_checkpoint(tmp_path: Path) -> None:
+    """README: the first label fixes the kind; int labels, then 'yes', is an error at its line."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mixed.csv"
+    xs = rng.normal(size=(20, 2))
+    rows = [f"{a:.3f},{b:.3f},{k}" for (a, b), k in zip(xs, [1, 2] * 10, strict=True)]
+    rows[12] = "0.5,0.5,yes"  # line 13 (no header)
+    path.write_text("\n".join(rows) + "\n")
+    result = runner.invoke(app, ["learn", "-s", str(path), "--hidden", "8", "--no-header"])
+    assert result.exit_code == 1, (result.stdout, result.stderr, result.exception)
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    assert re.search(
+        rf"^Error: {re.escape(str(path))} line 13: label 'yes' is a str, but this model's labels"
+        r" are int \(the first was 1\)",
+        result.stderr,
+        re.M,
+    ), result.stderr
+    with CheckpointStore("runs.db") as store:
+        ck = store.load("run-1")
+    assert (ck.info.samples, ck.info.position) == (12, 12)  # the 12 int-labelled records before it
+
+
 def test_on_error_skip_counts_and_keeps_the_rejects(tmp_path: Path) -> None:
     lines = blobs_csv(tmp_path / "b.csv", n=40).read_text().splitlines()
     lines[5] = "1,2,3"

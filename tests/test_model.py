@@ -27,6 +27,7 @@ from spela_stream.errors import (
     SpelaError,
     WidthError,
 )
+from spela_stream.inputs import Label
 from spela_stream.layer import SpelaLayer
 from spela_stream.model import STATE_FORMAT, Prediction, SpelaMLP
 
@@ -175,20 +176,21 @@ def _states_equal_json(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return same_arrays and json.dumps(rest_a, sort_keys=True) == json.dumps(rest_b, sort_keys=True)
 
 
-def test_state_round_trip_dict_features_and_mixed_labels(
-    states_equal: Callable[..., bool],
+@pytest.mark.parametrize("kinds", [[3, 8, -1], ["cat", "dog", "3"], [True, False]])
+def test_state_round_trip_dict_features_and_label_kinds(
+    states_equal: Callable[..., bool], kinds: list[Label]
 ) -> None:
     model = SpelaMLP(**SMALL, dtype="float64")
     rng = np.random.default_rng(1)
     stream = []
     for i in range(60):
         v = rng.normal(size=3)
-        stream.append(({"x": v[0], "y": v[1], "z": v[2]}, [3, "cat", True][i % 3]))
+        stream.append(({"x": v[0], "y": v[1], "z": v[2]}, kinds[i % len(kinds)]))
     for x, label in stream[:40]:
         model.learn_one(x, label)
     back = SpelaMLP.from_state(_json_round_trip(model.state_dict()))
     assert back.feature_names == ["x", "y", "z"]
-    assert back.labels == [3, "cat", True] and type(back.labels[2]) is bool
+    assert back.labels == kinds and [type(v) for v in back.labels] == [type(v) for v in kinds]
     for x, label in stream[40:]:
         assert back.predict_learn_one(x, label) == model.predict_learn_one(x, label)
     assert states_equal(back.state_dict(), model.state_dict())
@@ -384,10 +386,10 @@ def test_bool_labels(blobs: Callable[..., Any]) -> None:
 
 def test_labels_in_order_of_first_appearance() -> None:
     model = SpelaMLP(**SMALL)
-    for label in ["b", 3, "a", "b", 0, 3, "z"]:
+    for label in ["b", "3", "a", "b", "0", "3", "z"]:
         model.learn_one(np.ones(2), label)
-    assert model.labels == ["b", 3, "a", 0, "z"]
-    assert list(model.predict_proba_one(np.ones(2))) == ["b", 3, "a", 0, "z"]
+    assert model.labels == ["b", "3", "a", "0", "z"]
+    assert list(model.predict_proba_one(np.ones(2))) == ["b", "3", "a", "0", "z"]
 
 
 @pytest.mark.parametrize("capacity", [2, 16])
@@ -845,3 +847,33 @@ def test_hidden_statistics_are_state_and_forget() -> None:
     assert plain.layers[1].input_norm is None
     with pytest.raises(ConfigError):
         SpelaMLP(hidden_decay=1.5)
+
+
+@pytest.mark.parametrize(
+    ("first", "later", "kind"),
+    [(1, "yes", "str"), ("yes", 1, "int"), (1, True, "bool"), (True, 1, "int"), ("1", 1, "int")],
+)
+def test_a_label_of_another_kind_is_refused_and_the_model_is_unchanged(
+    first: Label, later: Label, kind: str, states_equal: Callable[..., bool]
+) -> None:
+    """README: the first label fixes the kind; True == 1 in Python, but bool is its own kind."""
+    model = SpelaMLP(**SMALL, dtype="float64")
+    model.learn_one(np.array([1.0, 2.0, 3.0]), first)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(LabelError, match=rf"label {later!r} is a {kind}, but this model's labels"):
+        model.learn_one(np.array([0.5, 0.5, 0.5]), later)
+    with pytest.raises(LabelError, match="all labels must be of one kind"):
+        model.learn_many(np.ones((2, 3)), [first, later])
+    assert states_equal(model.state_dict(), before)
+    assert model.labels == [first]
+
+
+def test_a_batch_of_mixed_label_kinds_is_refused_before_any_class_is_added() -> None:
+    model = SpelaMLP(**SMALL)
+    with pytest.raises(
+        LabelError, match=r"label 'b' is a str, .* labels are int \(the first was 4\)"
+    ):
+        model.learn_many(np.ones((3, 3)), [4, 5, "b"])
+    assert model.labels == [] and model.n_learned == 0
+    model.learn_many(np.ones((2, 3)), [4, 5])
+    assert model.labels == [4, 5]

@@ -23,6 +23,7 @@ from .base import (
     resolve_column,
     value_problem,
 )
+from .numparse import number
 from .textio import Lines, TextLineSource, decode, is_blank, not_utf8
 
 # One value: a single- or double-quoted string (backslash escapes) or anything up to a comma.
@@ -177,7 +178,7 @@ class ArffSource(TextLineSource):
                 )
             if codes is None:
                 try:
-                    vec[i] = float(value)
+                    vec[i] = number(value)
                 except ValueError:
                     raise RecordProblem(
                         f"attribute {attr.name!r} is {value[:40]!r}, not a number"

@@ -5,7 +5,8 @@ instead, so quoted fields (``"a,b"``, a quoted label) work at no cost to plain l
 line never spans two physical lines (a quoted newline is not supported).
 
 Speed: a line of plain integers (MNIST as CSV) or plain decimals is parsed by whole-line numpy
-calls (``numparse``); other numbers go through ``float``; only a line that fails all of these is
+calls (``numparse``); other numbers go through ``float`` once the line is known to be plain
+ASCII without underscores (``numparse.number``'s rule); only a line that fails all of these is
 re-read field by field to say which field is wrong.
 """
 
@@ -26,7 +27,7 @@ from .base import (
     resolve_column,
     value_problem,
 )
-from .numparse import plain_decimals, plain_ints
+from .numparse import is_strict, number, plain_decimals, plain_ints
 from .textio import Lines, LineSource, decode, decode_lossy, not_utf8
 
 
@@ -46,7 +47,7 @@ def _numeric(field: str) -> bool | None:
     if not text:
         return None
     try:
-        float(text)
+        number(text)
     except ValueError:
         return False
     return True
@@ -172,6 +173,8 @@ class DelimitedSource(LineSource):
         if x is None:
             x = plain_decimals(feat, sep, self._nfeat)
         if x is None:
+            if not is_strict(feat):  # 1_000, non-ASCII digits: the slow path names the field
+                return self._parse_slowly(index, where, raw)
             try:
                 vec = np.array([float(f) for f in feat.split(sep)], dtype=np.float64)
             except ValueError:
@@ -193,7 +196,7 @@ class DelimitedSource(LineSource):
         values: list[float] = []
         for i, field in enumerate(fields):
             try:
-                values.append(float(field))
+                values.append(number(field))
             except ValueError:
                 return BadRecordError(where, self._not_number(i, field), index=index, raw=text)
         vec = np.array(values, dtype=np.float64)

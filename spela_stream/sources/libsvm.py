@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import SourceError
 from .base import OnError, RecordProblem, Sample, label_token, value_problem
+from .numparse import number
 from .textio import Lines, TextLineSource
 
 _INDEX = re.compile(r"[0-9]+")
@@ -89,7 +90,7 @@ class LibsvmSource(TextLineSource):
                 raise RecordProblem(f"index {k} appears twice")
             seen.add(k)
             try:
-                vec[k - 1] = float(value)
+                vec[k - 1] = number(value)
             except ValueError:
                 raise RecordProblem(f"value {value[:40]!r} of index {k} is not a number") from None
         problem = value_problem(vec, lambda i: f"index {i + 1}")
