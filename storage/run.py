@@ -25,7 +25,7 @@ It lives in ``storage`` because it must see the store; the core stays free of SQ
 from __future__ import annotations
 
 import contextlib
-import sys
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from typing import Any
@@ -39,12 +39,15 @@ from spela_stream.stopping import StopGuard
 from .records import CheckpointInfo, RunInfo
 from .store import CheckpointStore
 
+_LOG = logging.getLogger("spela_stream.run")
 MARK_KEY = "source_mark"  # the loop state's key for the file mark (spela_stream.sources.resume)
 Reports = Callable[[CheckpointPolicy, StopGuard], Iterable[Report]]
 
 
 def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    """A library user's default: notes and warnings go to the ``logging`` module (shown on
+    stderr when logging is not configured); the CLI passes its own progress log."""
+    _LOG.warning(message)
 
 
 def pick(store: CheckpointStore, name: str | None) -> RunInfo:
