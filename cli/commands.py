@@ -18,10 +18,11 @@ from spela_stream.sources.tcp import SCHEME as TCP
 from storage import CheckpointStore
 from storage.records import RunInfo
 from storage.session import load_loop
+from storage.store import pick_run
 
 from . import camera, serve
 from .learning import finish, open_run, rejects, stream_reports, summary_line, ticking
-from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions, pick_run
+from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions
 from .output import Progress, table
 
 # ---------------------------------------------------------------- learn

@@ -19,7 +19,8 @@ from spela_stream.prequential import Prequential, Report
 from spela_stream.sources import BadRecordError, Sample, Source
 from spela_stream.stopping import Interrupted, StopGuard
 from storage import CheckpointStore
-from storage.run import Reports, Run, pick
+from storage.run import Reports, Run
+from storage.store import pick_run as pick
 
 from .options import LearnOptions, OnError
 from .output import Progress, report_json

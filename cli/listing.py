@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from storage import CheckpointStore
+from storage.store import pick_run
 
-from .options import pick_run
 from .output import human_bytes, table
 
 

@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Any, ParamSpec
 
 import typer
 
-from spela_stream.errors import CheckpointError, ConfigError, SpelaError
+from spela_stream.errors import ConfigError, SpelaError
 from spela_stream.sources import BadRecordError, Source, open_source
 from spela_stream.sources.tcp import MAX_LINE, PENDING
 from spela_stream.stopping import Interrupted
-from storage import CheckpointStore
-from storage.records import RunInfo
 
 if TYPE_CHECKING:
     from spela_stream.model import SpelaMLP
@@ -179,13 +177,3 @@ def guarded(command: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> No
         except (OSError, ValueError, io.UnsupportedOperation):
             pass
         raise typer.Exit(0) from None
-
-
-def pick_run(store: CheckpointStore, name: str | None) -> RunInfo:
-    """The run named ``name``, or the most recently updated one."""
-    if name is not None:
-        return store.run(name)
-    latest = store.latest_run()
-    if latest is None:
-        raise CheckpointError(f"{store.path} holds no runs yet (learn one with --db {store.path})")
-    return latest

@@ -77,8 +77,7 @@ def predict(opts: PredictOptions) -> None:
     from spela_stream.service import Service
     from storage import CheckpointStore
     from storage.session import load_loop
-
-    from .options import pick_run
+    from storage.store import pick_run
 
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False) as store:

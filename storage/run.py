@@ -36,8 +36,9 @@ from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential,
 from spela_stream.sources.resume import FileMarker, file_of, resume_skip
 from spela_stream.stopping import StopGuard
 
-from .records import CheckpointInfo, RunInfo
+from .records import CheckpointInfo
 from .store import CheckpointStore
+from .store import pick_run as pick
 
 _LOG = logging.getLogger("spela_stream.run")
 MARK_KEY = "source_mark"  # the loop state's key for the file mark (spela_stream.sources.resume)
@@ -48,16 +49,6 @@ def _stderr(message: str) -> None:
     """A library user's default: notes and warnings go to the ``logging`` module (shown on
     stderr when logging is not configured); the CLI passes its own progress log."""
     _LOG.warning(message)
-
-
-def pick(store: CheckpointStore, name: str | None) -> RunInfo:
-    """The run named ``name``, or the most recently updated one."""
-    if name is not None:
-        return store.run(name)
-    latest = store.latest_run()
-    if latest is None:
-        raise CheckpointError(f"{store.path} holds no runs yet (learn one with --db {store.path})")
-    return latest
 
 
 class Run:

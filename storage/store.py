@@ -435,3 +435,13 @@ class CheckpointStore:
 
     def __repr__(self) -> str:
         return f"CheckpointStore({self._label!r})"
+
+
+def pick_run(store: CheckpointStore, name: str | None) -> RunInfo:
+    """The run named ``name``, or the most recently updated one."""
+    if name is not None:
+        return store.run(name)
+    latest = store.latest_run()
+    if latest is None:
+        raise CheckpointError(f"{store.path} holds no runs yet (learn one with --db {store.path})")
+    return latest
