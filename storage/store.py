@@ -24,7 +24,7 @@ from storage.integrity import read_checkpoint, row_checksum
 from storage.lease import Lease
 from storage.records import Checkpoint, CheckpointInfo, RunInfo, VerifyReport, parse_json, run_info
 from storage.schema import BUSY_TIMEOUT_S, damaged, open_database
-from storage.walcopy import WalCopier
+from storage.walcopy import WalCopier, WalCopy
 
 MAX_LISTED = 10  # names or ids an error message lists
 
@@ -257,6 +257,10 @@ class CheckpointStore:
         checksum = row_checksum(row, described)
         with self._transaction("saving a checkpoint", write=True) as conn:
             self._require_run(conn, run)
+            if keep is not None:  # first, so that the new checkpoint reuses the freed pages
+                old = "SELECT id FROM checkpoints WHERE run = ? ORDER BY id DESC LIMIT -1 OFFSET ?"
+                conn.execute(f"DELETE FROM tensors WHERE checkpoint IN ({old})", (run, keep - 1))
+                conn.execute(f"DELETE FROM checkpoints WHERE id IN ({old})", (run, keep - 1))
             cur = conn.execute(
                 'INSERT INTO checkpoints (run, samples, source, position, "where", created, state,'
                 " metrics, bytes, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -275,15 +279,15 @@ class CheckpointStore:
                 " WHERE name = ?",
                 (samples, now, summary_json, run),
             )
-            if keep is not None:
-                old = "SELECT id FROM checkpoints WHERE run = ? ORDER BY id DESC LIMIT -1 OFFSET ?"
-                conn.execute(f"DELETE FROM tensors WHERE checkpoint IN ({old})", (run, keep))
-                conn.execute(f"DELETE FROM checkpoints WHERE id IN ({old})", (run, keep))
         if self._wal is None:
             self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")  # the copier does it instead
             self._wal = WalCopier(str(self.path), BUSY_TIMEOUT_S)
         self._wal.nudge()
         return cid
+
+    def settle(self) -> WalCopy | None:
+        """Wait for the WAL copy that follows the latest save; what it copied (None before any)."""
+        return None if self._wal is None else self._wal.settle()
 
     def load(self, run: str, checkpoint: int | None = None) -> Checkpoint:
         """The run's newest intact checkpoint (or the one with id ``checkpoint``), verified.
