@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from sqlite_utils import Database
 
-from spela_stream.errors import CheckpointError
+from spela_stream.errors import CheckpointError, DatabaseDamagedError
 
 SCHEMA = "spela-stream.store/1"
 _PREFIX, _VERSION = SCHEMA.rsplit("/", 1)
@@ -30,6 +30,7 @@ PAGE_SIZE = 2048
 WAL_LIMIT = 64 * 2**20
 TABLES = frozenset({"meta", "runs", "checkpoints", "tensors", "history", "leases"})
 SQLITE_MAGIC = b"SQLite format 3\x00"
+MARK_SCAN = 2**20  # where to look for our schema's name in a file whose SQLite header is gone
 LEASES_DDL = """CREATE TABLE IF NOT EXISTS leases (
     run TEXT PRIMARY KEY,           -- one writer per run (lease.py)
     pid INTEGER NOT NULL,
@@ -97,21 +98,31 @@ def _not_ours(label: str, why: str) -> CheckpointError:
     return CheckpointError(f"{label} is not a spela-stream database ({why}; use another --db)")
 
 
-def damaged(label: str, why: str) -> CheckpointError:
+def damaged(label: str, why: str) -> DatabaseDamagedError:
     """The error for a database of ours that SQLite cannot read: say so, and how to recover."""
-    return CheckpointError(
+    return DatabaseDamagedError(
         f"{label} is damaged ({why}): run `spela-stream checkpoints verify --db {label}` "
-        "to see what is intact, or restore the file from a copy"
+        "to see what is intact, or restore the file from a copy",
+        why,
     )
 
 
-def _sqlite_header(file: Path) -> bool:
-    """Whether the file starts with SQLite's magic: then it is a database, intact or not."""
+def describe(exc: sqlite3.Error) -> str:
+    """SQLite's message, without the raw bytes a garbled text column would put in it."""
+    text = str(exc)
+    if text.startswith("Could not decode to UTF-8"):
+        return text.split(" with text ")[0] + " (its bytes are not text)"
+    return text
+
+
+def _ours(file: Path) -> bool:
+    """Whether the file is an SQLite file, or holds our schema's name: then it is damage."""
     try:
         with file.open("rb") as f:
-            return f.read(16) == SQLITE_MAGIC
+            head = f.read(MARK_SCAN)
     except OSError:
         return False
+    return head.startswith(SQLITE_MAGIC) or _PREFIX.encode() + b"/" in head
 
 
 def _check_schema(db: Database, label: str, tables: set[str]) -> None:
@@ -124,7 +135,7 @@ def _check_schema(db: Database, label: str, tables: set[str]) -> None:
     except sqlite3.OperationalError:  # no such column: a meta table of somebody else's
         row = None
     except sqlite3.DatabaseError as exc:
-        raise damaged(label, f"its meta table cannot be read: {exc}") from None
+        raise damaged(label, f"its meta table cannot be read: {describe(exc)}") from None
     value = row[0] if row else None
     if not isinstance(value, str) or not value.startswith(_PREFIX + "/"):
         raise _not_ours(label, f"its meta table names no spela-stream schema ({value!r})")
@@ -170,15 +181,23 @@ def _connect(file: Path, readonly: bool, immutable: bool = False) -> sqlite3.Con
     return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
 
 
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    """SQLite could not open or set up the WAL index: a folder or file it may not write."""
+    text = str(exc)
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "unable to open" in text or "readonly" in text
+    )
+
+
 def _first_read(conn: sqlite3.Connection, db: Database, label: str, file: Path) -> set[str]:
     try:
         return set(db.table_names())  # fails on a file that is not SQLite, or is damaged
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+        if _cannot_write(exc):
             raise  # the caller may retry read-only media with immutable=1
-        if _sqlite_header(file):
-            raise damaged(label, str(exc)) from None
-        raise _not_ours(label, f"not an SQLite file: {exc}") from None
+        if _ours(file):
+            raise damaged(label, describe(exc)) from None
+        raise _not_ours(label, f"not an SQLite file: {describe(exc)}") from None
 
 
 def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> Database:
@@ -201,8 +220,8 @@ def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> 
         db = Database(conn, recursive_triggers=False, execute_plugins=False)
         try:
             tables = _first_read(conn, db, label, file)
-        except sqlite3.OperationalError:
-            if not readonly:
+        except sqlite3.OperationalError as exc:
+            if not readonly or not _cannot_write(exc):
                 raise
             conn.close()  # a WAL file in a folder we cannot write to: read it as it stands
             conn = _connect(file, readonly, immutable=True)
@@ -211,7 +230,7 @@ def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> 
         if tables:
             _check_schema(db, label, tables)  # before any write: a foreign file stays as it was
         elif not create:
-            if _sqlite_header(file) or file.stat().st_size:
+            if _ours(file) or file.stat().st_size:
                 raise damaged(label, "it holds no tables")
             raise _not_ours(label, "it is empty")
         if readonly:
@@ -242,5 +261,5 @@ def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> 
         if conn is not None:
             conn.close()
         if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
-            raise damaged(label, str(exc)) from None
-        raise CheckpointError(f"{label}: cannot open the database ({exc})") from None
+            raise damaged(label, describe(exc)) from None
+        raise CheckpointError(f"{label}: cannot open the database ({describe(exc)})") from None
