@@ -7,6 +7,8 @@ file without it is somebody else's database and is left untouched.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -28,6 +30,10 @@ PAGE_SIZE = 2048
 # The WAL starts over after each save (the copier folds it in, walcopy.py), so it holds one
 # checkpoint's pages; should a long reader hold it back, it is cut back to this size after.
 WAL_LIMIT = 64 * 2**20
+# An older file with other pages is rewritten with PAGE_SIZE ones (VACUUM) when opened to write,
+# up to this size: past it, the one-time rewrite and its temporary copy cost more than waiting.
+REPAGE_LIMIT = 256 * 2**20
+_LOG = logging.getLogger("storage")
 TABLES = frozenset({"meta", "runs", "checkpoints", "tensors", "history", "leases"})
 SQLITE_MAGIC = b"SQLite format 3\x00"
 MARK_SCAN = 2**20  # where to look for our schema's name in a file whose SQLite header is gone
@@ -171,6 +177,32 @@ def _migrate(conn: sqlite3.Connection, tables: set[str]) -> None:
         raise
 
 
+def _repage(conn: sqlite3.Connection, file: Path, label: str) -> None:
+    """Rewrite a file made with other pages (64 KiB, before) with PAGE_SIZE ones, once.
+
+    VACUUM only runs out of WAL, which needs every other connection gone: with one there, or
+    should anything fail (a full disk), the file stays as it is and the next writer tries
+    again. The rewrite is a transaction of its own, with a rollback journal: a crash in it
+    leaves the file as it was.
+    """
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    if size == PAGE_SIZE or file.stat().st_size > REPAGE_LIMIT:
+        return
+    conn.execute("PRAGMA busy_timeout = 100")  # another process there: do not wait on it
+    try:
+        if conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] != "delete":
+            return
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        conn.execute("VACUUM")
+        _LOG.info("%s: rewritten with %d-byte pages (it had %d)", label, PAGE_SIZE, size)
+    except sqlite3.Error as exc:
+        _LOG.info("%s: keeps its %d-byte pages for now (%s)", label, size, describe(exc))
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+
+
 def _connect(file: Path, readonly: bool, immutable: bool = False) -> sqlite3.Connection:
     if not readonly:
         return sqlite3.connect(str(file), timeout=BUSY_TIMEOUT_S)
@@ -252,6 +284,8 @@ def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> 
             tables = set(db.table_names())
             _check_schema(db, label, tables)  # another process may have won
         _migrate(conn, tables)
+        if tables:
+            _repage(conn, file, label)
         return db
     except CheckpointError:
         if conn is not None:

@@ -39,9 +39,32 @@ def test_older_64_kib_pages_amplify_and_still_work(tmp_path: Path) -> None:
     f = measure(tmp_path / "old.db", BY_NAME["54 KB"], size=65536, checkpoints=6)
     _check_meter(f)
     assert f.ratio("commit") > 10
-    with CheckpointStore(tmp_path / "old.db", create=False) as store:  # opens and reads
-        assert store.db.conn.execute("PRAGMA page_size").fetchone()[0] == 65536
+    with CheckpointStore(tmp_path / "old.db", create=False, readonly=True) as store:
+        assert store.db.conn.execute("PRAGMA page_size").fetchone()[0] == 65536  # as it was
         assert store.verify().sound and len(store.checkpoints("w")) == 3
+
+
+def test_an_older_file_is_repaged_when_opened_to_write(tmp_path: Path) -> None:
+    """A learn on a 64 KiB-page file rewrites it once with small pages; nothing is lost."""
+    path = tmp_path / "old.db"
+    measure(path, BY_NAME["44 KB"], size=65536, checkpoints=5)
+    with CheckpointStore(path, create=False, readonly=True) as store:
+        before = [(c.id, c.samples, c.bytes) for c in store.checkpoints("w")]
+        state = store.load("w").state
+    other = sqlite3.connect(path)  # another reader holds the file: no repaging, no waiting
+    other.execute("SELECT count(*) FROM tensors").fetchone()
+    with CheckpointStore(path, create=False) as store:
+        assert store.db.conn.execute("PRAGMA page_size").fetchone()[0] == 65536
+    other.close()
+    with CheckpointStore(path, create=False) as store:
+        conn = store.db.conn
+        assert conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert [(c.id, c.samples, c.bytes) for c in store.checkpoints("w")] == before
+        assert store.verify().sound
+        again = store.load("w").state
+        assert all(np.array_equal(again[k], v) for k, v in state.items() if hasattr(v, "shape"))
+    assert path.stat().st_size < 300_000  # from 1.1 MB: three checkpoints in small pages
 
 
 def test_the_wal_and_the_file_stop_growing(tmp_path: Path) -> None:
