@@ -22,10 +22,11 @@ _PREFIX, _VERSION = SCHEMA.rsplit("/", 1)
 BUSY_TIMEOUT_S = 10.0  # a writer waits this long for another writer's checkpoint to commit
 # 2 KiB pages, from benchmarks/write_bench.py: every commit rewrites some fifteen pages besides
 # the blobs (b-tree leaves, indexes, the run's row, the freelist), so the page size sets the
-# floor of what a small checkpoint writes. A ~44 KB checkpoint's commit writes 1.8x its size
-# with 2 KiB pages, 2.5x with 4 KiB and 17x with the 64 KiB of older files; a 4.4 MB one 1.02x
-# at 2 KiB as at 4 KiB. 1 KiB pages write a little less still but read a large model ~40%
-# slower. Only takes effect when the file is created; older files keep their page size.
+# floor of what a small checkpoint writes. A ~47 KB checkpoint's commit writes 1.66x its size
+# with 2 KiB pages, 2.28x with 4 KiB and 16.8x with the 64 KiB of older files; a 4.4 MB one
+# 1.02x at 2 KiB as at 4 KiB. 1 KiB pages write a little less still, but saved and loaded a
+# large model 1.3-1.4x slower (a rough timing). Only takes effect when the file is created;
+# an older file is rewritten with these pages when opened to write (_repage).
 PAGE_SIZE = 2048
 # The WAL starts over after each save (the copier folds it in, walcopy.py), so it holds one
 # checkpoint's pages; should a long reader hold it back, it is cut back to this size after.
