@@ -98,3 +98,40 @@ def test_new_files_have_small_pages_and_no_secure_delete(tmp_path: Path) -> None
         assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 0  # no vacuum moves pages
     with sqlite3.connect(tmp_path / "runs.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_wal_held_back_by_a_reader_shrinks_once_it_goes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader's snapshot keeps the copier from finishing; after it, the WAL is cut back."""
+    import storage.schema
+
+    monkeypatch.setattr(storage.schema, "WAL_LIMIT", 100_000)
+    path, wal = tmp_path / "runs.db", tmp_path / "runs.db-wal"
+    rng = np.random.default_rng(0)
+    with CheckpointStore(path) as store:
+        run = store.create_run("w", {}, "s.csv")
+
+        def save(i: int) -> None:
+            state = {"w": rng.standard_normal((100, 100)).astype(np.float32)}
+            store.save(run, state=state, samples=i, source="s.csv", position=i, where="@", keep=2)
+
+        save(0)
+        store.settle()
+        reader = sqlite3.connect(path, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM tensors").fetchone()  # holds its snapshot
+        for i in range(1, 6):
+            save(i)
+            copy = store.settle()
+            assert copy is not None and not copy.complete
+        held = wal.stat().st_size
+        assert held > 5 * 40_000  # five checkpoints' frames: nothing could be copied over
+        reader.execute("COMMIT")
+        reader.close()
+        save(6)
+        copy = store.settle()
+        assert copy is not None and copy.complete
+        save(7)  # starts the WAL over, and cuts the file back to the limit
+        store.settle()
+        assert wal.stat().st_size <= 100_000 < held
