@@ -45,9 +45,11 @@ def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) ->
 
     from .learning import finish, rejects, summary_line
 
+    if opts.skip:
+        raise ConfigError("--skip does not apply to tcp:// (a service's clients send new lines)")
     listen = Input(run.source, opts.input.fmt, features=opts.input.features)
     with _listen(listen, opts.serve.host, opts.serve.max_line) as server:
-        run.source = url_of(parse_url(run.source, opts.serve.host))  # where it listens
+        run.source = server.url  # where it listens, with the port it got for port 0
         run.create()
         with rejects(opts, run, progress) as bad:
             service = Service(

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -113,6 +114,9 @@ class Service:
         self._checkpoint: CheckpointPolicy | None = None
         self._guard: StopGuard | None = None
         self._unflushed = 0  # replies handed to the server but not yet flushed
+        self._busy_s = 0.0  # time spent on requests (not waiting for them), for samples_per_s
+        self._started = time.perf_counter()
+        self._served_from = loop.samples  # the loop's count when this service began
 
     # ------------------------------------------------------------------ running
 
@@ -130,6 +134,7 @@ class Service:
         The caller writes the final checkpoint, then calls ``close``."""
         self._checkpoint = checkpoint if self.learn else None
         self._guard = guard
+        self._busy_s, self._started, self._served_from = 0.0, time.perf_counter(), self.loop.samples
         yield from self.loop.run(
             self._items(), every=every, doubling=doubling, limit=limit,
             checkpoint=self._checkpoint, guard=guard, on_step=self._answer, on_error=self._refuse,
@@ -160,12 +165,14 @@ class Service:
                     ) from None
                 yield None  # a moment for signals and the checkpoint clock
                 continue
+            began = time.perf_counter()
             item = self._take(request)
             if item is _STOP:
                 return
             if item is not None:
                 self._current = request
                 yield item  # type: ignore[misc]
+            self._busy_s += time.perf_counter() - began  # parse, step, reply (and a checkpoint)
 
     # ------------------------------------------------------------------ one request
 
@@ -290,6 +297,7 @@ class Service:
     def metrics(self) -> dict[str, Any]:
         """The loop's figures, the service's counts and the socket's, as one JSON-able dict."""
         r = self.loop.report()
+        served = r.samples - self._served_from
         return {
             "samples": r.samples,
             "learned": r.learned,
@@ -300,7 +308,10 @@ class Service:
             "kappa": r.kappa,
             "layer_accuracy": list(r.layer_accuracy),
             "drifts": r.drifts,
-            "samples_per_s": r.samples_per_s,
+            # per second of work on requests: idle time, waiting for clients, is not counted
+            "samples_per_s": served / self._busy_s if self._busy_s > 0 else 0.0,
+            "busy_s": self._busy_s,
+            "elapsed_s": time.perf_counter() - self._started,
             "pending": len(self.pending),
             **asdict(self.counts),
             **asdict(self.server.stats),

@@ -103,12 +103,23 @@ def test_serve_sigterm_resume_shutdown_and_predict(tmp_path: Path, mnist: list[s
     assert err.strip() == f"sent 300 lines to {service.url}: 300 replies, 0 errors"
     code, out, log = service.finish(signal.SIGTERM)
     assert code == 143, log
-    assert out.startswith("accuracy ") and "after 400 samples of tcp://127.0.0.1:0" in out
+    first_url = service.url  # port 0 got a real port: the run records that one
+    assert out.startswith("accuracy ") and f"after 400 samples of {first_url}\n" in out
+    with CheckpointStore(tmp_path / "runs.db", create=False) as store:
+        assert store.run("svc").source == first_url
     assert "stopped by SIGTERM: 400 samples (400 learned, 0 rejected)" in log
     assert "Traceback" not in log
 
     service = Service(["learn", "--resume", "-s", "tcp://127.0.0.1:0", *args], tmp_path)
-    assert "resuming run 'svc' from checkpoint" in "".join(service.seen)
+    resumed = "".join(service.seen)
+    assert "resuming run 'svc' from checkpoint" in resumed
+    # a socket carries new lines: the notes say nothing was skipped, and name no record to go on at
+    assert (
+        "note: tcp://127.0.0.1:0 is a service: its clients send new lines, so nothing is "
+        "skipped" in resumed
+    )
+    assert "reading new data from tcp://127.0.0.1:0, nothing skipped" in resumed
+    assert "from record" not in resumed and "read before" not in resumed
     lines = mnist[400:500] + ["1,2,oops", '{"control": "shutdown"}']
     sender = send(service.url, tmp_path, stdin="\n".join(lines))
     out, err = sender.communicate("\n".join(lines) + "\n", timeout=TIMEOUT)
@@ -120,7 +131,8 @@ def test_serve_sigterm_resume_shutdown_and_predict(tmp_path: Path, mnist: list[s
     assert "stopped by a shutdown line: 500 samples (500 learned, 1 rejected)" in log
     with CheckpointStore(tmp_path / "runs.db", create=False) as store:
         checkpoints = store.checkpoints("svc")
-        assert store.run("svc").source == "tcp://127.0.0.1:0"
+        assert store.run("svc").source == first_url  # where the run began
+        assert checkpoints[-1].source == service.url != first_url  # where it was resumed
     assert bye == {"control": "shutdown", "samples": 500, "checkpoint": checkpoints[-1].id}
     assert [c.samples for c in checkpoints][-2:] == [400, 500]
 

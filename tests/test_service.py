@@ -486,6 +486,30 @@ def test_a_predict_service_learns_nothing(blobs: Any) -> None:
     assert states_equal_arrays(before, trained.model.state_dict())
 
 
+def test_a_predict_service_rate_counts_busy_time_not_idle_time(blobs: Any) -> None:
+    """``samples_per_s`` in a metrics reply is per second spent on requests: the time the
+    service sat waiting for clients is in ``elapsed_s`` and not in the rate."""
+    X, y = blobs(n=50)
+    trained = Prequential(model())
+    for row, k in zip(X, y, strict=True):
+        trained.step(row, k)
+    loop = Prequential(trained.model, learn=False)
+    with serving(loop, learn=False) as running:
+        client = Client(running.server)
+        client.ask(*[line.rsplit(",", 1)[0] for line in csv_lines(X[:40], y[:40])])
+        (first,) = client.ask('{"control": "metrics"}')
+        time.sleep(0.6)  # idle: no request waits
+        (second,) = client.ask('{"control": "metrics"}')
+        running.stop()
+    assert first["samples"] == second["samples"] == 40
+    for m in (first, second):
+        assert m["samples_per_s"] == pytest.approx(40 / m["busy_s"])
+        assert 0 < m["busy_s"] < m["elapsed_s"]
+    assert second["elapsed_s"] - first["elapsed_s"] >= 0.6
+    assert second["busy_s"] - first["busy_s"] < 0.3  # the idle 0.6 s is not busy time
+    assert second["samples_per_s"] > 40 / second["elapsed_s"]
+
+
 def states_equal_arrays(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(np.array_equal(v, b[k]) for k, v in a.items() if isinstance(v, np.ndarray))
 
@@ -502,9 +526,32 @@ def test_send_pipelines_lines_and_returns_replies_in_order(blobs: Any) -> None:
         lines = [line.encode() for line in csv_lines(X, y)] + [b"", b"   ", b"1,x,3"]
         result = send(host, port, lines, got.append, window=8)
         running.stop()
-    assert (result.sent, result.answered, result.errors) == (301, 301, 1)  # blanks are not sent
+    assert (result.sent, result.answered, result.errors) == (301, 301, 1)  # blanks: no reply
     assert [json.loads(r).get("learned") for r in got[:300]] == [True] * 300
     assert loop.samples == 300
+    assert f" line {len(lines)}: " in json.loads(got[-1])["error"]  # the blank lines count
+
+
+def test_error_line_numbers_count_blank_lines_as_the_file_does(blobs: Any) -> None:
+    """``send`` passes blank lines on (unanswered), so the service's line numbers are the
+    file's: a bad record on the file's line 6, after two blank lines, is reported at line 6."""
+    X, y = blobs(n=3)
+    good = csv_lines(X, y)
+    bad = "oops," + good[0].split(",", 1)[1]
+    lines = [good[0], "", good[1], "  ", good[2], bad, "", "\r"]
+    got: list[bytes] = []
+    loop = Prequential(model())
+    with serving(loop) as running:
+        host, port = running.server.address
+        result = send(host, port, [f"{line}\n".encode() for line in lines], got.append)
+        raw = Client(running.server)  # a raw client's blank lines count the same way
+        raw.send(b"\n\n" + good[0].encode() + b"\n\n1,2,x")
+        learned, reply = raw.replies(2)
+        running.stop()
+    assert (result.sent, result.answered, result.errors) == (4, 4, 1)
+    error = json.loads(got[3])["error"]
+    assert " line 6: field 1 is 'oops', not a number" in error, error
+    assert learned["learned"] is True and " line 5: " in reply["error"], reply
 
 
 def test_send_says_how_to_start_a_service_when_none_listens() -> None:
