@@ -104,7 +104,8 @@ def evaluate(opts: EvalOptions) -> None:
         print("\nrecall per class")
         print(table([[c, f"{r:.4f}"] for c, r in recall.items()], ["class", "recall"]))
     print("\nconfusion (rows: truth, columns: prediction)")
-    print(table([[c, *row] for c, row in zip(classes, cm, strict=True)], ["", *map(str, classes)]))
+    rows = [[c, *row] for c, row in zip(classes, cm, strict=True)]
+    print(table(rows, ["truth", *map(str, classes)]))  # a named column: no dashes under nothing
 
 
 def predict(opts: PredictOptions) -> None:

@@ -12,6 +12,7 @@ from storage import CheckpointStore
 from storage.store import pick_run
 
 from .output import human_bytes, table
+from .plot import CurveView
 
 
 def list_runs(db: Path, json_out: bool) -> None:
@@ -56,14 +57,17 @@ def list_checkpoints(db: Path, run: str | None, json_out: bool) -> None:
     print(table(rows, ["id", "run", "samples", "position", "at", "created", "size"]))
 
 
-def plot(db: Path, run: str | None, output: Path) -> None:
-    """Write a run's learning curve as a PNG."""
-    from .plot import learning_curve  # matplotlib is slow to import: only when asked
+def plot(db: Path, run: str | None, output: Path, view: CurveView | None = None) -> None:
+    """Write a run's learning curve as a PNG (matplotlib loads only here); with no ``run``,
+    say on stderr which run it is."""
+    from .plot import learning_curve
 
     with CheckpointStore(db, create=False) as store:
         info = pick_run(store, run)
         history = store.history(info.name)
-    learning_curve(history, info, output)
+    if run is None:
+        typer.echo(f"plotting run {info.name!r}, the latest (--run to choose)", err=True)
+    learning_curve(history, info, output, view)
     typer.echo(str(output))
 
 

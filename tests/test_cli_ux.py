@@ -1,0 +1,173 @@
+"""What a new user meets first (issue 13): help at 80 columns, one style of message, runs with no
+data, one format on stdout, the rejects' sidecar, plot's options, the flags messages name."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer.main
+from typer.testing import CliRunner, Result
+
+from cli.app import app
+from cli.plot import CurveView, axis_scale, source_name
+from storage import CheckpointStore
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+GROUP = typer.main.get_command(app)
+COMMANDS = [[name] for name in sorted(GROUP.commands)] + [["checkpoints", "verify"]]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SPELA_DB", raising=False)
+
+
+def blobs_csv(path: Path, n: int = 120, seed: int = 0, header: bool = True) -> Path:
+    """Three separable 4-feature classes a..c."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(3, 4))
+    k = rng.integers(0, 3, n)
+    X = centres[k] + rng.normal(size=(n, 4))
+    with path.open("w") as fh:
+        if header:
+            fh.write("f0,f1,f2,f3,kind\n")
+        for row, c in zip(X, k, strict=True):
+            fh.write(",".join(f"{v:.4f}" for v in row) + f",{'abc'[c]}\n")
+    return path
+
+
+def ok(args: list[str], input: str | None = None) -> Result:
+    result = runner.invoke(app, args, input=input)
+    assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)
+    return result
+
+
+# ---------------------------------------------------------------- help (item 4)
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=" ".join)
+def test_help_fits_80_columns_uncut_and_flags_show_no_bool(cmd: list[str]) -> None:
+    result = runner.invoke(app, [*cmd, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.stdout and "..." not in result.stdout.replace("ARGS]...", "")
+    assert "<bool>" not in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+
+
+def test_learn_help_is_grouped_and_short() -> None:
+    out = runner.invoke(app, ["learn", "--help"], env={"COLUMNS": "80"}).stdout
+    for panel in ("Model", "Input", "Checkpoints", "Output", "Camera and images", "Service"):
+        assert f"─ {panel}" in out, panel
+    assert len(out.splitlines()) < 140  # it was about 210 at 80 columns
+
+
+@pytest.mark.parametrize("name", ["eval", "predict", "plot"])
+def test_run_option_of_commands_that_read_a_run_says_the_latest(name: str) -> None:
+    out = runner.invoke(app, [name, "--help"], env={"COLUMNS": "120"}).stdout
+    line = next(s for s in out.splitlines() if "--run " in s)
+    assert "the latest" in line and "new" not in line
+
+
+def test_version() -> None:
+    result = ok(["--version"])
+    assert re.fullmatch(r"spela-stream \d+\.\d+\.\d+\S*\n", result.stdout)
+
+
+# ---------------------------------------------------------------- messages (item 9)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["learn", "--format", "xml"], "Error: Invalid value for '--format': 'xml' is not one of"),
+        (["learn", "--resume", "true"], "a flag such as --resume takes no value"),
+        (["learn", "--lr", "x"], "Error: Invalid value for '--lr': not a number"),
+        (["learn", "--nope"], "Error: No such option: --nope"),
+        (["nope"], "Error: No such command 'nope'"),
+    ],
+)
+def test_usage_errors_are_error_lines_not_boxes(args: list[str], needle: str) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert needle in result.stderr, result.stderr
+    assert "╭" not in result.stderr and "Value error" not in result.stderr
+    assert "Input should be" not in result.stderr
+    assert re.fullmatch(r"Try '.+ --help' for help\.", result.stderr.splitlines()[-1])
+
+
+def flags_of_app() -> set[str]:
+    """Every option name of every command."""
+    found: set[str] = set()
+
+    def walk(cmd: object) -> None:
+        for p in getattr(cmd, "params", []):
+            found.update(o for o in (*p.opts, *p.secondary_opts) if o.startswith("--"))
+        for sub in getattr(cmd, "commands", {}).values():
+            walk(sub)
+
+    walk(GROUP)
+    return found | {"--help"}
+
+
+def message_strings(path: Path) -> list[str]:
+    """The text of every string constant and f-string in a module, docstrings left out."""
+    tree = ast.parse(path.read_text())
+    docs = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs
+    ]
+
+
+def test_every_flag_a_message_names_exists() -> None:
+    flags = flags_of_app()
+    named: dict[str, set[str]] = {}
+    for package in ("spela_stream", "storage", "cli"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for text in message_strings(path):
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", text):
+                    named.setdefault(flag, set()).add(path.name)
+    assert "--features" in named or "--label-column" in named  # the scan finds messages
+    unknown = {f: sorted(where) for f, where in named.items() if f not in flags}
+    assert unknown == {}
+
+
+def test_library_names_parameters_and_the_cli_names_flags(tmp_path: Path) -> None:
+    from spela_stream.sources import open_source
+
+    data = tmp_path / "d.svm"
+    data.write_text("1 1:0.5 9:1\n")
+    with pytest.raises(Exception, match=r"n_features") as info:
+        with open_source(str(data), n_features=2) as src:
+            list(src)
+    assert "--" not in str(info.value)
+    result = runner.invoke(app, ["learn", "-s", str(data), "--features", "2", "--hidden", "8"])
+    assert result.exit_code == 1, result.output
+    assert "--features" in result.stderr and "n_features" not in result.stderr
+
+
+def test_eval_confusion_header_has_no_stray_dash(tmp_path: Path) -> None:
+    data = blobs_csv(tmp_path / "b.csv")
+    ok(["learn", "-s", str(data), "--hidden", "16", "--run", "b", "-q"])
+    out = ok(["eval", "-s", str(data), "--run", "b"]).stdout
+    lines = out.splitlines()
+    at = lines.index("confusion (rows: truth, columns: prediction)")
+    header, rule = lines[at + 1], lines[at + 2]
+    assert header.split() == ["truth", "a", "b", "c"], header
+    assert rule.split() == ["-----", "-", "-", "-"], rule  # every dash underlines a name
