@@ -4,7 +4,6 @@ data, one format on stdout, the rejects' sidecar, plot's options, the flags mess
 from __future__ import annotations
 
 import ast
-import json
 import re
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from typer.testing import CliRunner, Result
 
 from cli.app import app
 from cli.plot import CurveView, axis_scale, source_name
-from storage import CheckpointStore
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,4 +168,35 @@ def test_eval_confusion_header_has_no_stray_dash(tmp_path: Path) -> None:
     at = lines.index("confusion (rows: truth, columns: prediction)")
     header, rule = lines[at + 1], lines[at + 2]
     assert header.split() == ["truth", "a", "b", "c"], header
-    assert rule.split() == ["-----", "-", "-", "-"], rule  # every dash underlines a name
+    widths = [len(d) for d in rule.split()]
+    assert widths[0] == len("truth") and len(widths) == 4, rule  # every dash run under a name
+
+
+# ---------------------------------------------------------------- plot (item 6)
+
+
+def test_plot_axis_window_and_titles() -> None:
+    assert axis_scale("auto", [1, 2, 4, 1000]) == "log"
+    assert axis_scale("auto", [10, 20, 500]) == "linear"
+    assert axis_scale("linear", [1, 100_000]) == "linear"
+    assert axis_scale("log", [10, 20]) == "log"
+    view = CurveView(start=10, end=100)
+    assert [view.within(n) for n in (9, 10, 100, 101)] == [False, True, True, False]
+    assert source_name("-") == "stdin" and source_name("a.csv") == "a.csv"
+
+
+def test_plot_options_and_which_run(tmp_path: Path) -> None:
+    data = blobs_csv(tmp_path / "b.csv", n=300)
+    ok(["learn", "-s", "-", "--hidden", "16,16", "--run", "s", "--every", "20", "-q"],
+       input=data.read_text())  # fmt: skip
+    result = ok(["plot", "-o", "c.png", "--x", "linear", "--start", "5", "--end", "200",
+                 "--layers", "1", "--classes", "2"])  # fmt: skip
+    assert result.stdout == "c.png\n"
+    assert "plotting run 's', the latest (--run to choose)" in result.stderr
+    assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    named = ok(["plot", "--run", "s", "-o", "d.png", "--layers", "none", "--classes", "0"])
+    assert named.stderr == ""
+    bad = runner.invoke(app, ["plot", "--layers", "2"])
+    assert bad.exit_code == 2 and "layer 2: run 's' has layers 0 to 1" in bad.stderr
+    empty = runner.invoke(app, ["plot", "--start", "100000"])
+    assert empty.exit_code == 2 and "no rows of run 's' between samples 100000" in empty.stderr
