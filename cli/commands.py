@@ -21,7 +21,7 @@ from storage.session import load_loop
 from storage.store import pick_run
 
 from . import camera, serve
-from .learning import finish, open_run, rejects, stream_reports, summary_line, ticking
+from .learning import finish, made_db, open_run, rejects, stream_reports, summary_line, ticking
 from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions
 from .output import Progress, table
 
@@ -34,7 +34,11 @@ def learn(opts: LearnOptions) -> None:
         return camera.learn(opts)
     torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
-    with CheckpointStore(opts.db, create=not opts.resume) as store, StopGuard() as guard:
+    with (
+        made_db(opts.db),
+        CheckpointStore(opts.db, create=not opts.resume) as store,
+        StopGuard() as guard,
+    ):
         run = open_run(store, opts, progress, default_source="builtin:mnist")
         if run.source.startswith(TCP):  # a socket service: the same run, checkpoints and exits
             return serve.learn(opts, run, guard, progress)

@@ -7,6 +7,7 @@ signals) and prints. Nothing here loads torch until a run is made.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,6 +25,23 @@ from storage.store import pick_run as pick
 
 from .options import LearnOptions, OnError
 from .output import Progress, report_json
+
+
+@contextlib.contextmanager
+def made_db(path: Path) -> Iterator[None]:
+    """Around a command that may create the database at ``path``: if the command fails and the
+    file it made holds no run, the file goes again (a failed first ``learn`` leaves nothing)."""
+    existed = path.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and path.exists():
+            with CheckpointStore(path, create=False) as store:
+                empty = not store.runs()
+            if empty:
+                for extra in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{path}{extra}").unlink(missing_ok=True)
+        raise
 
 
 class Rejects:
@@ -145,7 +163,10 @@ def finish(
         raise typer.Exit(stop.exit_code) from None
     except SpelaError:
         progress.close()
-        progress.log(f"checkpointed {run.loop.samples} samples of run {run.name!r}")
+        if run.discarded:
+            progress.log(f"run {run.name!r} removed: it failed before its first record")
+        else:
+            progress.log(f"checkpointed {run.loop.samples} samples of run {run.name!r}")
         raise
     progress.close()
     summary(None)

@@ -4,6 +4,7 @@ data, one format on stdout, the rejects' sidecar, plot's options, the flags mess
 from __future__ import annotations
 
 import ast
+import json
 import re
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from typer.testing import CliRunner, Result
 
 from cli.app import app
 from cli.plot import CurveView, axis_scale, source_name
+from storage import CheckpointStore
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,3 +202,65 @@ def test_plot_options_and_which_run(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "layer 2: run 's' has layers 0 to 1" in bad.stderr
     empty = runner.invoke(app, ["plot", "--start", "100000"])
     assert empty.exit_code == 2 and "no rows of run 's' between samples 100000" in empty.stderr
+
+
+# ---------------------------------------------------------------- runs with no data (item 5)
+
+
+def test_a_header_only_file_is_an_error_like_an_empty_one(tmp_path: Path) -> None:
+    (tmp_path / "h.csv").write_text("f0,f1,kind\n")
+    (tmp_path / "e.csv").write_text("")
+    for name, why in (("h.csv", "only a header line"), ("e.csv", "the file is empty")):
+        result = runner.invoke(app, ["learn", "-s", str(tmp_path / name), "--hidden", "8"])
+        assert result.exit_code == 1, result.output
+        assert f"no records ({why}; give a stream with data)" in result.stderr
+        assert result.stdout == ""
+    assert not (tmp_path / "runs.db").exists()
+
+
+def test_a_run_that_fails_before_any_record_is_not_kept(tmp_path: Path) -> None:
+    good = blobs_csv(tmp_path / "b.csv", n=30)
+    ok(["learn", "-s", str(good), "--hidden", "8", "--run", "kept", "-q"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("f0,f1,kind\nx,1,a\n")
+    result = runner.invoke(app, ["learn", "-s", str(bad), "--hidden", "8", "--run", "gone"])
+    assert result.exit_code == 1 and "bad.csv line 2" in result.stderr
+    assert "run 'gone' removed: it failed before its first record" in result.stderr
+    with CheckpointStore(tmp_path / "runs.db", create=False) as store:
+        assert [r.name for r in store.runs()] == ["kept"]
+    # a failure after some records keeps them (and the run), as before
+    bad.write_text("f0,f1,f2,f3,kind\n1,2,3,4,a\nx,1,2,3,a\n")
+    result = runner.invoke(app, ["learn", "-s", str(bad), "--hidden", "8", "--run", "half"])
+    assert result.exit_code == 1, result.output
+    with CheckpointStore(tmp_path / "runs.db", create=False) as store:
+        assert store.run("half").samples == 1
+
+
+def test_a_failed_first_learn_leaves_no_database(tmp_path: Path) -> None:
+    for source in ("missing.csv", "camera:missing.avi"):
+        result = runner.invoke(app, ["learn", "-s", source, "--db", "new.db"])
+        assert result.exit_code == 1 and "Error: missing" in result.stderr, result.output
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], source
+
+
+# ---------------------------------------------------------------- one format on stdout (item 3)
+
+
+def test_a_camera_run_that_learns_and_predicts_prints_json_lines_only(tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(0)
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (16, 16))
+    colours = [(30, 30, 220)] * 6 + [(30, 220, 30)] * 6 + [(30, 30, 220)] * 4
+    for bgr in colours:
+        img = np.clip(np.array(bgr) + rng.integers(-20, 20, (16, 16, 3)), 0, 255)
+        writer.write(img.astype(np.uint8))
+    writer.release()
+    track = tmp_path / "labels.txt"
+    track.write_text("0,6,red\n6,12,green\n")  # frames 12..15 carry no label: predicted
+    args = ["learn", "-s", f"camera:{clip}", "--backbone", "none", "--size", "8"]
+    result = ok([*args, "--labels", str(track), "--hidden", "16"])
+    rows = [json.loads(line) for line in result.stdout.splitlines()]  # every line is JSON
+    assert [r["index"] for r in rows] == [12, 13, 14, 15]
+    assert {r["kind"] for r in rows} == {"prediction"}
+    assert "12 learned, 4 predicted), accuracy " in result.stderr

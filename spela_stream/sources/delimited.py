@@ -111,6 +111,10 @@ class DelimitedSource(LineSource):
         if header:
             self.columns = [column_name(str(f)) for f in fields]
             lines.drop_through(first[0])
+            if lines.peek_content(0) is None:  # as an empty file is: nothing to learn
+                raise SourceError(
+                    f"{self.name}: no records (only a header line; give a stream with data)"
+                )
         if self.width == 1:
             raise SourceError(
                 f"{self.name}: the first line has 1 field, so no features beside the label (is the "
