@@ -8,6 +8,8 @@ signals) and prints. Nothing here loads torch until a run is made.
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,31 +47,59 @@ def made_db(path: Path) -> Iterator[None]:
 
 
 class Rejects:
-    """Count bad records, append their raw text to a file, and move the loop past them."""
+    """Count bad records, append their raw text to a file, and move the loop past them.
+
+    The file stays replayable (the raw lines, in order); beside it ``FILE.where`` gets one JSON
+    object per line of it, in the same order: where the record was, its line number and field
+    when known, and why it was refused."""
 
     def __init__(self, loop: Prequential, path: Path | None, progress: Progress) -> None:
         self.loop = loop
         self.path = path
         self.progress = progress
         self._fh: TextIO | None = None
+        self._why: TextIO | None = None
 
     def __call__(self, err: BadRecordError) -> None:
         self.loop.reject(err.index, err.where)
         if self.loop.rejected <= 10:
             self.progress.log(f"skipped {err}")
         if self.path is not None and err.raw is not None:
-            if self._fh is None:
+            if self._fh is None or self._why is None:
                 self._fh = self.path.open("a", encoding="utf-8")
+                self._why = where_file(self.path).open("a", encoding="utf-8")
             self._fh.write(err.raw + "\n")
+            self._why.write(json.dumps(rejection(err)) + "\n")
             self._fh.flush()  # a rejected line is data too: on disk before the run goes on
+            self._why.flush()
 
     def __enter__(self) -> Rejects:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        for fh in (self._fh, self._why):
+            if fh is not None:
+                fh.close()
+        self._fh = self._why = None
+
+
+def where_file(rejects: Path) -> Path:
+    """The sidecar of a rejects file: ``bad.csv`` -> ``bad.csv.where``."""
+    return rejects.with_name(rejects.name + ".where")
+
+
+def rejection(err: BadRecordError) -> dict[str, Any]:
+    """Where and why a record was refused: ``where``, ``line`` and ``field`` (1-based, or None
+    when the reader does not say), ``record`` (0-based index in the source), ``reason``."""
+    line = re.search(r"\bline (\d+)$", err.where)
+    field = re.match(r"field (\d+)\b", err.problem)
+    return {
+        "where": err.where,
+        "line": int(line[1]) if line else None,
+        "field": int(field[1]) if field else None,
+        "record": err.index,
+        "reason": err.problem,
+    }
 
 
 def rejects(opts: LearnOptions, run: Run, progress: Progress) -> Rejects:

@@ -264,3 +264,29 @@ def test_a_camera_run_that_learns_and_predicts_prints_json_lines_only(tmp_path: 
     assert [r["index"] for r in rows] == [12, 13, 14, 15]
     assert {r["kind"] for r in rows} == {"prediction"}
     assert "12 learned, 4 predicted), accuracy " in result.stderr
+
+
+# ---------------------------------------------------------------- the rejects' sidecar (item 7)
+
+
+def test_rejects_keep_raw_lines_and_say_where_and_why_beside_them(tmp_path: Path) -> None:
+    lines = blobs_csv(tmp_path / "b.csv", n=30).read_text().splitlines()
+    lines[3] = "1,2,3"  # line 4: too few fields
+    lines[7] = "1,x,2,3,a"  # line 8: field 2 is not a number
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    rejects = tmp_path / "rejects.csv"
+    args = ["learn", "-s", str(bad), "--hidden", "8", "--on-error", "skip", "-q"]
+    ok([*args, "--rejects", str(rejects)])
+    assert rejects.read_text().splitlines() == ["1,2,3", "1,x,2,3,a"]
+    why = [json.loads(s) for s in (tmp_path / "rejects.csv.where").read_text().splitlines()]
+    assert [(w["line"], w["field"], w["record"]) for w in why] == [(4, None, 2), (8, 2, 6)]
+    assert why[0]["where"] == f"{bad} line 4" and "3 fields, expected 5" in why[0]["reason"]
+    assert "not a number" in why[1]["reason"]
+    # the raw lines replay: read again (with the header), they are refused for the same reasons
+    replay = tmp_path / "replay.csv"
+    replay.write_text(lines[0] + "\n" + rejects.read_text())
+    again = tmp_path / "again.csv"
+    ok([*args, "-s", str(replay), "--rejects", str(again)])
+    reasons = [json.loads(s)["reason"] for s in (tmp_path / "again.csv.where").open()]
+    assert reasons == [w["reason"] for w in why]
