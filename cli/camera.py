@@ -29,7 +29,7 @@ from storage.run import Run
 
 from .learning import finish, made_db, open_run, rejects, stream_reports, ticking
 from .options import FrameOptions, Input, LearnOptions, OnError
-from .output import Progress, report_json
+from .output import Progress, plural, report_json
 
 # Measured (benchmarks/camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0): one
 # layer of 1024 leads the model's default two on backbone features (prequential .902 against
@@ -203,10 +203,11 @@ def _summary(
     if opts.json_out:
         print(json.dumps({**json.loads(report_json(r, kind="summary")), **frames}), flush=True)
     elif learned and not predicted:
-        print(f"accuracy {r.accuracy:.4f} after {r.samples} samples of {run.source}")
+        print(f"accuracy {r.accuracy:.4f} after {plural(r.samples, 'sample')} of {run.source}")
     why = f"stopped by {stopped}" if stopped else "done"
     progress.log(
-        f"{why}: {r.samples} frames ({r.learned} learned, {r.samples - r.learned} predicted), "
+        f"{why}: {plural(r.samples, 'frame')} ({r.learned} learned, "
+        f"{r.samples - r.learned} predicted), "
         f"accuracy {r.accuracy:.4f}, "
         f"{src.dropped} dropped (the learner fell behind), {src.frames.skipped} passed over by "
         f"--fps; classes {loop.model.labels}; checkpoint of run {run.name!r} in {opts.db}"

@@ -23,7 +23,7 @@ from storage.store import pick_run
 from . import camera, serve
 from .learning import finish, made_db, open_run, rejects, stream_reports, summary_line, ticking
 from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions
-from .output import Progress, table
+from .output import Progress, plural, table
 
 # ---------------------------------------------------------------- learn
 
@@ -90,7 +90,8 @@ def evaluate(opts: EvalOptions) -> None:
     if opts.json_out:
         print(json.dumps(result))
         return
-    print(f"run {info.name} checkpoint {ck.id} on {opts.input.source}: {loop.samples} samples")
+    on = f"run {info.name} checkpoint {ck.id} on {opts.input.source}"
+    print(f"{on}: {plural(loop.samples, 'sample')}")
     print(f"accuracy {result['accuracy']:.4f}  kappa {result['kappa']:.4f}")
     for i, t in enumerate(m.layers):
         print(f"layer {i}: accuracy {t.accuracy:.4f}  kappa {t.kappa:.4f}")

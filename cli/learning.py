@@ -26,7 +26,7 @@ from storage.run import Reports, Run
 from storage.store import pick_run as pick
 
 from .options import LearnOptions, OnError
-from .output import Progress, report_json
+from .output import Progress, plural, report_json
 
 
 @contextlib.contextmanager
@@ -148,7 +148,7 @@ def open_run(
     ck = run.saved
     if ck is not None:
         progress.log(
-            f"resuming run {run.name!r} from checkpoint {ck.id}: {ck.samples} samples, "
+            f"resuming run {run.name!r} from checkpoint {ck.id}: {plural(ck.samples, 'sample')}, "
             f"{ck.where or 'start'} of {ck.source}; reading {run.source} from record {run.skip}"
         )
         if run.source != ck.source and run.skip:
@@ -196,7 +196,7 @@ def finish(
         if run.discarded:
             progress.log(f"run {run.name!r} removed: it failed before its first record")
         else:
-            progress.log(f"checkpointed {run.loop.samples} samples of run {run.name!r}")
+            progress.log(f"checkpointed {plural(run.loop.samples, 'sample')} of run {run.name!r}")
         raise
     progress.close()
     summary(None)
@@ -208,10 +208,10 @@ def summary_line(run: Run, opts: LearnOptions, progress: Progress, stopped: str 
     if opts.json_out:
         print(report_json(r, kind="summary"), flush=True)
     else:
-        print(f"accuracy {r.accuracy:.4f} after {r.samples} samples of {run.source}")
+        print(f"accuracy {r.accuracy:.4f} after {plural(r.samples, 'sample')} of {run.source}")
     why = f"stopped by {stopped}" if stopped else "done"
     progress.log(
-        f"{why}: {r.samples} samples ({r.learned} learned, {r.rejected} rejected), kappa "
+        f"{why}: {plural(r.samples, 'sample')} ({r.learned} learned, {r.rejected} rejected), kappa "
         f"{r.kappa:.4f}, layers {' '.join(f'{a:.4f}' for a in r.layer_accuracy)}, "
-        f"{r.drifts} drift(s); checkpoint of run {run.name!r} in {opts.db}"
+        f"{plural(r.drifts, 'drift')}; checkpoint of run {run.name!r} in {opts.db}"
     )

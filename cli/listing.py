@@ -11,7 +11,7 @@ import typer
 from storage import CheckpointStore
 from storage.store import pick_run
 
-from .output import human_bytes, table
+from .output import human_bytes, plural, table
 from .plot import CurveView
 
 
@@ -82,6 +82,7 @@ def verify(db: Path, run: str | None) -> None:
     if report.unchecked:
         print(f"unchecked: checkpoints {report.unchecked} were saved before checksums")
     verdict = "sound" if report.sound else "DAMAGED"
-    print(f"{report.path}: {verdict}; {report.intact} of {report.checkpoints} checkpoints intact")
+    total = plural(report.checkpoints, "checkpoint")
+    print(f"{report.path}: {verdict}; {report.intact} of {total} intact")
     if not report.sound:
         raise typer.Exit(1)
