@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import io
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ from spela_stream.errors import ConfigError, SpelaError
 from spela_stream.sources import BadRecordError, Source, open_source
 from spela_stream.sources.tcp import MAX_LINE, PENDING
 from spela_stream.stopping import Interrupted
+
+from .output import flagged
 
 if TYPE_CHECKING:
     from spela_stream.model import SpelaMLP
@@ -155,23 +156,6 @@ class PredictOptions:
     output: Output
     threads: int
     serve: ServeOptions = field(default_factory=ServeOptions)
-
-
-# The library names its parameters in backticks (`n_features`); the CLI says which flag sets each.
-FLAGS = {
-    "n_features": "--features",
-    "label_column": "--label-column",
-    "fmt": "--format",
-    "skip": "--skip",
-    "fps": "--fps",
-    "size": "--size",
-    "backbone": "--backbone",
-}
-
-
-def flagged(message: str) -> str:
-    """A library message with each parameter it names given as the flag that sets it."""
-    return re.sub(r"`(\w+)`", lambda m: FLAGS.get(m[1], m[1]), message)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:

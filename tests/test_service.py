@@ -274,7 +274,7 @@ def test_bad_lines_are_answered_and_counted_while_other_clients_go_on(blobs: Any
     port = b.sock.getsockname()[1]
     assert errors[1] == (
         f"client 127.0.0.1:{port} line 2: field 3 is 'oops', not a number (features must be "
-        "numeric; if this column is the label, pass --label-column 2); the layout confirmed by "
+        "numeric; if this column is the label, pass `label_column` 2); the layout confirmed by "
         "the first lines: 6 features, then the label"
     )
     assert errors[2] is not None and errors[2].startswith(
