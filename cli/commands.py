@@ -36,6 +36,7 @@ def learn(opts: LearnOptions) -> None:
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
     with CheckpointStore(opts.db, create=not opts.resume) as store, StopGuard() as guard:
         run = open_run(store, opts, progress, default_source="builtin:mnist")
+        run.loop.model.threads = opts.threads  # the model's per-sample calls use --threads too
         if run.source.startswith(TCP):  # a socket service: the same run, checkpoints and exits
             return serve.learn(opts, run, guard, progress)
         with rejects(opts, run, progress) as bad:
@@ -62,6 +63,7 @@ def evaluate(opts: EvalOptions) -> None:
     with CheckpointStore(opts.db, create=False) as store:
         info = pick_run(store, opts.run)
         saved, ck = load_loop(store, info, opts.checkpoint, learn=False)
+    saved.model.threads = opts.threads
     loop = Prequential(saved.model, window=opts.window, learn=False)
     with StopGuard() as guard, _opened(opts.input, info, saved.model) as src:
         for _ in loop.run(src, every=1 << 62, limit=opts.limit, guard=guard):
@@ -115,6 +117,7 @@ def predict(opts: PredictOptions) -> None:
     with CheckpointStore(opts.db, create=False) as store:
         info = pick_run(store, opts.run)
         loop, _ = load_loop(store, info, opts.checkpoint, learn=False)
+    loop.model.threads = opts.threads
     flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives
     out = sys.stdout
     header = opts.output is Output.csv  # written with the first answer, not before an error

@@ -82,6 +82,7 @@ def predict(opts: PredictOptions) -> None:
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False) as store:
         loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
+    loop.model.threads = opts.threads
     server = _listen(opts.input, opts.serve.host, opts.serve.max_line)
     service = Service(loop, server, learn=False, label_column=opts.input.label_column,
                       header=opts.input.header)  # fmt: skip

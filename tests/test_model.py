@@ -877,3 +877,67 @@ def test_a_batch_of_mixed_label_kinds_is_refused_before_any_class_is_added() -> 
     assert model.labels == [] and model.n_learned == 0
     model.learn_many(np.ones((2, 3)), [4, 5])
     assert model.labels == [4, 5]
+
+
+# ------------------------------------------------------------------ torch threads
+
+
+def _threads_seen(model: SpelaMLP, call: Callable[[], Any]) -> list[int]:
+    """torch's thread count inside the model's layers while ``call`` runs."""
+    seen: list[int] = []
+    layer = model.layers[0]
+    forward = layer.forward
+
+    def spy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        seen.append(torch.get_num_threads())
+        return forward(x)
+
+    layer.forward = spy  # type: ignore[method-assign]
+    try:
+        call()
+    finally:
+        del layer.forward
+    return seen
+
+
+@pytest.mark.parametrize(("threads", "inside"), [(1, 1), (3, 3), (None, 2)])
+def test_per_sample_calls_run_on_the_models_threads_and_restore_the_callers(
+    threads: int | None, inside: int
+) -> None:
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)  # the caller's deliberate choice
+    try:
+        model = SpelaMLP(**SMALL, threads=threads)
+        x = np.arange(4.0)
+        model.learn_one(x, "a")
+        calls: list[Callable[[], Any]] = [
+            lambda: model.learn_one(x, "b"),
+            lambda: model.predict_learn_one(x, "a"),
+            lambda: model.predict_one(x),
+            lambda: model.predict_proba_one(x),
+            lambda: model.predict_layers_one(x),
+            lambda: model.predict_explain_one(x),
+        ]
+        for call in calls:
+            seen = _threads_seen(model, call)
+            assert seen and set(seen) == {inside}
+            assert torch.get_num_threads() == 2  # restored after every call
+        # A batch is the caller's business: its setting, whatever the model's.
+        batch = np.ones((4, 4))
+        assert set(_threads_seen(model, lambda: model.learn_many(batch, ["a"] * 4))) == {2}
+        assert set(_threads_seen(model, lambda: model.predict_many(np.ones((4, 4))))) == {2}
+        # Restored even when the call raises.
+        with pytest.raises(WidthError):
+            model.learn_one(np.ones(3), "a")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(outer)
+
+
+def test_threads_is_a_runtime_setting() -> None:
+    assert SpelaMLP().threads == 1
+    model = SpelaMLP(**SMALL, threads=None)
+    assert "threads" not in model.config()
+    assert model.clone().threads is None and model.clone({"threads": 2}).threads == 2
+    with pytest.raises(ConfigError, match="threads"):
+        SpelaMLP(threads=0)
