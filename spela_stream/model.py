@@ -28,7 +28,7 @@ import torch
 from river import base
 
 from .errors import ConfigError, ModelError, WidthError
-from .inputs import Label, as_matrix, as_vector, check_label, check_label_kinds
+from .inputs import Label, as_matrix, as_vector, check_label, check_label_kinds, dict_rows
 from .layer import SpelaLayer
 from .memory import ReplayMemory
 from .policy import REPORTS
@@ -175,6 +175,7 @@ class SpelaMLP(base.Classifier):
         self.labels: list[Label] = []
         self._index: dict[Label, int] = {}
         self.feature_names: list[Hashable] | None = None
+        self._columns: dict[Hashable, int] = {}  # feature name -> column, rebuilt as names grow
         self.n_features: int | None = None
         self.n_learned = 0
         self.scaler: Standardiser | None = None
@@ -241,18 +242,58 @@ class SpelaMLP(base.Classifier):
     def _memory_seed(self) -> int:
         return self.seed * 1_000_003 + 999_983
 
-    def _vector(self, x: object, names: list[Hashable] | None = None) -> np.ndarray:
-        return as_vector(x, names or self.feature_names, self.n_features)
+    @property
+    def _by_name(self) -> bool:
+        """Dicts are read by feature name (unless the model was built from vectors)."""
+        return self.feature_names is not None or self.n_features is None
 
-    def _matrix(self, xs: object) -> np.ndarray:
-        return as_matrix(xs, self.feature_names, self.n_features)
+    def _rows(self, xs: list[object]) -> tuple[np.ndarray, list[Hashable]]:
+        """Samples as a float64 (B, d + n) array and the n feature names new to the model.
 
-    def _commit_input(self, x: object, width: int) -> None:
-        """Fix the feature names and build the layers at the first learned sample."""
+        Dict samples are read by name: the columns are the known names, then the new ones; a
+        feature a dict lacks is NaN, imputed at its running mean (``_scaled``). Vectors keep
+        their fixed width, checked.
+        """
+        if xs and self._by_name and all(isinstance(r, Mapping) for r in xs):
+            names = self.feature_names or []
+            if len(self._columns) != len(names):
+                self._columns = {k: i for i, k in enumerate(names)}
+            return dict_rows(xs, self._columns)  # type: ignore[arg-type]
+        if len(xs) == 1:
+            return as_vector(xs[0], self.feature_names, self.n_features)[None, :], []
+        return as_matrix(xs, self.feature_names, self.n_features), []
+
+    def _known(self, xs: list[object]) -> np.ndarray:
+        """Samples to predict: features the model has never learned are left out."""
+        batch, new = self._rows(xs)
+        out: np.ndarray = batch[:, : batch.shape[1] - len(new)]
+        return out
+
+    def _vector(self, x: object) -> np.ndarray:
+        out: np.ndarray = self._known([x])[0]
+        return out
+
+    def _commit_input(self, width: int, new: list[Hashable]) -> None:
+        """Build the layers at the first learned sample (a dict's names fixed in name order);
+        grow the input for features that appear later."""
         if self.n_features is None:
-            if isinstance(x, Mapping):
-                self.feature_names = list(x)
+            self.feature_names = new or None
             self._build(width)
+        elif new:
+            self._grow(new)
+
+    def _grow(self, names: list[Hashable]) -> None:
+        """New dict features: new first-layer columns (nothing else moves), fresh statistics, and
+        the memory's stored inputs padded as missing. A vector input never grows."""
+        assert self.feature_names is not None and self.scaler is not None
+        assert self.n_features is not None
+        k = len(names)
+        self.layers[0].grow_inputs(k, seed=self.seed * 1_000_003 + 499_979 + self.n_features)
+        self.scaler.grow(k)
+        if self.replay_memory is not None:
+            self.replay_memory.grow(k)
+        self.feature_names = [*self.feature_names, *names]
+        self.n_features += k
 
     def _to_tensor(self, batch: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(batch, dtype=self._torch_dtype).to(self._torch_device)
@@ -261,7 +302,9 @@ class SpelaMLP(base.Classifier):
 
     def _scaled(self, batch: np.ndarray) -> np.ndarray:
         assert self.scaler is not None
-        return self.scaler.transform(batch) if self.standardise else batch
+        if self.standardise:
+            return self.scaler.transform(batch)  # a missing feature (NaN) at its mean: 0
+        return np.nan_to_num(batch, nan=0.0) if np.isnan(batch).any() else batch
 
     def _forward_scores(self, h: torch.Tensor, stop_early: bool) -> list[np.ndarray]:
         """Scores (B, C) of every computed layer; with ``stop_early``, stop at a confident one."""
@@ -283,7 +326,7 @@ class SpelaMLP(base.Classifier):
 
     def _softmax(self, scores: np.ndarray, temperature: float | None = None) -> np.ndarray:
         """softmax(cos / temperature) over the last axis."""
-        z = scores / (temperature or self.temperature)
+        z = np.asarray(scores, dtype=np.float64) / (temperature or self.temperature)
         e = np.exp(z - z.max(axis=-1, keepdims=True))
         out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
         return out
@@ -407,9 +450,10 @@ class SpelaMLP(base.Classifier):
         output before its own update, which is exactly what ``predict_one`` would have seen.
         """
         label = check_label(y)
-        vec = self._vector(x)
-        self._commit_input(x, vec.shape[0])
-        preds = self._learn_matrix(vec[None, :], [label], predict)
+        batch, new = self._rows([x])
+        check_label_kinds([label], self.labels)  # before the input grows
+        self._commit_input(batch.shape[1], new)
+        preds = self._learn_matrix(batch, [label], predict)
         return preds[0] if preds else None
 
     @_on_threads
@@ -460,18 +504,25 @@ class SpelaMLP(base.Classifier):
             X = X.to_dict(orient="records")
         if isinstance(X, Iterable) and not isinstance(X, np.ndarray | torch.Tensor):
             X = list(X)
-        batch = self._matrix(X)
+        batch, new = self._rows(X) if isinstance(X, list) else (self._matrix(X), [])
         if batch.shape[0] != len(labels):
             raise WidthError(f"batch has {batch.shape[0]} samples but {len(labels)} labels")
         if batch.shape[0] == 0:
             return [] if predict else None
-        first = X[0] if isinstance(X, list) else None
-        self._commit_input(first, batch.shape[1])
+        check_label_kinds(labels, self.labels)  # before the input grows
+        self._commit_input(batch.shape[1], new)
         return self._learn_matrix(batch, labels, predict)
+
+    def _matrix(self, xs: object) -> np.ndarray:
+        return as_matrix(xs, self.feature_names, self.n_features)
 
     def predict_many(self, X: object) -> list[Label | None]:
         """Reported labels for a micro-batch."""
-        batch = self._matrix(X)
+        if hasattr(X, "to_dict") and hasattr(X, "columns"):  # a pandas DataFrame
+            X = X.to_dict(orient="records")
+        if isinstance(X, Iterable) and not isinstance(X, np.ndarray | torch.Tensor):
+            X = list(X)
+        batch = self._known(X) if isinstance(X, list) and X else self._matrix(X)
         if batch.shape[0] == 0:
             return []
         return [p.label for p in self._predict_matrix(batch)]
@@ -556,7 +607,8 @@ class SpelaMLP(base.Classifier):
             if n_features is not None:
                 model.n_features = int(n_features)
                 model.scaler = Standardiser(model.n_features, clip=model.clip)
-                model.scaler.load({k: state[f"scaler.{k}"] for k in ("count", "mean", "m2")})
+                keys = ("count", "mean", "m2", *(["counts"] if "scaler.counts" in state else []))
+                model.scaler.load({k: state[f"scaler.{k}"] for k in keys})
                 model.layers = [
                     SpelaLayer.from_state(
                         {
