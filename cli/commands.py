@@ -79,6 +79,7 @@ def evaluate(opts: EvalOptions) -> None:
         "source": opts.input.source,
         "samples": loop.samples,
         **m.reported.summary(),
+        "ece": m.calibration.get(),  # expected calibration error of the confidence, 15 bins
         "layers": [t.summary() for t in m.layers],
         "recall": [[c, r] for c, r in recall.items()],
         "classes": classes,
@@ -89,7 +90,9 @@ def evaluate(opts: EvalOptions) -> None:
         print(json.dumps(result))
         return
     print(f"run {info.name} checkpoint {ck.id} on {opts.input.source}: {loop.samples} samples")
-    print(f"accuracy {result['accuracy']:.4f}  kappa {result['kappa']:.4f}")
+    print(
+        f"accuracy {result['accuracy']:.4f}  kappa {result['kappa']:.4f}  ece {result['ece']:.4f}"
+    )
     for i, t in enumerate(m.layers):
         print(f"layer {i}: accuracy {t.accuracy:.4f}  kappa {t.kappa:.4f}")
     if fig:  # the saved run has per-class figures (checkpoints before them do not)

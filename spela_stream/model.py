@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from river import base
 
+from .calibration import OnlineTemperature
 from .errors import ConfigError, ModelError, WidthError
 from .inputs import Label, as_matrix, as_vector, check_label, check_label_kinds, dict_rows
 from .layer import SpelaLayer
@@ -105,6 +106,13 @@ class SpelaMLP(base.Classifier):
         layer's scores.
     temperature
         Probabilities are ``softmax(cos / temperature)`` over the known classes.
+    calibrate
+        Fit each layer's temperature (and the vote's) online on its own prequential predictions
+        (``calibration.OnlineTemperature``), so that reported confidences and probabilities are
+        calibrated; ``temperature`` holds until 20 predictions have been scored. A layer's label
+        is its top cosine whatever the temperature, so ``last`` reports the same labels either
+        way; ``confident``, ``early_exit`` and ``exit_threshold`` read the calibrated confidences,
+        comparable across layers (a threshold of 0.9 asks for about 90% right).
     standardise, clip
         Standardise features with running statistics, clipping to [-clip, clip].
     normalise_hidden, hidden_decay
@@ -140,6 +148,7 @@ class SpelaMLP(base.Classifier):
         report: Report = "last",
         exit_threshold: float = 0.9,
         temperature: float = 0.1,
+        calibrate: bool = True,
         standardise: bool = True,
         clip: float | None = 5.0,
         normalise_hidden: bool = True,
@@ -158,6 +167,7 @@ class SpelaMLP(base.Classifier):
         self.report = report
         self.exit_threshold = float(exit_threshold)
         self.temperature = float(temperature)
+        self.calibrate = bool(calibrate)
         self.standardise = bool(standardise)
         self.clip = clip
         self.normalise_hidden = bool(normalise_hidden)
@@ -181,6 +191,7 @@ class SpelaMLP(base.Classifier):
         self.scaler: Standardiser | None = None
         self.layers: list[SpelaLayer] = []
         self.replay_memory: ReplayMemory | None = None
+        self.calibration = [OnlineTemperature() for _ in range(self._n_streams)]
 
     def _validate_config(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -211,6 +222,29 @@ class SpelaMLP(base.Classifier):
             raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} asked for, but torch sees no CUDA device")
+
+    @property
+    def _n_streams(self) -> int:
+        """Prediction streams with a temperature of their own: every layer, and the vote."""
+        return len(self.hidden) + (self.report == "vote")
+
+    def _temperatures(self) -> list[float]:
+        """Each stream's temperature: fitted on the stream, or the model's own."""
+        if not self.calibrate:
+            return [self.temperature] * self._n_streams
+        return [c.temperature(self.temperature) for c in self.calibration]
+
+    def _fit_calibration(self, layer_scores: list[np.ndarray], k: np.ndarray) -> None:
+        """Fold a batch's prequential scores (B, C) per layer into the temperatures; a sample of
+        a class new in this batch had no prediction and is left out."""
+        old = k < layer_scores[0].shape[1]
+        if not old.any():
+            return
+        streams = [s[old] for s in layer_scores]
+        if self.report == "vote":
+            streams.append(np.mean(streams, axis=0))
+        for fit, scores in zip(self.calibration, streams, strict=True):
+            fit.update(scores, k[old])
 
     @property
     def _multiclass(self) -> bool:
@@ -309,13 +343,14 @@ class SpelaMLP(base.Classifier):
     def _forward_scores(self, h: torch.Tensor, stop_early: bool) -> list[np.ndarray]:
         """Scores (B, C) of every computed layer; with ``stop_early``, stop at a confident one."""
         n_classes = len(self.labels)
+        temps = self._temperatures() if stop_early else []
         out = []
         for i, layer in enumerate(self.layers):
             _, h = layer.forward(layer.normalise(h))
             s = layer.scores(h, n_classes)
             out.append(s)
             if stop_early and i + 1 < len(self.layers):
-                conf = self._confidence(s)
+                conf = self._softmax(s, temps[i]).max(axis=1)  # (B,) calibrated
                 if bool((conf >= self.exit_threshold).all()):
                     break
         return out
@@ -331,14 +366,11 @@ class SpelaMLP(base.Classifier):
         out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
         return out
 
-    def _confidence(self, scores: np.ndarray) -> np.ndarray:
-        """Probability of the top class under softmax(cos / temperature): (B,)."""
-        out: np.ndarray = self._softmax(scores).max(axis=1)
-        return out
-
     def _choose(self, layer_scores: list[np.ndarray]) -> list[Prediction]:
-        """Apply the report policy to per-layer scores (B, C) of a batch."""
-        probs = [self._softmax(s) for s in layer_scores]
+        """Apply the report policy to per-layer scores (B, C) of a batch, with each stream's
+        temperature (calibrated, unless ``calibrate`` is off)."""
+        temps = self._temperatures()  # one per layer, then the vote's
+        probs = [self._softmax(s, t) for s, t in zip(layer_scores, temps, strict=False)]
         preds = []
         for row in range(probs[0].shape[0]):
             tops = [int(p[row].argmax()) for p in probs]
@@ -346,7 +378,7 @@ class SpelaMLP(base.Classifier):
             labels = tuple(self.labels[t] for t in tops)
             if self.report == "vote":
                 summed = np.sum([s[row] for s in layer_scores], axis=0)
-                p = self._softmax(summed, self.temperature * len(layer_scores))
+                p = self._softmax(summed, temps[-1] * len(layer_scores))
                 top = int(p.argmax())
                 preds.append(Prediction(self.labels[top], float(p[top]), -1, labels, confs))
                 continue
@@ -383,6 +415,7 @@ class SpelaMLP(base.Classifier):
         for layer in self.layers:
             layer.ensure_classes(len(self.labels))
         predict_now = predict and known > 0
+        score_now = known > 0 and (predict or self.calibrate)  # learning is the same either way
         scores = []
         with torch.inference_mode():
             k = torch.tensor([self._index[y] for y in ys], device=self._torch_device)  # (B,)
@@ -392,19 +425,20 @@ class SpelaMLP(base.Classifier):
             for layer in self.layers:
                 h_in = layer.normalise(h)
                 z, out = layer.forward(h_in)
-                if predict_now:
+                if score_now:
                     scores.append(layer.scores(out, known))
                 layer.update(h_in, z, out, k, self.lr * math.sqrt(layer.d_out / REFERENCE_WIDTH))
                 layer.observe(h)
                 h = out  # the next layer receives y, computed before this layer's update
         self.n_learned += batch.shape[0]
+        preds = self._choose(scores) if predict_now else None  # before this batch's calibration
+        if score_now and self.calibrate:
+            self._fit_calibration(scores, k.cpu().numpy())
         if self.replay_memory is not None:
             self._remember(batch, k.tolist())
         if not predict:
             return None
-        if not predict_now:
-            return [self._no_prediction()] * batch.shape[0]
-        return self._choose(scores)
+        return preds or [self._no_prediction()] * batch.shape[0]
 
     def _remember(self, batch: np.ndarray, ks: list[int]) -> None:
         """Offer the learned samples to the memory; rehearse stored ones when a replay is due."""
@@ -472,7 +506,7 @@ class SpelaMLP(base.Classifier):
             scores = self._forward_scores(h, stop_early=self.report == "early_exit")
             chosen = self._choose(scores)[0].layer  # the report policy lives in _choose alone
             s = np.mean(scores, axis=0) if chosen == -1 else scores[chosen]
-            p = self._softmax(s[0]).tolist()
+            p = self._softmax(s[0], self._temperatures()[chosen]).tolist()
         return dict(zip(self.labels, p, strict=True))
 
     @_on_threads
@@ -538,6 +572,7 @@ class SpelaMLP(base.Classifier):
             "report": self.report,
             "exit_threshold": self.exit_threshold,
             "temperature": self.temperature,
+            "calibrate": self.calibrate,
             "standardise": self.standardise,
             "clip": self.clip,
             "normalise_hidden": self.normalise_hidden,
@@ -583,6 +618,9 @@ class SpelaMLP(base.Classifier):
         if self.replay_memory is not None:
             for key, arr in self.replay_memory.state().items():
                 state[f"memory.{key}"] = arr
+        for i, fit in enumerate(self.calibration):
+            for key, arr in fit.state().items():
+                state[f"calibration.{i}.{key}"] = arr
         return state
 
     @classmethod
@@ -634,6 +672,14 @@ class SpelaMLP(base.Classifier):
                         if saved
                         else ReplayMemory(model.memory, model.n_features, seed=model._memory_seed)
                     )
+            model.calibration = [  # a stream saved without one (older states) starts its fit
+                OnlineTemperature.from_state(
+                    {k: state[f"calibration.{i}.{k}"] for k in ("nll", "n")}
+                )
+                if f"calibration.{i}.nll" in state
+                else OnlineTemperature()
+                for i in range(model._n_streams)
+            ]
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"model state is incomplete or corrupt: {exc!r}") from None
         return model
