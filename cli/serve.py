@@ -80,7 +80,7 @@ def predict(opts: PredictOptions) -> None:
     from storage.store import pick_run
 
     torch.set_num_threads(opts.threads)
-    with CheckpointStore(opts.db, create=False) as store:
+    with CheckpointStore(opts.db, create=False, readonly=True) as store:
         loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
     server = _listen(opts.input, opts.serve.host, opts.serve.max_line)
     service = Service(loop, server, learn=False, label_column=opts.input.label_column,
