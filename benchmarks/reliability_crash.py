@@ -138,8 +138,8 @@ def kill_section(work: Path, trials: int, samples: int, seed: int = 12) -> Secti
             interval, row, delay = 200, 25, 0.0
         results.append(kill_trial(work, data, interval, row, delay, want))
     rows: list[list[object]] = [
-        [i + 1, t.interval, t.killed_at, "timer" if t.timer else "on WAL write", t.wal_frames, t.mid_write, t.verify.code,
-         t.resume.code, t.resumed_from if t.resumed_from is not None else "fresh start",
+        [i + 1, t.interval, t.killed_at, "timer" if t.timer else "on WAL write", t.wal_frames,
+         t.mid_write, t.verify.code, t.resume.code, t.resumed_from if t.resumed_from is not None else "fresh start",
          t.identical]
         for i, t in enumerate(results)
     ]  # fmt: skip
@@ -180,8 +180,8 @@ def two_writers_section(work: Path) -> Section:
         p.unlink()
     lines = "a,b,label\n" + "".join(f"{i % 7},{i % 3},{i % 2}\n" for i in range(40))
     base = ["learn", "-s", "-", "--db", str(db), "--checkpoint-seconds", "0"]
-    holder = spawn([*base, "--hidden", "8", "--run", "w", "--every", "10", "--checkpoint-every", "10"], work,
-                   stdin=subprocess.PIPE)  # fmt: skip
+    hold = ["--hidden", "8", "--run", "w", "--every", "10", "--checkpoint-every", "10"]
+    holder = spawn([*base, *hold], work, stdin=subprocess.PIPE)
     err = pump(holder)
     assert holder.stdin is not None
     holder.stdin.write(lines)
