@@ -139,8 +139,8 @@ def kill_section(work: Path, trials: int, samples: int, seed: int = 12) -> Secti
         results.append(kill_trial(work, data, interval, row, delay, want))
     rows: list[list[object]] = [
         [i + 1, t.interval, t.killed_at, "timer" if t.timer else "on WAL write", t.wal_frames,
-         t.mid_write, t.verify.code, t.resume.code, t.resumed_from if t.resumed_from is not None else "fresh start",
-         t.identical]
+         t.mid_write, t.verify.code, t.resume.code,
+         "fresh start" if t.resumed_from is None else t.resumed_from, t.identical]
         for i, t in enumerate(results)
     ]  # fmt: skip
     survived = sum(t.survived for t in results)
