@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import struct
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +80,30 @@ def spawn(args: list[str], cwd: Path, stdin: int | None = None) -> subprocess.Po
         [*CMD, *args], cwd=cwd, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, env=child_env(),
     )  # fmt: skip
+
+
+def pump(proc: subprocess.Popen[str]) -> queue.Queue[str]:
+    """The child's stderr, a line at a time as written, on a thread ('' at the end)."""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def run() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put("")
+
+    threading.Thread(target=run, daemon=True).start()
+    return lines
+
+
+def wait_for_row(lines: queue.Queue[str], samples: int, timeout: float = 300.0) -> bool:
+    """Block until the progress table shows the row of ``samples``; False if the child ended."""
+    end = time.monotonic() + timeout
+    while (line := lines.get(timeout=max(0.1, end - time.monotonic()))) != "":
+        fields = line.split()
+        if fields and fields[0].isdigit() and int(fields[0]) >= samples:
+            return True
+    return False
 
 
 def mnist_csv(path: Path, n: int) -> Path:

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import os
-import queue
 import random
 import re
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .faults import Outcome, Section, cli, code, mnist_csv, model_digest, spawn, wal_state
+from .faults import (
+    Outcome,
+    Section,
+    cli,
+    code,
+    mnist_csv,
+    model_digest,
+    pump,
+    spawn,
+    wait_for_row,
+    wal_state,
+)
 
 RUN = "k"
 # A replay memory of 200 MNIST digits makes each checkpoint ~0.7 MB, so that a tiny
@@ -23,30 +32,6 @@ QUIET = ["--checkpoint-seconds", "0"]  # checkpoints only on the sample count, a
 RESUMED = re.compile(r"resuming run '[^']+' from checkpoint (\d+): (\d+) samples")
 # A cycle of checkpoint intervals: the small ones land kills inside checkpoint writes.
 INTERVALS = (1, 2, 5, 1, 50, 200)
-
-
-def pump(proc: subprocess.Popen[str]) -> queue.Queue[str]:
-    """The child's stderr, a line at a time as written, on a thread ('' at the end)."""
-    lines: queue.Queue[str] = queue.Queue()
-
-    def run() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.put(line)
-        lines.put("")
-
-    threading.Thread(target=run, daemon=True).start()
-    return lines
-
-
-def wait_for_row(lines: queue.Queue[str], samples: int, timeout: float = 300.0) -> bool:
-    """Block until the progress table shows the row of ``samples``; False if the child ended."""
-    end = time.monotonic() + timeout
-    while (line := lines.get(timeout=max(0.1, end - time.monotonic()))) != "":
-        fields = line.split()
-        if fields and fields[0].isdigit() and int(fields[0]) >= samples:
-            return True
-    return False
 
 
 @dataclass
