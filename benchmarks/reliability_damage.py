@@ -260,8 +260,9 @@ def corruption_section(work: Path, quick: bool) -> Section:
         fell = used is not None and used < newest
         fallbacks += fell
         clean += not (verify.traceback or resume.traceback)
+        went = "—" if used is None else f"{used} (newest {newest})"
         rows.append([name, verify.code, code(verify.message, 110), resume.code,
-                     code(resume.message, 110), "—" if used is None else f"{used} (newest {newest})",
+                     code(resume.message, 110), went,
                      "TRACEBACK" if verify.traceback or resume.traceback else "none"])  # fmt: skip
     total = len(rows)
     return Section(

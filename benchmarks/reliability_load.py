@@ -233,11 +233,12 @@ def fuzz_one(work: Path, fmt: str, n: int, seed: int) -> list[object]:
         args += ["--features", "4"]
     done = cli(args, work)
     summary = json.loads(done.out.splitlines()[-1]) if done.out.strip() else {}
-    learned, rejected = summary.get("learned", -1), summary.get("rejected", -1)
+    samples, rejected = summary.get("samples", -1), summary.get("rejected", -1)
     read = summary.get("position", -1)
     skipped = sum(1 for ln in done.err.splitlines() if ln.startswith("skipped "))
-    return [fmt, n, records, learned, rejected, read, learned + rejected == read == records,
-            skipped, done.code, "TRACEBACK" if done.traceback else "none",
+    return [fmt, n, records, samples, summary.get("learned", -1), rejected, read,
+            samples + rejected == read == records, skipped, done.code,
+            "TRACEBACK" if done.traceback else "none",
             code(done.message if done.code else "")]  # fmt: skip
 
 
@@ -246,7 +247,7 @@ def fuzz_section(work: Path, n: int, seed: int = 2026) -> Section:
     start = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
     rows = [fuzz_one(work, fmt, n, seed + i) for i, fmt in enumerate(FUZZ_FORMATS)]
-    good = sum(1 for r in rows if r[6] is True and r[8] == 0 and r[9] == "none")
+    good = sum(1 for r in rows if r[7] is True and r[9] == 0 and r[10] == "none")
     return Section(
         title="Fuzzed lines per parser",
         intro=(
@@ -255,13 +256,14 @@ def fuzz_section(work: Path, n: int, seed: int = 2026) -> Section:
             "truncation, a token replaced by an odd one such as `1_000`, Arabic-Indic or "
             "full-width digits, `1e999`, NUL; random bytes; the line doubled) or left valid "
             "(2 in 9). `learn --on-error skip --json`; *records* counts the non-blank lines "
-            "written, *read* is the run's position."
+            "written; *samples* counts those taken (learned, or predicted when unlabelled); "
+            "*read* is the run's position."
         ),
-        header=["format", "lines", "records", "learned", "rejected", "read",
-                "learned + rejected == read == records", "skipped notes", "exit", "traceback",
+        header=["format", "lines", "records", "samples", "learned", "rejected", "read",
+                "samples + rejected == read == records", "skipped notes", "exit", "traceback",
                 "error"],
         rows=rows,
-        verdict=f"{good} of {len(rows)} parsers: every record learned or rejected, exit 0, "
+        verdict=f"{good} of {len(rows)} parsers: every record taken or rejected, exit 0, "
         "no traceback",
         seconds=time.monotonic() - start,
     )  # fmt: skip
