@@ -192,6 +192,28 @@ def wal_state(wal: Path) -> WalState:
     return WalState(frames, commits, since)
 
 
+# SQLite's unix VFS locks byte 120 of the -shm file (UNIX_SHM_BASE + WAL_WRITE_LOCK) for as
+# long as a write transaction is open on a WAL database.
+WAL_WRITE_LOCK_BYTE = 120
+
+
+def write_lock_holder(shm: Path) -> int | None:
+    """The pid holding a WAL database's write lock (a write transaction is open), or None."""
+    import fcntl
+
+    try:
+        fd = os.open(shm, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        query = struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_SET, WAL_WRITE_LOCK_BYTE, 1, 0)
+        answer = fcntl.fcntl(fd, fcntl.F_GETLK, query + b"\0" * 4)
+        kind, _, _, _, pid = struct.unpack("hhqqi", answer[: struct.calcsize("hhqqi")])
+    finally:
+        os.close(fd)
+    return None if kind == fcntl.F_UNLCK else pid
+
+
 def rss_mib(pid: int) -> float | None:
     """The resident set size of a live process in MiB, from /proc (None once it is gone)."""
     try:

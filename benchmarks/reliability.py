@@ -31,35 +31,48 @@ from .reliability_load import abuse_section, fuzz_section, soak_section
 # name -> (quick, full) builders, in the document's order
 Builder = Callable[[Path], Section]
 PARTS: dict[str, tuple[Builder, Builder]] = {
-    "kill": (lambda w: kill_section(w, 6, 400), lambda w: kill_section(w, 24, 800)),
+    "kill": (lambda w: kill_section(w, 6, 400), lambda w: kill_section(w, 20, 500)),
     "corrupt": (lambda w: corruption_section(w, True), lambda w: corruption_section(w, False)),
     "writers": (two_writers_section, two_writers_section),
     "diskfull": (disk_full_section, disk_full_section),
     "readonly": (read_only_section, read_only_section),
     "abuse": (lambda w: abuse_section(w, True), lambda w: abuse_section(w, False)),
     "soak": (lambda w: soak_section(w, 1_000_000, 45), lambda w: soak_section(w, 1_000_000, 240)),
-    "fuzz": (lambda w: fuzz_section(w, 300), lambda w: fuzz_section(w, 2000)),
+    "fuzz": (lambda w: fuzz_section(w, 300), lambda w: fuzz_section(w, 1000)),
 }
 
 
-def machine() -> list[str]:
+def commit() -> str:
+    """The checkout's commit, marked when files differ from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                              text=True).stdout.strip()  # fmt: skip
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "benchmarks", "cli",
+                "storage", "spela_stream")  # fmt: skip
+    return f"{head} (with uncommitted changes)" if dirty else head
+
+
+def machine(at: str) -> list[str]:
     """Lines that say where and when the figures were measured."""
     cpu = next(
         (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
          if ln.startswith("model name")), platform.processor() or "unknown",
     )  # fmt: skip
     mem = Path("/proc/meminfo").read_text().split()[1]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True).stdout.strip()  # fmt: skip
     return [
         f"- machine: {platform.node()}, {os.cpu_count()} CPUs ({cpu}), "
         f"{int(mem) / 2**20:.1f} GiB RAM, Linux {platform.release()}, Python "
         f"{platform.python_version()}",
-        f"- commit: {commit or 'unknown'}",
+        f"- code: commit {at}",
     ]
 
 
-def render(sections: list[Section], command: str, started: str, loads: list[str]) -> str:
+def render(
+    sections: list[Section], command: str, started: str, loads: list[str], at: str = ""
+) -> str:
     """The whole document."""
     head = [
         "# Reliability: fault trials against the real command",
@@ -69,7 +82,7 @@ def render(sections: list[Section], command: str, started: str, loads: list[str]
         "",
         f"- command: `{command}`",
         f"- started: {started}",
-        *machine(),
+        *machine(at or commit()),
         f"- load average (1, 5, 15 min) at the start: {loads[0]}; at the end: {loads[-1]}. "
         "Other work shared the machine: timings are rough, counts and exit codes are exact.",
         "",
@@ -105,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.argv[1:] if argv is None else argv
     )
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    loads = [loadavg()]
+    loads, at = [loadavg()], commit()
     sections = []
     with tempfile.TemporaryDirectory(prefix="spela-reliability-") as tmp:
         work = args.work or Path(tmp)
@@ -118,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             sections.append(section)
     loads.append(loadavg())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(render(sections, command.strip(), started, loads))
+    args.out.write_text(render(sections, command.strip(), started, loads, at))
     print(args.out)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal
@@ -22,6 +21,7 @@ from .faults import (
     spawn,
     wait_for_row,
     wal_state,
+    write_lock_holder,
 )
 
 RUN = "k"
@@ -41,6 +41,7 @@ class KillTrial:
     interval: int
     timer: bool  # killed on a timer, not on the WAL's first write
     killed_at: int  # the progress row seen just before the kill
+    in_write: bool  # it held the WAL write lock (a checkpoint's transaction) just before
     wal_frames: int  # valid WAL frames on disk after the kill
     mid_write: bool  # the WAL held frames of a transaction without its commit frame
     verify: Outcome
@@ -63,17 +64,13 @@ def reference(work: Path, data: Path) -> tuple[str, int]:
     return model_digest(db, RUN)
 
 
-def watch_write(wal: Path, limit_s: float = 10.0) -> bool:
-    """Spin until the WAL file's modification time changes (a write has begun): True, or False
-    after ``limit_s``. The kill that follows lands while the frames are being written."""
+def watch_write(shm: Path, pid: int, limit_s: float = 10.0) -> bool:
+    """Spin until ``pid`` holds the database's WAL write lock (a checkpoint's transaction is
+    open): True, or False after ``limit_s``."""
     end = time.monotonic() + limit_s
-    seen = wal.stat().st_mtime_ns if wal.exists() else 0
     while time.monotonic() < end:
-        try:
-            if os.stat(wal).st_mtime_ns != seen:
-                return True
-        except FileNotFoundError:
-            pass
+        if write_lock_holder(shm) == pid:
+            return True
     return False
 
 
@@ -90,10 +87,12 @@ def kill_trial(
     proc = spawn([*args, *MODEL, "--every", "25", "--checkpoint-every", str(interval)], work)
     lines = pump(proc)
     wait_for_row(lines, row)
+    shm = db.with_name(db.name + "-shm")
     if delay is None:
-        watch_write(db.with_name(db.name + "-wal"))
+        watch_write(shm, proc.pid)
     else:
         time.sleep(delay)
+    in_write = write_lock_holder(shm) == proc.pid
     proc.send_signal(signal.SIGKILL)
     proc.wait(60)
     wal = wal_state(db.with_name(db.name + "-wal"))
@@ -102,7 +101,7 @@ def kill_trial(
     found = RESUMED.search(resume.err)
     identical = resume.code == 0 and model_digest(db, RUN)[0] == want
     return KillTrial(
-        interval, delay is not None, row, wal.frames, wal.mid_write, verify, resume,
+        interval, delay is not None, row, in_write, wal.frames, wal.mid_write, verify, resume,
         int(found.group(2)) if found else None, identical,
     )  # fmt: skip
 
@@ -123,33 +122,37 @@ def kill_section(work: Path, trials: int, samples: int, seed: int = 12) -> Secti
             interval, row, delay = 200, 25, 0.0
         results.append(kill_trial(work, data, interval, row, delay, want))
     rows: list[list[object]] = [
-        [i + 1, t.interval, t.killed_at, "timer" if t.timer else "on WAL write", t.wal_frames,
+        [i + 1, t.interval, t.killed_at, "timer" if t.timer else "in a write", t.in_write,
+         t.wal_frames,
          t.mid_write, t.verify.code, t.resume.code,
          "fresh start" if t.resumed_from is None else t.resumed_from, t.identical]
         for i, t in enumerate(results)
     ]  # fmt: skip
     survived = sum(t.survived for t in results)
-    inside = sum(t.mid_write for t in results)
+    inside = sum(t.in_write for t in results)
+    cut = sum(t.mid_write for t in results)
     return Section(
         title="kill -9 during learning",
         intro=(
             f"`learn` over {samples} MNIST digits (`{' '.join(MODEL)}`), checkpointing every N "
             "samples, killed with SIGKILL after a seeded progress row: odd trials a seeded "
-            "random 0-0.25 s later, even ones the moment the WAL file's mtime changes (a "
-            "checkpoint's frames are being written; N = 1 or 2 keeps it writing most of the "
-            "time). Then `checkpoints "
-            "verify` and `learn --resume` on the same file; *identical* compares a sha256 over "
-            "every array and JSON value of the resumed run's final checkpoint with an unbroken "
-            "run's. *WAL mid-write* reads the WAL file as SQLite's recovery does: frames of a "
-            "transaction with no commit frame, i.e. the kill landed inside a checkpoint's write. "
+            "random 0-0.25 s later, even ones the moment the learner holds the database's WAL "
+            "write lock (a checkpoint's transaction is open; N = 1 or 2 keeps it writing much "
+            "of the time). *Write lock held* is that lock's state (F_GETLK on the -shm file) "
+            "just before the SIGKILL. Then `checkpoints verify` and `learn --resume` on the "
+            "same file; *identical* compares a sha256 over every array and JSON value of the "
+            "resumed run's final checkpoint with an unbroken run's. *WAL mid-write* reads the "
+            "WAL file as SQLite's recovery does: frames of a transaction with no commit frame. "
             "The last trial (every 200) is killed at row 25, before its first checkpoint."
         ),
-        header=["trial", "checkpoint every", "killed after row", "kill", "WAL frames",
-                "WAL mid-write", "verify exit", "resume exit", "resumed from", "identical"],
+        header=["trial", "checkpoint every", "killed after row", "kill", "write lock held",
+                "WAL frames", "WAL mid-write", "verify exit", "resume exit", "resumed from",
+                "identical"],
         rows=rows,
         verdict=(
             f"**{survived} of {len(results)} survived** (verify exit 0, resume exit 0, final "
-            f"model bit-identical); {inside} kills landed inside a checkpoint's WAL write"
+            f"model bit-identical); {inside} kills landed inside a checkpoint's write "
+            f"transaction, {cut} left a transaction's frames in the WAL without its commit"
         ),
         seconds=time.monotonic() - start,
     )  # fmt: skip

@@ -112,3 +112,58 @@ def test_a_damaged_newest_checkpoint_is_reported_and_resume_falls_back(tmp_path:
     assert resume.message.startswith(f"warning: checkpoint {ids[2]} of run '{RUN}'")
     with closing(sqlite3.connect(case)) as conn:
         assert conn.execute("SELECT max(samples) FROM checkpoints").fetchone()[0] == 600
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_an_error_and_leaves_a_file_that_resumes(tmp_path: Path) -> None:
+    """A real 3 MiB tmpfs (root only; skipped where mounting is refused)."""
+    from benchmarks.reliability_damage import disk_full_section
+
+    section = disk_full_section(tmp_path)
+    if section.header == ["-"]:
+        pytest.skip(section.intro)
+    (learn, verify, resume, fresh) = section.rows
+    assert learn[1] == 1 and "disk is full" in str(learn[2]) and learn[3] == "none"
+    assert verify[1] == 0 and "sound" in str(verify[2])
+    assert resume[1] == 0 and fresh[1] == 1 and "Error:" in str(fresh[2])
+
+
+def test_write_lock_holder_sees_an_open_write_transaction(tmp_path: Path) -> None:
+    from benchmarks.faults import write_lock_holder
+
+    hold = (
+        "import sqlite3, sys\n"
+        "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "c.execute('PRAGMA journal_mode=wal'); c.execute('CREATE TABLE t (a)')\n"
+        "c.execute('BEGIN IMMEDIATE'); c.execute('INSERT INTO t VALUES (1)')\n"
+        "print('open', flush=True); sys.stdin.readline()\n"
+        "c.execute('COMMIT'); print('done', flush=True); sys.stdin.readline()\n"
+    )
+    db = tmp_path / "x.db"
+    child = subprocess.Popen([sys.executable, "-c", hold, str(db)], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        assert child.stdout.readline() == "open\n"
+        assert write_lock_holder(tmp_path / "x.db-shm") == child.pid
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline() == "done\n"
+        assert write_lock_holder(tmp_path / "x.db-shm") is None
+        assert write_lock_holder(tmp_path / "absent-shm") is None
+    finally:
+        child.kill()
+        child.wait(30)
+
+
+@pytest.mark.slow
+def test_a_kill_inside_a_checkpoint_write_resumes_to_the_same_model(tmp_path: Path) -> None:
+    from benchmarks.faults import mnist_csv
+    from benchmarks.reliability_crash import kill_trial, reference
+
+    data = mnist_csv(tmp_path / "mnist.csv", 200)
+    want, samples = reference(tmp_path, data)
+    trial = kill_trial(tmp_path, data, 1, 100, None, want)
+    assert samples == 200 and trial.in_write and trial.survived
+    # killed while saving sample 100 (or one just after): the one before it is kept
+    assert trial.resumed_from is not None and 99 <= trial.resumed_from < 200
