@@ -30,9 +30,16 @@ from .reliability_load import abuse_section, fuzz_section, soak_section
 
 # name -> (quick, full) builders, in the document's order
 Builder = Callable[[Path], Section]
+JOBS = 2  # trials at a time in the kill and corruption parts (--jobs)
 PARTS: dict[str, tuple[Builder, Builder]] = {
-    "kill": (lambda w: kill_section(w, 6, 400), lambda w: kill_section(w, 20, 500)),
-    "corrupt": (lambda w: corruption_section(w, True), lambda w: corruption_section(w, False)),
+    "kill": (
+        lambda w: kill_section(w, 6, 400, jobs=JOBS),
+        lambda w: kill_section(w, 20, 400, jobs=JOBS),
+    ),
+    "corrupt": (
+        lambda w: corruption_section(w, True, JOBS),
+        lambda w: corruption_section(w, False, JOBS),
+    ),
     "writers": (two_writers_section, two_writers_section),
     "diskfull": (disk_full_section, disk_full_section),
     "readonly": (read_only_section, read_only_section),
@@ -83,6 +90,7 @@ def render(
         f"- command: `{command}`",
         f"- started: {started}",
         *machine(at or commit()),
+        f"- kill and corruption trials run {JOBS} at a time",
         f"- load average (1, 5, 15 min) at the start: {loads[0]}; at the end: {loads[-1]}. "
         "Other work shared the machine: timings are rough, counts and exit codes are exact.",
         "",
@@ -109,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default=",".join(PARTS), help=f"parts, of {','.join(PARTS)}")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "reliability.md")
     ap.add_argument("--work", type=Path, help="where the trials' files go (default: a temp dir)")
+    ap.add_argument("--jobs", type=int, default=2, help="kill and corruption trials at a time")
     args = ap.parse_args(argv)
+    global JOBS
+    JOBS = max(1, args.jobs)
     chosen = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = sorted(set(chosen) - set(PARTS))
     if unknown:

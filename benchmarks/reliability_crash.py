@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def kill_trial(
     """Learn ``data`` checkpointing every ``interval`` samples, kill -9 ``delay`` s after the
     progress row ``row`` (None: the moment the WAL is next written), then verify the file,
     resume, and compare with the digest ``want``."""
+    work.mkdir(parents=True, exist_ok=True)
     db = work / "k.db"
     for p in work.glob("k.db*"):
         p.unlink()
@@ -106,21 +108,24 @@ def kill_trial(
     )  # fmt: skip
 
 
-def kill_section(work: Path, trials: int, samples: int, seed: int = 12) -> Section:
-    """``trials`` kill -9 trials over ``samples`` MNIST digits, seeded kill times."""
+def kill_section(work: Path, trials: int, samples: int, seed: int = 12, jobs: int = 1) -> Section:
+    """``trials`` kill -9 trials over ``samples`` MNIST digits, seeded kill times, ``jobs`` at
+    a time."""
     start = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
     data = mnist_csv(work / "mnist.csv", samples)
     want, _ = reference(work, data)
     rng = random.Random(seed)
-    results = []
+    plan = []
     for i in range(trials):
         interval = INTERVALS[i % len(INTERVALS)]
         row = rng.randrange(50, samples - 100, 25)
         delay = None if i % 2 else rng.uniform(0.0, 0.25)
         if i == trials - 1:  # before its first checkpoint
             interval, row, delay = 200, 25, 0.0
-        results.append(kill_trial(work, data, interval, row, delay, want))
+        plan.append((work / f"trial{i + 1}", data, interval, row, delay, want))
+    with ThreadPoolExecutor(jobs) as pool:  # each trial its own processes and files
+        results = list(pool.map(lambda args: kill_trial(*args), plan))
     rows: list[list[object]] = [
         [i + 1, t.interval, t.killed_at, "timer" if t.timer else "in a write", t.in_write,
          t.wal_frames,

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
 
@@ -227,7 +228,7 @@ def try_case(work: Path, db: Path, name: str) -> tuple[Outcome, Outcome, int | N
     return verify, resume, int(found.group(1)) if found else None
 
 
-def corruption_section(work: Path, quick: bool) -> Section:
+def corruption_section(work: Path, quick: bool, jobs: int = 1) -> Section:
     """Every damage case on a fresh copy: verify's and --resume's exit code and first line."""
     start = time.monotonic()
     work.mkdir(parents=True, exist_ok=True)
@@ -240,9 +241,8 @@ def corruption_section(work: Path, quick: bool) -> Section:
         wal_newest = conn.execute("SELECT max(id) FROM checkpoints").fetchone()[0]
     cases = CASES[::2] if quick else CASES
     wal_cases = WAL_CASES[:2] if quick else WAL_CASES
-    rows: list[list[object]] = []
-    fallbacks = clean = 0
-    for i, (name, damage) in enumerate([*cases, *((n, None) for n, _ in wal_cases)]):
+
+    def one(i: int, name: str, damage: Damage | None) -> list[object]:
         case = work / f"case{i}.db"
         for p in work.glob(f"case{i}.db*"):
             p.unlink()
@@ -257,13 +257,18 @@ def corruption_section(work: Path, quick: bool) -> Section:
             case.with_name(case.name + "-wal").write_bytes(edit(bytearray(wal.read_bytes())))
             newest = wal_newest
         verify, resume, used = try_case(work, case, name)
-        fell = used is not None and used < newest
-        fallbacks += fell
-        clean += not (verify.traceback or resume.traceback)
         went = "—" if used is None else f"{used} (newest {newest})"
-        rows.append([name, verify.code, code(verify.message, 110), resume.code,
-                     code(resume.message, 110), went,
-                     "TRACEBACK" if verify.traceback or resume.traceback else "none"])  # fmt: skip
+        return [name, verify.code, code(verify.message, 110), resume.code,
+                code(resume.message, 110), went,
+                "TRACEBACK" if verify.traceback or resume.traceback else "none",
+                used is not None and used < newest]  # fmt: skip
+
+    todo = [*cases, *((n, None) for n, _ in wal_cases)]
+    with ThreadPoolExecutor(jobs) as pool:  # each case its own file and processes
+        done = list(pool.map(lambda c: one(c[0], *c[1]), enumerate(todo)))
+    rows: list[list[object]] = [r[:-1] for r in done]
+    fallbacks = sum(bool(r[-1]) for r in done)
+    clean = sum(r[6] == "none" for r in done)
     total = len(rows)
     return Section(
         title="Damaged databases",

@@ -45,7 +45,8 @@ def abuse_section(work: Path, quick: bool) -> Section:
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         fh = sock.makefile("rb")
-        measure(fh, sock, 200, None)  # warm up: the model is built on the first line
+        # warm up past the replay memory's 1,000 samples: the model then costs what it will
+        measure(fh, sock, 1500, None)
         phases.append(("quiet", measure(fh, sock, n, None)))
         for kind in (*ABUSES, ",".join(ABUSES)):
             name = "all at once" if "," in kind else kind.replace("_", "-")
@@ -75,9 +76,11 @@ def abuse_section(work: Path, quick: bool) -> Section:
             "latency is from the send to the reply. Each abuse runs in its own process "
             "(`benchmarks/abuse_bench.py --abuse`): 2,000 connect/close (every fourth sends "
             "garbage and resets), a client of 500 junk lines and a 10,000-byte one, 20 clients "
-            "that half-close and never read, 5 that send 2,000 lines each and never read. The "
-            "client keeps measuring while the abuser runs, so *during* rows hold at least "
-            f"{n} requests. Timings on a shared 2-core machine are rough."
+            "that half-close and never read, 5 that send 2,000 lines each and never read. After "
+            "1,500 warm-up lines (past the replay memory's 1,000, so a sample costs what it "
+            "will from then on), the client measures quiet, then keeps measuring while each "
+            f"abuser runs, so *during* rows hold at least {n} requests. Timings on a shared "
+            "2-core machine are rough."
         ),
         header=["phase", "requests", "median ms", "p99 ms", "max ms", "median / quiet"],
         rows=rows,
