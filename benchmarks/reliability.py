@@ -136,7 +136,12 @@ def main(argv: list[str] | None = None) -> None:
         for name in chosen:
             t0 = time.monotonic()
             print(f"{name}: running", file=sys.stderr, flush=True)
-            section = PARTS[name][0 if args.quick else 1](work / name)
+            try:
+                section = PARTS[name][0 if args.quick else 1](work / name)
+            except (Exception, SystemExit) as exc:  # a part that broke is reported, not lost
+                why = f"{type(exc).__name__}: {exc}"
+                section = Section(name, "This part failed before it finished.", ["error"],
+                                  [[why[:300]]], f"**failed**: {why[:120]}")  # fmt: skip
             section.seconds = section.seconds or time.monotonic() - t0
             print(f"{name}: {section.verdict}", file=sys.stderr, flush=True)
             sections.append(section)

@@ -37,7 +37,8 @@ def abuse_section(work: Path, quick: bool) -> Section:
     for p in work.glob("svc.db*"):
         p.unlink()
     service = spawn(["learn", "-s", "tcp://127.0.0.1:0", "--db", str(work / "svc.db"),
-                     "--hidden", "64", "--quiet", "--checkpoint-seconds", "0"], work)  # fmt: skip
+                     "--hidden", "64", "--features", "4", "--quiet", "--checkpoint-seconds", "0"],
+                    work)  # fmt: skip
     port = _port(pump(service))
     n = 200 if quick else 1000
     phases: list[tuple[str, list[float]]] = []
@@ -71,9 +72,9 @@ def abuse_section(work: Path, quick: bool) -> Section:
     return Section(
         title="Socket abuse",
         intro=(
-            "`learn -s tcp://127.0.0.1:0 --hidden 64` (the real service) and one client that "
-            "sends a 4-feature labelled line and waits for its reply, one at a time; the "
-            "latency is from the send to the reply. Each abuse runs in its own process "
+            "`learn -s tcp://127.0.0.1:0 --hidden 64 --features 4` (the real service) and one "
+            "client that sends a 4-feature labelled line and waits for its reply, one at a time; "
+            "the latency is from the send to the reply. Each abuse runs in its own process "
             "(`benchmarks/abuse_bench.py --abuse`): 2,000 connect/close (every fourth sends "
             "garbage and resets), a client of 500 junk lines and a 10,000-byte one, 20 clients "
             "that half-close and never read, 5 that send 2,000 lines each and never read. After "
