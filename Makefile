@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint types unit bench bench-quick bench-continual clean
+.PHONY: setup demo test lint types unit bench bench-quick bench-continual reliability reliability-quick clean
 
 setup: $(STAMP)
 
@@ -44,6 +44,14 @@ bench-quick: setup
 bench-continual: setup
 	nice -n 10 $(BIN)/python -m benchmarks.continual --learners "spela;spela-m0;backprop;backprop-replay;slda;river-softmax;no-change" --per-stage 2
 	nice -n 10 $(BIN)/python -m benchmarks.continual --learners "spela;spela-m0" --per-stage 1
+
+# Fault trials against the real command (kill -9, damaged files, full disk, read-only media,
+# socket abuse, soak, fuzz), written up as docs/reliability.md. Root for the mounts.
+reliability: setup
+	nice -n 10 $(BIN)/python -m benchmarks.reliability
+
+reliability-quick: setup
+	nice -n 10 $(BIN)/python -m benchmarks.reliability --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -37,6 +37,7 @@ from spela_stream.sources.resume import FileMarker, file_of, resume_skip
 from spela_stream.stopping import StopGuard
 
 from .records import CheckpointInfo
+from .session import rebuild_loop
 from .store import CheckpointStore
 from .store import pick_run as pick
 
@@ -146,9 +147,8 @@ class Run:
         ck = store.load(info.name, checkpoint)
         for note in getattr(ck, "damaged", []):
             log(f"warning: {note}")
-        if ck.metrics is None:
-            raise CheckpointError(f"checkpoint {ck.info.id} of run {info.name!r} has no loop state")
-        loop = Prequential.resumed(SpelaMLP.from_state(ck.state), ck.metrics)
+        loop = rebuild_loop(ck, f"checkpoint {ck.info.id} of run {info.name!r} in {store.path}")
+        assert ck.metrics is not None  # rebuild_loop refuses a checkpoint without loop state
         spec = source or ck.info.source
         if skip is None:
             mark = ck.metrics.get(MARK_KEY)
