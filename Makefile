@@ -40,10 +40,12 @@ bench: setup
 bench-quick: setup
 	$(BIN)/python -m benchmarks.suite --quick
 
-# Class-incremental MNIST (2 and 1 classes per stage): spela with and without its memory.
+# The continual benchmark (issue 11): class-incremental MNIST/Optdigits/Letter/camera features and
+# River's drift generators; benchmarks/results/continual.md/.json, PNG curves, README.md's block.
+# Parts: make bench-continual STREAMS=drift (or mnist-2,rbf,...).
+STREAMS ?= all
 bench-continual: setup
-	nice -n 10 $(BIN)/python -m benchmarks.continual --learners "spela;spela-m0;backprop;backprop-replay;slda;river-softmax;no-change" --per-stage 2
-	nice -n 10 $(BIN)/python -m benchmarks.continual --learners "spela;spela-m0" --per-stage 1
+	nice -n 10 $(BIN)/python -m benchmarks.continual --streams $(STREAMS) --jobs 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
