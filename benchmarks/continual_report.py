@@ -186,7 +186,7 @@ def drift_tables(results: dict[str, Any]) -> list[str]:
             "### Recurring concepts: accuracy per block; first appearance -> mean of returns",
             "",
             "Concept A (Agrawal function 0) in the even blocks, B (function 4) in the odd ones; "
-            "'early': the first 1,000 samples of a block (how fast it is re-learned).",
+            "'early': the first fifth of a block (how fast it is re-learned).",
             "",
             "| learner | "
             + " | ".join(f"block {b + 1}" for b in range(n_blocks))
@@ -279,7 +279,12 @@ def render_readme_block(results: dict[str, Any], curves: Sequence[str]) -> str:
         lines += [
             "",
             "Drift: prequential accuracy; samples to recover within 1 point of the pre-drift "
-            "level (recurring: first appearance -> returns, mean of both concepts):",
+            "level (recurring: first appearance -> returns, mean of both concepts); "
+            + ", ".join(
+                f"{DRIFT_TITLES[p]} {next(iter(results['parts'][p]['rows'].values()))['n']:,}"
+                for p in dr
+            )
+            + " samples, the change in the middle:",
             "",
             "| learner | " + " | ".join(DRIFT_TITLES[p] for p in dr) + " |",
             "|---|" + "---|" * len(dr),

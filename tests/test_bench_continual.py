@@ -100,9 +100,11 @@ def test_recurring_figures_per_block_and_per_concept() -> None:
     means = [0.5, 0.6, 0.8, 0.9, 0.7, 1.0]
     block = 2000
     hits = np.concatenate([(np.arange(block) % 10 < 10 * m).astype(float) for m in means])
+    hits[:400] = 0  # the first fifth of the first block all wrong: 200 of its 1,000 hits go
     f = continual_drift.recurring_figures(hits, block)
-    assert f["blocks"] == pytest.approx(means)
-    assert f["concept0"]["first"] == pytest.approx(0.5)
+    assert f["blocks"] == pytest.approx([0.4, *means[1:]])
+    assert f["concept0"]["first"] == pytest.approx(0.4)
+    assert f["concept0"]["first_early"] == 0.0
     assert f["concept0"]["returns"] == pytest.approx((0.8 + 0.7) / 2)
     assert f["concept1"]["first"] == pytest.approx(0.6)
     assert f["concept1"]["returns"] == pytest.approx((0.9 + 1.0) / 2)
