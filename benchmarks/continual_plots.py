@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.continual_report import CI_TITLES, DRIFT_TITLES, LEARNER_TITLES
+from benchmarks.continual_report import CI_TITLES, DRIFT_TITLES, LEARNER_TITLES, rows
 
 
 def _plt() -> Any:
@@ -34,7 +34,7 @@ def plot_stages(results: dict[str, Any], out: Path) -> str | None:
     cmap = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, len(parts), figsize=(4.2 * len(parts), 3.8), dpi=80, squeeze=False)
     for ax, part in zip(axes[0], parts, strict=True):
-        for i, (name, r) in enumerate(results["parts"][part]["rows"].items()):
+        for i, (name, r) in enumerate(rows(results, part).items()):
             m = np.array(r["stage_matrix"])  # (stages, classes)
             per = int(np.ceil(m.shape[1] / m.shape[0]))
             seen = [m[s, : min(m.shape[1], (s + 1) * per)].mean() for s in range(m.shape[0])]
@@ -74,12 +74,12 @@ def plot_drift(results: dict[str, Any], out: Path) -> str | None:
     labels: dict[str, Any] = {}
     for k, part in enumerate(parts):
         ax = axes[k // cols][k % cols]
-        rows = results["parts"][part]["rows"]
-        for i, (name, r) in enumerate(rows.items()):
+        part_rows = rows(results, part)
+        for i, (name, r) in enumerate(part_rows.items()):
             (line,) = ax.plot(r["curve"]["samples"], r["curve"]["rolling"],
                               **_style(name, i, cmap))  # fmt: skip
             labels.setdefault(LEARNER_TITLES.get(name, name), line)
-        first = next(iter(rows.values()))
+        first = next(iter(part_rows.values()))
         n = first["n"]
         if "recovery" in first:
             ax.axvline(n // 2, color="grey", ls="--", lw=0.8)

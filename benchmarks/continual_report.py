@@ -49,6 +49,13 @@ LEARNER_TITLES = {
 }
 
 
+def rows(results: dict[str, Any], part: str) -> dict[str, dict[str, Any]]:
+    """A part's rows in the roster's order (LEARNER_TITLES), other names after them."""
+    got = results["parts"][part]["rows"]
+    order = list(LEARNER_TITLES)
+    return {n: got[n] for n in sorted(got, key=lambda n: (order.index(n) if n in order else 99, n))}
+
+
 def load_results(path: Path) -> dict[str, Any]:
     """The results file, or an empty one (a file of another format is not overwritten)."""
     if not path.is_file():
@@ -100,7 +107,7 @@ def _to80(r: dict[str, Any]) -> str:
 def class_incremental_tables(results: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     for part in _ordered(results, CI_TITLES):
-        rows = results["parts"][part]["rows"]
+        part_rows = rows(results, part)
         lines += [
             f"### {CI_TITLES[part]}",
             "",
@@ -108,13 +115,13 @@ def class_incremental_tables(results: dict[str, Any]) -> list[str]:
             "to 80% median / max | memory (samples) | CPU s |",
             "|---|---|---|---|---|---|---|---|",
         ]
-        for name, r in rows.items():
+        for name, r in part_rows.items():
             lines.append(
                 f"| {_name(name)} | {_f(r['prequential'])} | **{_f(r['final_heldout'])}** | "
                 f"{_f(r['avg_forgetting'])} | {_f(r['bwt'])} | {_to80(r)} | "
                 f"{r['memory_samples']:,} | {r['cpu_seconds']:.0f} |"
             )
-        n_classes = len(next(iter(rows.values()))["final_per_class"])
+        n_classes = len(next(iter(part_rows.values()))["final_per_class"])
         if n_classes <= 10:
             lines += [
                 "",
@@ -123,7 +130,7 @@ def class_incremental_tables(results: dict[str, Any]) -> list[str]:
                 "| learner | " + " | ".join(str(c) for c in range(n_classes)) + " |",
                 "|---|" + "---|" * n_classes,
             ]
-            for name, r in rows.items():
+            for name, r in part_rows.items():
                 cells = " | ".join(f"{v:.2f}" for v in r["final_per_class"])
                 lines.append(f"| {_name(name)} | {cells} |")
         lines.append("")
@@ -133,8 +140,9 @@ def class_incremental_tables(results: dict[str, Any]) -> list[str]:
 def _learners(results: dict[str, Any], parts: Sequence[str]) -> list[str]:
     names: dict[str, None] = {}
     for p in parts:
-        names.update(dict.fromkeys(results["parts"][p]["rows"]))
-    return list(names)
+        names.update(dict.fromkeys(rows(results, p)))
+    order = list(LEARNER_TITLES)
+    return sorted(names, key=lambda n: (order.index(n) if n in order else 99, n))
 
 
 def drift_tables(results: dict[str, Any]) -> list[str]:
@@ -179,8 +187,8 @@ def drift_tables(results: dict[str, Any]) -> list[str]:
                 )
             lines.append(f"| {_name(name)} | " + " | ".join(cells) + " |")
     if "recurring" in parts:
-        rows = results["parts"]["recurring"]["rows"]
-        n_blocks = len(next(iter(rows.values()))["blocks"])
+        rec_rows = rows(results, "recurring")
+        n_blocks = len(next(iter(rec_rows.values()))["blocks"])
         lines += [
             "",
             "### Recurring concepts: accuracy per block; first appearance -> mean of returns",
@@ -193,7 +201,7 @@ def drift_tables(results: dict[str, Any]) -> list[str]:
             + " | A first -> returns | A early | B first -> returns | B early |",
             "|---|" + "---|" * (n_blocks + 4),
         ]
-        for name, r in rows.items():
+        for name, r in rec_rows.items():
             cells = [f"{v:.3f}" for v in r["blocks"]]
             for c in ("concept0", "concept1"):
                 d = r.get(c)
