@@ -20,9 +20,12 @@ def _plt() -> Any:
 
 
 def _style(name: str, i: int, cmap: Any) -> dict[str, Any]:
+    """One colour per learner across every panel (the roster's order), spela in black."""
     if name == "spela":
         return {"color": "black", "lw": 2.2}
-    return {"color": cmap(i % 10), "lw": 1.2 if name.startswith("spela") else 1.0}
+    order = list(LEARNER_TITLES)
+    k = order.index(name) if name in order else len(order) + i
+    return {"color": cmap(k % 10), "lw": 1.2 if name.startswith("spela") else 1.0}
 
 
 def plot_stages(results: dict[str, Any], out: Path) -> str | None:
@@ -44,7 +47,7 @@ def plot_stages(results: dict[str, Any], out: Path) -> str | None:
         ax.set_xlabel("stage")
         ax.set_ylim(0, 1.02)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("held-out accuracy, classes seen so far")
+    axes[0][0].set_ylabel("held-out acc., classes so far")
     handles, labels = axes[0][0].get_legend_handles_labels()
     for ax in axes[0][1:]:
         h, lab = ax.get_legend_handles_labels()
@@ -52,8 +55,9 @@ def plot_stages(results: dict[str, Any], out: Path) -> str | None:
             if ll not in labels:
                 handles.append(hh)
                 labels.append(ll)
-    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    ncol = max(2, min(5, len(parts) + 1))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * (1 + 9 // ncol), 1, 1))
     path = out / "continual-stages.png"
     fig.savefig(path)
     plt.close(fig)
