@@ -228,7 +228,8 @@ def run_benchmark(
     out: Path,
 ) -> dict[str, Any]:
     """Run every (part, learner) job, ``jobs`` processes at a time; merge each row into
-    ``out/continual.json`` as it finishes (rows of parts not run are kept, with their commit)."""
+    ``out/continual.json`` as it finishes (rows of parts not run are kept, with their commit; the
+    file is re-read before each write, so two runs of different parts can share it)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -255,6 +256,9 @@ def run_benchmark(
             part, name = futures[fut]
             row = {"learner": name, **fut.result(), **prov, "drift_n": drift_n, "limit": limit}
             kind = "class-incremental" if part in CI_STAGES else "drift"
+            with (out / "continual-rows.jsonl").open("a") as fh:  # every row ever run, a log
+                fh.write(json.dumps({"part": part, **row}) + "\n")
+            results = load_results(out / "continual.json")  # another run may have added rows
             entry = results["parts"].setdefault(part, {"kind": kind, "rows": {}})
             entry["rows"][name] = row
             save_results(results, out / "continual.json")
