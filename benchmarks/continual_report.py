@@ -85,16 +85,26 @@ def _ordered(results: dict[str, Any], titles: dict[str, str]) -> list[str]:
     return [p for p in titles if p in results["parts"]]
 
 
+SHOWN_DEFAULTS = ("hidden", "lr", "memory", "replay", "replay_every", "hidden_decay", "report")
+
+
 def provenance_lines(results: dict[str, Any]) -> list[str]:
-    """Which commit's defaults produced which parts' spela rows."""
-    by_commit: dict[str, list[str]] = {}
+    """Which commit's SpelaMLP defaults produced which parts' spela rows (grouped by defaults)."""
+    groups: dict[str, tuple[set[str], list[str]]] = {}
     for part, entry in results["parts"].items():
-        commits = {r["commit"] for n, r in entry["rows"].items() if n.startswith("spela")}
-        for c in sorted(commits):
-            by_commit.setdefault(c, []).append(part)
+        for name, r in entry["rows"].items():
+            if not name.startswith("spela"):
+                continue
+            d = r.get("spela_defaults", {})
+            key = ", ".join(f"{k}={d[k]}" for k in SHOWN_DEFAULTS if k in d)
+            commits, parts = groups.setdefault(key, (set(), []))
+            commits.add(r["commit"])
+            if part not in parts:
+                parts.append(part)
     return [
-        f"- spela-stream rows of {', '.join(ps)}: `SpelaMLP` defaults of commit `{c}`"
-        for c, ps in sorted(by_commit.items())
+        f"- spela-stream rows of {', '.join(parts)}: `SpelaMLP` defaults of commit "
+        f"{', '.join(f'`{c}`' for c in sorted(commits))} ({key})"
+        for key, (commits, parts) in groups.items()
     ]
 
 
