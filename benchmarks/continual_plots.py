@@ -96,9 +96,9 @@ def plot_drift(results: dict[str, Any], out: Path) -> str | None:
         ax.grid(alpha=0.3)
     for k in range(len(parts), rows_n * cols):
         axes[k // cols][k % cols].axis("off")
-    fig.legend(list(labels.values()), list(labels), loc="lower center", ncol=4, fontsize=8,
+    fig.legend(list(labels.values()), list(labels), loc="lower center", ncol=5, fontsize=8,
                frameon=False)  # fmt: skip
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.tight_layout(rect=(0, 0.05 + 0.05 / rows_n, 1, 1))
     path = out / "continual-drift.png"
     fig.savefig(path)
     plt.close(fig)
