@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint types unit bench bench-quick bench-continual clean
+.PHONY: setup demo test lint types unit bench bench-quick bench-continual bench-continual-quick clean
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ bench-quick: setup
 STREAMS ?= all
 bench-continual: setup
 	nice -n 10 $(BIN)/python -m benchmarks.continual --streams $(STREAMS) --jobs 2
+
+# The same with drift streams of 10,000 samples (recurring: 8 blocks of 1,000).
+bench-continual-quick: setup
+	nice -n 10 $(BIN)/python -m benchmarks.continual --streams $(STREAMS) --jobs 2 --drift-n 10000
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

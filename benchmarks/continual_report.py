@@ -251,10 +251,21 @@ def render_markdown(results: dict[str, Any], curves: Sequence[str]) -> str:
     if dr:
         lines += ["## Drift (River generators)", "", *_drift_streams(results), "", *dr]
     lines += [f"![{Path(c).stem}]({Path(c).name})" for c in curves]
-    total = sum(
-        r.get("cpu_seconds", 0.0) for e in results["parts"].values() for r in e["rows"].values()
-    )
-    lines += ["", f"CPU time of all rows together: {total / 60:.0f} min (one core each)."]
+    cost = {
+        p: sum(r.get("cpu_seconds", 0.0) for r in e["rows"].values())
+        for p, e in results["parts"].items()
+    }
+    total = sum(cost.values())
+    lines += [
+        "",
+        "## Cost",
+        "",
+        "CPU seconds of each part's rows (one core each; the camera part's one-off embedding "
+        "of 10,000 frames, cached in `benchmarks/.cache`, is not counted): "
+        + ", ".join(f"{p} {c:.0f}" for p, c in cost.items())
+        + f". All together {total / 60:.1f} CPU min, so about {total / 120:.0f} min with "
+        "`--jobs 2` on an otherwise idle 2-core machine.",
+    ]
     return "\n".join(lines) + "\n"
 
 
