@@ -155,6 +155,15 @@ Pending = Annotated[
         min=1,
     ),
 ]
+Columns = Annotated[
+    str | None,
+    typer.Option(
+        help="With tcp://: the service's layout, as header names (a,b,c,label); with --features "
+        "N alone, N numbers and a label. Lines that do not fit are refused. Default: the first "
+        "2 lines of one width set it.",
+        show_default=False,
+    ),
+]
 MaxLine = Annotated[
     int,
     typer.Option(
@@ -189,6 +198,15 @@ def _parse_hidden(value: str | None) -> tuple[int, ...] | None:
     if not widths or any(w < 1 for w in widths):
         raise typer.BadParameter(f"{value!r}: widths must be positive integers")
     return widths
+
+
+def _columns(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(name.strip() for name in value.split(","))
+    if len(names) < 2 or not all(names) or len(set(names)) < len(names):
+        raise typer.BadParameter(f"{value!r}: give distinct column names like a,b,c,label")
+    return names
 
 
 def _input(
@@ -288,6 +306,7 @@ def learn(
     host: Host = None,  # serving over TCP
     pending: Pending = PENDING,
     max_line: MaxLine = MAX_LINE,
+    columns: Columns = None,
 ) -> None:
     """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite.
 
@@ -306,7 +325,7 @@ def learn(
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,
         json_out=json_out, quiet=quiet, threads=threads,
-        serve=ServeOptions(host, pending, max_line),
+        serve=ServeOptions(host, pending, max_line, _columns(columns)),
     )  # fmt: skip
     guarded(_commands().learn, opts)
 
@@ -353,6 +372,7 @@ def predict(
     threads: Threads = 1,
     host: Host = None,  # serving over TCP
     max_line: MaxLine = MAX_LINE,
+    columns: Columns = None,
 ) -> None:
     """Write one prediction per input record on stdout, for the next program in a pipe.
 
@@ -361,7 +381,8 @@ def predict(
         _commands().predict,
         PredictOptions(
             _input(source, fmt, label_column, header, features),
-            db, run, checkpoint, output, threads, ServeOptions(host, max_line=max_line),
+            db, run, checkpoint, output, threads,
+            ServeOptions(host, max_line=max_line, columns=_columns(columns)),
         ),
     )  # fmt: skip
 
