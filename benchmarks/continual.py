@@ -213,6 +213,9 @@ def provenance() -> dict[str, Any]:
     }
     return {
         "commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else ""),
+        # the last commit that changed the learner: rows of equal spela_commit ran the same code
+        "spela_commit": git("log", "-1", "--format=%h", "HEAD", "--", "spela_stream")
+        + ("+dirty" if dirty else ""),
         "spela_defaults": {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()},
     }
 

@@ -89,7 +89,8 @@ SHOWN_DEFAULTS = ("hidden", "lr", "memory", "replay", "replay_every", "hidden_de
 
 
 def provenance_lines(results: dict[str, Any]) -> list[str]:
-    """Which commit's SpelaMLP defaults produced which parts' spela rows (grouped by defaults)."""
+    """Which commit's SpelaMLP defaults produced which parts' spela rows (grouped by defaults;
+    the commit is the last one that changed spela_stream/ before the run)."""
     groups: dict[str, tuple[set[str], list[str]]] = {}
     for part, entry in results["parts"].items():
         for name, r in entry["rows"].items():
@@ -98,7 +99,7 @@ def provenance_lines(results: dict[str, Any]) -> list[str]:
             d = r.get("spela_defaults", {})
             key = ", ".join(f"{k}={d[k]}" for k in SHOWN_DEFAULTS if k in d)
             commits, parts = groups.setdefault(key, (set(), []))
-            commits.add(r["commit"])
+            commits.add(r.get("spela_commit", r["commit"]))
             if part not in parts:
                 parts.append(part)
     return [
