@@ -116,10 +116,6 @@ class DelimitedSource(LineSource):
                 f"{self.name}: the first line has 1 field, so no features beside the label (is the "
                 f"delimiter right? {fmt} splits on {self._sep!r}; pass `fmt` to choose)"
             )
-        if header and lines.peek_content(0) is None:  # as an empty file is: nothing to learn
-            raise SourceError(
-                f"{self.name}: no records (only a header line; give a stream with data)"
-            )
         unlabelled = (is_no_label(label_column) and "none" not in (self.columns or [])) or (
             label_column is None and n_features is not None and self.width == n_features
         )
@@ -145,8 +141,14 @@ class DelimitedSource(LineSource):
         return raw.count(self._sepb) + 1
 
     def _items(self) -> Iterator[Sample | BadRecordError]:
+        empty = True
         for index, where, raw in self._records():
+            empty = False
             yield self.parse(index, where, raw)
+        if empty and self.columns is not None and self._skip == 0:  # as an empty file is
+            raise SourceError(
+                f"{self.name}: no records (only a header line; give a stream with data)"
+            )
 
     def parse(self, index: int, where: str, raw: bytes) -> Sample | BadRecordError:
         """One record line (without its newline) as a Sample, or the error saying what is wrong;
