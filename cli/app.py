@@ -31,6 +31,7 @@ from .flags import (
     Backbone,
     Changes,
     Checkpoint,
+    Columns,
     Db,
     Features,
     Format,
@@ -182,6 +183,15 @@ def _parse_hidden(value: str | None) -> tuple[int, ...] | None:
     return widths
 
 
+def _columns(value: str | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = tuple(name.strip() for name in value.split(","))
+    if len(names) < 2 or not all(names) or len(set(names)) < len(names):
+        raise typer.BadParameter(f"{value!r}: give distinct column names like a,b,c,label")
+    return names
+
+
 def _input(
     source: str,
     fmt: enum.StrEnum | None,
@@ -282,6 +292,7 @@ def learn(
     host: Host = None,
     pending: Pending = PENDING,
     max_line: MaxLine = MAX_LINE,
+    columns: Columns = None,
 ) -> None:
     """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite.
 
@@ -300,7 +311,7 @@ def learn(
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,
         json_out=json_out, quiet=quiet, threads=threads,
-        serve=ServeOptions(host, pending, max_line),
+        serve=ServeOptions(host, pending, max_line, _columns(columns)),
     )  # fmt: skip
     guarded(_commands().learn, opts)
 
@@ -347,6 +358,7 @@ def predict(
     threads: Threads = 1,
     host: Host = None,
     max_line: MaxLine = MAX_LINE,
+    columns: Columns = None,
 ) -> None:
     """Write one prediction per input record on stdout, for the next program in a pipe.
 
@@ -355,7 +367,8 @@ def predict(
         _commands().predict,
         PredictOptions(
             _input(source, fmt, label_column, header, features),
-            db, run, checkpoint, output, threads, ServeOptions(host, max_line=max_line),
+            db, run, checkpoint, output, threads,
+            ServeOptions(host, max_line=max_line, columns=_columns(columns)),
         ),
     )  # fmt: skip
 

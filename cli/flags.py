@@ -113,5 +113,10 @@ Pending = Annotated[
     int, option(SERVICE, "Unlabelled samples kept for late labels (then the oldest go).", min=1)
 ]
 MaxLine = Annotated[int, option(SERVICE, "The longest line taken, in bytes.", min=16)]
+Columns = Annotated[
+    str | None,
+    option(SERVICE, "The layout up front: header names a,b,c,label (or --features N). "
+           "Default: the first 2 lines of one width.", show_default=False),
+]  # fmt: skip
 
 __all__ = ["MAX_LINE", "PENDING", "REPORTS"]

@@ -20,6 +20,7 @@ from spela_stream.errors import ConfigError, SpelaError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import Prequential, Report
 from spela_stream.sources import BadRecordError, Sample, Source
+from spela_stream.sources.resume import carries_new_data
 from spela_stream.stopping import Interrupted, StopGuard
 from storage import CheckpointStore
 from storage.run import Reports, Run
@@ -147,9 +148,16 @@ def open_run(
         config(run)  # the run's own settings are checked against the options
     ck = run.saved
     if ck is not None:
+        reading = (
+            f"reading {run.source} after its first {run.skip} records"
+            if run.skip
+            else f"reading new data from {run.source}, nothing skipped"
+            if carries_new_data(run.source)
+            else f"reading {run.source} from its start"
+        )
         progress.log(
             f"resuming run {run.name!r} from checkpoint {ck.id}: {plural(ck.samples, 'sample')}, "
-            f"{ck.where or 'start'} of {ck.source}; reading {run.source} from record {run.skip}"
+            f"{ck.where or 'start'} of {ck.source}; {reading}"
         )
         if run.source != ck.source and run.skip:
             progress.log(

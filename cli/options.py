@@ -103,6 +103,7 @@ class ServeOptions:
     host: str | None = None
     pending: int = PENDING
     max_line: int = MAX_LINE
+    columns: tuple[str, ...] | None = None  # the layout's names (with --features: its width)
 
 
 @dataclass

@@ -15,11 +15,13 @@ import typer
 
 from spela_stream.client import send as send_lines
 from spela_stream.errors import ConfigError
+from spela_stream.sources.delimited import is_no_label
+from spela_stream.sources.layout import Layout
 from spela_stream.sources.tcp import LineServer, parse_url, url_of
 from spela_stream.sources.textio import open_binary, text_lines
 from spela_stream.stopping import StopGuard
 
-from .options import Input, LearnOptions, PredictOptions
+from .options import Input, LearnOptions, PredictOptions, ServeOptions
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -30,10 +32,21 @@ if TYPE_CHECKING:
     from .output import Progress
 
 
+def _layout(input_: Input, serve: ServeOptions) -> Layout | None:
+    """The layout ``--features`` and ``--columns`` give a service (None: neither)."""
+    if input_.features is None and serve.columns is None:
+        return None
+    labelled = not is_no_label(input_.label_column)
+    try:
+        return Layout(input_.features, serve.columns, labelled=labelled)
+    except ConfigError as exc:  # the library names its parameters; the flags are these
+        message = str(exc).replace("features=", "--features ").replace("columns", "--columns")
+        raise ConfigError(message) from None
+
+
 def _listen(input_: Input, host: str | None, max_line: int) -> LineServer:
-    if input_.fmt is not None or input_.features is not None:
-        given = "--format" if input_.fmt is not None else "--features"
-        raise ConfigError(f"{given} does not apply to tcp:// (a line is JSON if it starts with {{)")
+    if input_.fmt is not None:
+        raise ConfigError("--format does not apply to tcp:// (a line is JSON if it starts with {)")
     server = LineServer(*parse_url(input_.source, host), max_line=max_line)
     typer.echo(f"listening on {server.url}", err=True)  # even with --quiet: clients need it
     return server
@@ -45,14 +58,18 @@ def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) ->
 
     from .learning import finish, rejects, summary_line
 
-    listen = Input(run.source, opts.input.fmt, features=opts.input.features)
+    if opts.skip:
+        raise ConfigError("--skip does not apply to tcp:// (a service's clients send new lines)")
+    layout = _layout(opts.input, opts.serve)
+    listen = Input(run.source, opts.input.fmt)
     with _listen(listen, opts.serve.host, opts.serve.max_line) as server:
-        run.source = url_of(parse_url(run.source, opts.serve.host))  # where it listens
+        run.source = server.url  # where it listens, with the port it got for port 0
         run.create()
         with rejects(opts, run, progress) as bad:
             service = Service(
                 run.loop, server, pending=opts.serve.pending,
                 label_column=opts.input.label_column, header=opts.input.header, on_bad=bad,
+                layout=layout,
             )  # fmt: skip
             progress.log(f"learning {server.url} into {opts.db} run {run.name!r}")
 
@@ -82,9 +99,14 @@ def predict(opts: PredictOptions) -> None:
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False) as store:
         loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
+    layout = _layout(opts.input, opts.serve)
     server = _listen(opts.input, opts.serve.host, opts.serve.max_line)
-    service = Service(loop, server, learn=False, label_column=opts.input.label_column,
-                      header=opts.input.header)  # fmt: skip
+    try:
+        service = Service(loop, server, learn=False, label_column=opts.input.label_column,
+                          header=opts.input.header, layout=layout)  # fmt: skip
+    except BaseException:
+        server.close()
+        raise
     with StopGuard() as guard:
         try:
             for _ in service.run(every=1 << 62, guard=guard):

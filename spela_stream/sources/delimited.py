@@ -93,9 +93,11 @@ class DelimitedSource(LineSource):
         skip: int,
         on_error: OnError | None,
         n_features: int | None = None,
+        header_only: bool = False,
     ) -> None:
         """``n_features``, when known (a trained model's width), lets a record of exactly that
-        many fields and no ``label_column`` be read as unlabelled (input to predict)."""
+        many fields and no ``label_column`` be read as unlabelled (input to predict);
+        ``header_only`` takes a lone header line (a layout given up front) as no error."""
         super().__init__(lines, fmt, skip=skip, on_error=on_error)
         self._sep = "," if fmt == "csv" else "\t"
         self._sepb = self._sep.encode()
@@ -115,6 +117,10 @@ class DelimitedSource(LineSource):
             raise SourceError(
                 f"{self.name}: the first line has 1 field, so no features beside the label (is the "
                 f"delimiter right? {fmt} splits on {self._sep!r}; pass `fmt` to choose)"
+            )
+        if header and not header_only and lines.peek_content(0) is None:  # as an empty file is
+            raise SourceError(
+                f"{self.name}: no records (only a header line; give a stream with data)"
             )
         unlabelled = (is_no_label(label_column) and "none" not in (self.columns or [])) or (
             label_column is None and n_features is not None and self.width == n_features
@@ -141,14 +147,8 @@ class DelimitedSource(LineSource):
         return raw.count(self._sepb) + 1
 
     def _items(self) -> Iterator[Sample | BadRecordError]:
-        empty = True
         for index, where, raw in self._records():
-            empty = False
             yield self.parse(index, where, raw)
-        if empty and self.columns is not None and self._skip == 0:  # as an empty file is
-            raise SourceError(
-                f"{self.name}: no records (only a header line; give a stream with data)"
-            )
 
     def parse(self, index: int, where: str, raw: bytes) -> Sample | BadRecordError:
         """One record line (without its newline) as a Sample, or the error saying what is wrong;
