@@ -45,7 +45,7 @@ def wants_frames(opts: LearnOptions) -> bool:
     if is_frame_spec(opts.input.source) or (fo is not None and fo.given()):
         return True
     if opts.resume and not opts.input.source and opts.db.exists():
-        with CheckpointStore(opts.db, create=False) as store:
+        with CheckpointStore(opts.db, create=False, readonly=True) as store:
             latest = store.latest_run() if opts.run is None else store.run(opts.run)
             return latest is not None and "frames" in latest.config
     return False

@@ -40,6 +40,7 @@ def learn(opts: LearnOptions) -> None:
         StopGuard() as guard,
     ):
         run = open_run(store, opts, progress, default_source="builtin:mnist")
+        run.loop.model.threads = opts.threads  # the model's per-sample calls use --threads too
         if run.source.startswith(TCP):  # a socket service: the same run, checkpoints and exits
             return serve.learn(opts, run, guard, progress)
         with rejects(opts, run, progress) as bad:
@@ -66,6 +67,7 @@ def evaluate(opts: EvalOptions) -> None:
     with CheckpointStore(opts.db, create=False, readonly=True) as store:
         info = pick_run(store, opts.run)
         saved, ck = load_loop(store, info, opts.checkpoint, learn=False)
+    saved.model.threads = opts.threads
     loop = Prequential(saved.model, window=opts.window, learn=False)
     with StopGuard() as guard, _opened(opts.input, info, saved.model) as src:
         for _ in loop.run(src, every=1 << 62, limit=opts.limit, guard=guard):
@@ -81,6 +83,7 @@ def evaluate(opts: EvalOptions) -> None:
         "source": opts.input.source,
         "samples": loop.samples,
         **m.reported.summary(),
+        "ece": m.calibration.get(),  # expected calibration error of the confidence, 15 bins
         "layers": [t.summary() for t in m.layers],
         "recall": [[c, r] for c, r in recall.items()],
         "classes": classes,
@@ -92,7 +95,9 @@ def evaluate(opts: EvalOptions) -> None:
         return
     on = f"run {info.name} checkpoint {ck.id} on {opts.input.source}"
     print(f"{on}: {plural(loop.samples, 'sample')}")
-    print(f"accuracy {result['accuracy']:.4f}  kappa {result['kappa']:.4f}")
+    print(
+        f"accuracy {result['accuracy']:.4f}  kappa {result['kappa']:.4f}  ece {result['ece']:.4f}"
+    )
     for i, t in enumerate(m.layers):
         print(f"layer {i}: accuracy {t.accuracy:.4f}  kappa {t.kappa:.4f}")
     if fig:  # the saved run has per-class figures (checkpoints before them do not)
@@ -121,6 +126,7 @@ def predict(opts: PredictOptions) -> None:
     with CheckpointStore(opts.db, create=False, readonly=True) as store:
         info = pick_run(store, opts.run)
         loop, _ = load_loop(store, info, opts.checkpoint, learn=False)
+    loop.model.threads = opts.threads
     flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives
     out = sys.stdout
     header = opts.output is Output.csv  # written with the first answer, not before an error

@@ -77,7 +77,7 @@ def verify(db: Path, run: str | None) -> None:
     """Print what ``CheckpointStore.verify`` finds, one line each; exit 1 unless sound."""
     report = verify_file(db, run)
     for line in report.integrity:
-        print(f"damaged: SQLite: {line}")
+        print(f"damaged: {line}")
     for note in report.damaged:
         print(f"damaged: {note}")
     if report.unchecked:

@@ -6,7 +6,7 @@ subclass that names the place and leaves the model unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -133,3 +133,47 @@ def as_matrix(xs: object, names: list[Hashable] | None, n_features: int | None) 
     if len(widths) > 1:
         raise WidthError(f"samples in the batch have different widths {sorted(widths)}")
     return np.stack(vecs)
+
+
+def name_order(names: Iterable[Hashable]) -> list[Hashable]:
+    """Feature names sorted (by type and text where they do not compare): the layout a dict's
+    features take, whatever the order of its keys."""
+    found = list(names)
+    try:
+        return sorted(found)  # type: ignore[type-var]
+    except TypeError:
+        return sorted(found, key=lambda k: (type(k).__name__, repr(k)))
+
+
+def dict_rows(
+    rows: Sequence[Mapping[Hashable, object]], index: Mapping[Hashable, int]
+) -> tuple[np.ndarray, list[Hashable]]:
+    """Samples given as dicts, over the model's feature names, into a float64 (B, d + n) array.
+
+    ``index`` maps the known names to their columns (d of them); names it lacks are the ``n`` new
+    ones, returned in order of first appearance, each dict's new names in ``name_order``, and
+    placed after the known columns. A feature a dict lacks is NaN: missing, to be imputed.
+    """
+    new: dict[Hashable, int] = {}
+    for r in rows:
+        fresh = [k for k in r if k not in index and k not in new]
+        for k in name_order(fresh):
+            new[k] = len(index) + len(new)
+    out = np.full((len(rows), len(index) + len(new)), np.nan)
+    for i, r in enumerate(rows):
+        if not r:
+            raise WidthError("sample has no features")
+        try:
+            vals = np.array(list(r.values()), dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            bad = [k for k, v in r.items() if not isinstance(v, int | float | np.number)]
+            raise WidthError(f"feature(s) {bad[:5]} are not numbers: {exc}") from None
+        try:
+            check_values(vals, None)
+        except NonFiniteError as exc:  # name the features, not their places in this dict
+            names = list(r)
+            bad = [names[j] for j in np.flatnonzero(~np.isfinite(vals) | (np.abs(vals) > MAX_ABS))]
+            raise type(exc)(f"feature(s) {bad[:5]}: {exc}") from None
+        cols = [index[k] if k in index else new[k] for k in r]
+        out[i, cols] = vals
+    return out, list(new)

@@ -76,6 +76,17 @@ class SpelaLayer:
             self.class_vectors.ensure(n)
             self._sync_vectors()
 
+    def grow_inputs(self, k: int, seed: int) -> None:
+        """Add ``k`` input columns at the end, drawn as the first were (``U(+-sqrt(6 / d_in))``
+        for the new width, from ``seed``); every other weight, the bias and the class vectors stay.
+        Only for an input that is not normalised (the first layer's raw features)."""
+        assert self.input_norm is None, "a normalised input keeps its width"
+        gen = torch.Generator().manual_seed(seed)
+        bound = math.sqrt(6.0 / (self.d_in + k))
+        cols = (torch.rand(self.d_out, k, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+        cols = cols.to(device=self.device, dtype=self.dtype)  # (d_out, k)
+        self.weight = torch.cat([self.weight, cols], dim=1)  # (d_out, d_in + k)
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """The layer's view of its raw input: standardised per unit when ``normalise_input``."""
         return x if self.input_norm is None else self.input_norm.transform(x)

@@ -9,7 +9,7 @@ replaces a random sample of a largest class, and a sample of a largest class rep
 sample of its own class with probability (stored / seen), as reservoir sampling does. So every
 class keeps about ``budget / classes`` samples and within a class the memory is a uniform sample of
 its stream. Inputs are stored raw (float32) so that a replay is standardised with the model's
-current statistics.
+current statistics; a feature a sample lacked is stored as NaN (standardised to 0 at replay).
 
 >>> mem = ReplayMemory(budget=4, n_features=2, seed=0)
 >>> for i in range(10):
@@ -96,6 +96,13 @@ class ReplayMemory:
             slot = int(slots[int(self.rng.integers(len(slots)))])
         self.x[slot] = x
         self.y[slot] = k
+
+    def grow(self, k: int) -> None:
+        """Widen the stored inputs by ``k`` features, unknown (NaN) in the samples already kept:
+        a replay standardises them to 0, as it does any feature a sample lacked."""
+        pad = np.full((self.budget, k), np.nan, dtype=np.float32)
+        self.x = np.concatenate([self.x, pad], axis=1)
+        self.n_features += k
 
     def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """``n`` stored samples drawn uniformly with replacement: raw x (n, d), class index (n,)."""

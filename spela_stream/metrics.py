@@ -2,7 +2,8 @@
 
 One ``Track`` per prediction stream (the reported one, then every layer): a confusion matrix shared
 by River's ``Accuracy`` and ``CohenKappa`` (one update feeds both) and a ``utils.Rolling``
-accuracy. River's ``ADWIN`` watches the reported error to flag drift as it happens.
+accuracy. ``CalibrationError`` (15 bins) scores the reported confidence. River's ``ADWIN``
+watches the reported error to flag drift as it happens.
 ``PerClass`` follows the reported prediction class by class: rolling accuracy over the last
 samples *of that class*, cumulative accuracy and count, and forgetting (the best rolling accuracy
 the class reached, counted once its window is full, minus its rolling accuracy now).
@@ -18,6 +19,8 @@ so a resumed run reports the numbers an unbroken one would.
 (0.667, 0.5)
 >>> m.per_class.rolling(0), m.per_class.rolling(1)
 (0.5, 1.0)
+>>> round(m.summary()["ece"], 4)  # 2 of 3 right at confidence 0.9: |2 - 2.7| / 3
+0.2333
 >>> StreamMetrics.from_state(m.state()).summary() == m.summary()
 True
 """
@@ -32,12 +35,14 @@ from typing import Any
 import numpy as np
 from river import drift, metrics, utils
 
+from .calibration import CalibrationError
 from .errors import ModelError
 from .inputs import Label
 from .model import Prediction
 
-STATE_FORMAT = "spela-stream.metrics/2"
-OLD_FORMATS = ("spela-stream.metrics/1",)  # before per-class figures: those count from the resume
+STATE_FORMAT = "spela-stream.metrics/3"
+# /1: before per-class figures, /2: before the calibration error; those count from the resume
+OLD_FORMATS = ("spela-stream.metrics/1", "spela-stream.metrics/2")
 # Samples of one class in its rolling window: a figure within about 4 points (one standard error
 # at 80% accuracy) that still follows a class which arrives a few dozen times (a camera session).
 CLASS_WINDOW = 100
@@ -273,6 +278,7 @@ class StreamMetrics:
             min(window, CLASS_WINDOW) if class_window is None else class_window
         )
         self.layers = [Track(window) for _ in range(n_layers)]
+        self.calibration = CalibrationError()  # of the reported confidence
         self.detector = drift.ADWIN(delta=drift_delta)
         self._errors: deque[bool] = deque(maxlen=DRIFT_MEMORY)
         self.drifts: list[int] = []  # sample counts at which drift was flagged
@@ -287,6 +293,7 @@ class StreamMetrics:
                 track.update(y, label)
         error = p.label != y
         self.per_class.update(y, not error)
+        self.calibration.update(p.confidence, not error)
         self._errors.append(error)
         self.detector.update(float(error))
         if self.detector.drift_detected:
@@ -298,6 +305,7 @@ class StreamMetrics:
         """The latest figures as a small JSON-able dict."""
         return {
             **self.reported.summary(),
+            "ece": self.calibration.get(),
             "layers": [t.summary() for t in self.layers],
             "drifts": len(self.drifts),
             **self.per_class.summary(),
@@ -314,6 +322,7 @@ class StreamMetrics:
             "reported": self.reported.state(),
             "layers": [t.state() for t in self.layers],
             "per_class": self.per_class.state(),
+            "calibration": self.calibration.state(),
             "drifts": list(self.drifts),
             "drift_input": {
                 "n": int(width),
@@ -330,6 +339,8 @@ class StreamMetrics:
         out = cls(len(state["layers"]), window=state["window"], drift_delta=state["drift_delta"])
         if "per_class" in state:
             out.per_class = PerClass.from_state(state["per_class"])
+        if "calibration" in state:
+            out.calibration = CalibrationError.from_state(state["calibration"])
         out.reported.load(state["reported"])
         for track, s in zip(out.layers, state["layers"], strict=True):
             track.load(s)

@@ -16,18 +16,20 @@ layer makes a prediction.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 import numpy as np
 import torch
 from river import base
 
+from .calibration import OnlineTemperature
 from .errors import ConfigError, ModelError, WidthError
-from .inputs import Label, as_matrix, as_vector, check_label, check_label_kinds
+from .inputs import Label, as_matrix, as_vector, check_label, check_label_kinds, dict_rows
 from .layer import SpelaLayer
 from .memory import ReplayMemory
 from .policy import REPORTS
@@ -42,6 +44,31 @@ REFERENCE_WIDTH = 1024
 REPLAY_WEIGHT = 1.0
 REPLAY_OBSERVE = False
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _on_threads(method: _F) -> _F:
+    """Run a per-sample method on ``self.threads`` torch threads, restoring the caller's count.
+
+    torch's thread count is process-global: a per-sample step is a few small matrix-vector
+    products, memory bound, and torch's default (one thread per core) makes it several times
+    slower (issue 13: 59 against 526 samples/s). Setting and restoring costs well under a
+    microsecond, so the caller's own ``torch.set_num_threads`` holds everywhere else.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: SpelaMLP, *args: Any, **kwargs: Any) -> Any:
+        n = self.threads
+        outer = torch.get_num_threads()
+        if n is None or n == outer:
+            return method(self, *args, **kwargs)
+        torch.set_num_threads(n)
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            torch.set_num_threads(outer)
+
+    return cast(_F, wrapper)
 
 
 @dataclass(frozen=True)
@@ -79,6 +106,13 @@ class SpelaMLP(base.Classifier):
         layer's scores.
     temperature
         Probabilities are ``softmax(cos / temperature)`` over the known classes.
+    calibrate
+        Fit each layer's temperature (and the vote's) online on its own prequential predictions
+        (``calibration.OnlineTemperature``), so that reported confidences and probabilities are
+        calibrated; ``temperature`` holds until 20 predictions have been scored. A layer's label
+        is its top cosine whatever the temperature, so ``last`` reports the same labels either
+        way; ``confident``, ``early_exit`` and ``exit_threshold`` read the calibrated confidences,
+        comparable across layers (a threshold of 0.9 asks for about 90% right).
     standardise, clip
         Standardise features with running statistics, clipping to [-clip, clip].
     normalise_hidden, hidden_decay
@@ -95,6 +129,15 @@ class SpelaMLP(base.Classifier):
         statistics, not ``n_learned``).
     device, dtype
         Torch device ("cpu", "cuda", ...) and "float32" or "float64".
+    threads
+        Torch CPU threads for the per-sample methods (``learn_one``, ``predict_learn_one``,
+        ``predict_one``, ``predict_proba_one``, ...): set for the call and restored after it, so
+        a per-sample learner is fast without the caller knowing that one thread suits it, and
+        the caller's own ``torch.set_num_threads`` holds outside these calls. ``None`` leaves
+        torch's setting alone. The ``_many`` methods always use the caller's setting (a batch
+        can use cores). torch's count is process-global: a model called from several Python
+        threads at once should be given ``threads=None`` and the count set once, up front. Not
+        part of the saved state: a runtime choice, like ``device`` at load time.
     """
 
     def __init__(
@@ -105,6 +148,7 @@ class SpelaMLP(base.Classifier):
         report: Report = "last",
         exit_threshold: float = 0.9,
         temperature: float = 0.1,
+        calibrate: bool = True,
         standardise: bool = True,
         clip: float | None = 5.0,
         normalise_hidden: bool = True,
@@ -115,6 +159,7 @@ class SpelaMLP(base.Classifier):
         replay_every: int = 10,
         device: str = "cpu",
         dtype: str = "float32",
+        threads: int | None = 1,
     ) -> None:
         self.hidden = tuple(int(h) for h in hidden)
         self.lr = float(lr)
@@ -122,6 +167,7 @@ class SpelaMLP(base.Classifier):
         self.report = report
         self.exit_threshold = float(exit_threshold)
         self.temperature = float(temperature)
+        self.calibrate = bool(calibrate)
         self.standardise = bool(standardise)
         self.clip = clip
         self.normalise_hidden = bool(normalise_hidden)
@@ -132,17 +178,20 @@ class SpelaMLP(base.Classifier):
         self.replay_every = int(replay_every)
         self.device = str(device)
         self.dtype = str(dtype)
+        self.threads = None if threads is None else int(threads)
         self._validate_config()
         self._torch_device = torch.device(self.device)
         self._torch_dtype = _DTYPES[self.dtype]
         self.labels: list[Label] = []
         self._index: dict[Label, int] = {}
         self.feature_names: list[Hashable] | None = None
+        self._columns: dict[Hashable, int] = {}  # feature name -> column, rebuilt as names grow
         self.n_features: int | None = None
         self.n_learned = 0
         self.scaler: Standardiser | None = None
         self.layers: list[SpelaLayer] = []
         self.replay_memory: ReplayMemory | None = None
+        self.calibration = [OnlineTemperature() for _ in range(self._n_streams)]
 
     def _validate_config(self) -> None:
         if not self.hidden or any(h < 1 for h in self.hidden):
@@ -165,10 +214,37 @@ class SpelaMLP(base.Classifier):
             raise ConfigError(f"report must be one of {', '.join(REPORTS)}, got {self.report!r}")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(
+                f"threads must be >= 1 or None (torch's own setting), got {self.threads}"
+            )
         if self.dtype not in _DTYPES:
             raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} asked for, but torch sees no CUDA device")
+
+    @property
+    def _n_streams(self) -> int:
+        """Prediction streams with a temperature of their own: every layer, and the vote."""
+        return len(self.hidden) + (self.report == "vote")
+
+    def _temperatures(self) -> list[float]:
+        """Each stream's temperature: fitted on the stream, or the model's own."""
+        if not self.calibrate:
+            return [self.temperature] * self._n_streams
+        return [c.temperature(self.temperature) for c in self.calibration]
+
+    def _fit_calibration(self, layer_scores: list[np.ndarray], k: np.ndarray) -> None:
+        """Fold a batch's prequential scores (B, C) per layer into the temperatures; a sample of
+        a class new in this batch had no prediction and is left out."""
+        old = k < layer_scores[0].shape[1]
+        if not old.any():
+            return
+        streams = [s[old] for s in layer_scores]
+        if self.report == "vote":
+            streams.append(np.mean(streams, axis=0))
+        for fit, scores in zip(self.calibration, streams, strict=True):
+            fit.update(scores, k[old])
 
     @property
     def _multiclass(self) -> bool:
@@ -200,18 +276,58 @@ class SpelaMLP(base.Classifier):
     def _memory_seed(self) -> int:
         return self.seed * 1_000_003 + 999_983
 
-    def _vector(self, x: object, names: list[Hashable] | None = None) -> np.ndarray:
-        return as_vector(x, names or self.feature_names, self.n_features)
+    @property
+    def _by_name(self) -> bool:
+        """Dicts are read by feature name (unless the model was built from vectors)."""
+        return self.feature_names is not None or self.n_features is None
 
-    def _matrix(self, xs: object) -> np.ndarray:
-        return as_matrix(xs, self.feature_names, self.n_features)
+    def _rows(self, xs: list[object]) -> tuple[np.ndarray, list[Hashable]]:
+        """Samples as a float64 (B, d + n) array and the n feature names new to the model.
 
-    def _commit_input(self, x: object, width: int) -> None:
-        """Fix the feature names and build the layers at the first learned sample."""
+        Dict samples are read by name: the columns are the known names, then the new ones; a
+        feature a dict lacks is NaN, imputed at its running mean (``_scaled``). Vectors keep
+        their fixed width, checked.
+        """
+        if xs and self._by_name and all(isinstance(r, Mapping) for r in xs):
+            names = self.feature_names or []
+            if len(self._columns) != len(names):
+                self._columns = {k: i for i, k in enumerate(names)}
+            return dict_rows(xs, self._columns)  # type: ignore[arg-type]
+        if len(xs) == 1:
+            return as_vector(xs[0], self.feature_names, self.n_features)[None, :], []
+        return as_matrix(xs, self.feature_names, self.n_features), []
+
+    def _known(self, xs: list[object]) -> np.ndarray:
+        """Samples to predict: features the model has never learned are left out."""
+        batch, new = self._rows(xs)
+        out: np.ndarray = batch[:, : batch.shape[1] - len(new)]
+        return out
+
+    def _vector(self, x: object) -> np.ndarray:
+        out: np.ndarray = self._known([x])[0]
+        return out
+
+    def _commit_input(self, width: int, new: list[Hashable]) -> None:
+        """Build the layers at the first learned sample (a dict's names fixed in name order);
+        grow the input for features that appear later."""
         if self.n_features is None:
-            if isinstance(x, Mapping):
-                self.feature_names = list(x)
+            self.feature_names = new or None
             self._build(width)
+        elif new:
+            self._grow(new)
+
+    def _grow(self, names: list[Hashable]) -> None:
+        """New dict features: new first-layer columns (nothing else moves), fresh statistics, and
+        the memory's stored inputs padded as missing. A vector input never grows."""
+        assert self.feature_names is not None and self.scaler is not None
+        assert self.n_features is not None
+        k = len(names)
+        self.layers[0].grow_inputs(k, seed=self.seed * 1_000_003 + 499_979 + self.n_features)
+        self.scaler.grow(k)
+        if self.replay_memory is not None:
+            self.replay_memory.grow(k)
+        self.feature_names = [*self.feature_names, *names]
+        self.n_features += k
 
     def _to_tensor(self, batch: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(batch, dtype=self._torch_dtype).to(self._torch_device)
@@ -220,18 +336,21 @@ class SpelaMLP(base.Classifier):
 
     def _scaled(self, batch: np.ndarray) -> np.ndarray:
         assert self.scaler is not None
-        return self.scaler.transform(batch) if self.standardise else batch
+        if self.standardise:
+            return self.scaler.transform(batch)  # a missing feature (NaN) at its mean: 0
+        return np.nan_to_num(batch, nan=0.0) if np.isnan(batch).any() else batch
 
     def _forward_scores(self, h: torch.Tensor, stop_early: bool) -> list[np.ndarray]:
         """Scores (B, C) of every computed layer; with ``stop_early``, stop at a confident one."""
         n_classes = len(self.labels)
+        temps = self._temperatures() if stop_early else []
         out = []
         for i, layer in enumerate(self.layers):
             _, h = layer.forward(layer.normalise(h))
             s = layer.scores(h, n_classes)
             out.append(s)
             if stop_early and i + 1 < len(self.layers):
-                conf = self._confidence(s)
+                conf = self._softmax(s, temps[i]).max(axis=1)  # (B,) calibrated
                 if bool((conf >= self.exit_threshold).all()):
                     break
         return out
@@ -242,19 +361,16 @@ class SpelaMLP(base.Classifier):
 
     def _softmax(self, scores: np.ndarray, temperature: float | None = None) -> np.ndarray:
         """softmax(cos / temperature) over the last axis."""
-        z = scores / (temperature or self.temperature)
+        z = np.asarray(scores, dtype=np.float64) / (temperature or self.temperature)
         e = np.exp(z - z.max(axis=-1, keepdims=True))
         out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
         return out
 
-    def _confidence(self, scores: np.ndarray) -> np.ndarray:
-        """Probability of the top class under softmax(cos / temperature): (B,)."""
-        out: np.ndarray = self._softmax(scores).max(axis=1)
-        return out
-
     def _choose(self, layer_scores: list[np.ndarray]) -> list[Prediction]:
-        """Apply the report policy to per-layer scores (B, C) of a batch."""
-        probs = [self._softmax(s) for s in layer_scores]
+        """Apply the report policy to per-layer scores (B, C) of a batch, with each stream's
+        temperature (calibrated, unless ``calibrate`` is off)."""
+        temps = self._temperatures()  # one per layer, then the vote's
+        probs = [self._softmax(s, t) for s, t in zip(layer_scores, temps, strict=False)]
         preds = []
         for row in range(probs[0].shape[0]):
             tops = [int(p[row].argmax()) for p in probs]
@@ -262,7 +378,7 @@ class SpelaMLP(base.Classifier):
             labels = tuple(self.labels[t] for t in tops)
             if self.report == "vote":
                 summed = np.sum([s[row] for s in layer_scores], axis=0)
-                p = self._softmax(summed, self.temperature * len(layer_scores))
+                p = self._softmax(summed, temps[-1] * len(layer_scores))
                 top = int(p.argmax())
                 preds.append(Prediction(self.labels[top], float(p[top]), -1, labels, confs))
                 continue
@@ -299,6 +415,7 @@ class SpelaMLP(base.Classifier):
         for layer in self.layers:
             layer.ensure_classes(len(self.labels))
         predict_now = predict and known > 0
+        score_now = known > 0 and (predict or self.calibrate)  # learning is the same either way
         scores = []
         with torch.inference_mode():
             k = torch.tensor([self._index[y] for y in ys], device=self._torch_device)  # (B,)
@@ -308,19 +425,20 @@ class SpelaMLP(base.Classifier):
             for layer in self.layers:
                 h_in = layer.normalise(h)
                 z, out = layer.forward(h_in)
-                if predict_now:
+                if score_now:
                     scores.append(layer.scores(out, known))
                 layer.update(h_in, z, out, k, self.lr * math.sqrt(layer.d_out / REFERENCE_WIDTH))
                 layer.observe(h)
                 h = out  # the next layer receives y, computed before this layer's update
         self.n_learned += batch.shape[0]
+        preds = self._choose(scores) if predict_now else None  # before this batch's calibration
+        if score_now and self.calibrate:
+            self._fit_calibration(scores, k.cpu().numpy())
         if self.replay_memory is not None:
             self._remember(batch, k.tolist())
         if not predict:
             return None
-        if not predict_now:
-            return [self._no_prediction()] * batch.shape[0]
-        return self._choose(scores)
+        return preds or [self._no_prediction()] * batch.shape[0]
 
     def _remember(self, batch: np.ndarray, ks: list[int]) -> None:
         """Offer the learned samples to the memory; rehearse stored ones when a replay is due."""
@@ -353,10 +471,12 @@ class SpelaMLP(base.Classifier):
 
     # ------------------------------------------------------------------ River API
 
+    @_on_threads
     def learn_one(self, x: object, y: object, **kwargs: Any) -> None:
         """Learn one labelled sample: standardise, then each layer forwards and updates."""
         self.predict_learn_one(x, y, predict=False)
 
+    @_on_threads
     def predict_learn_one(self, x: object, y: object, predict: bool = True) -> Prediction | None:
         """Predict ``x`` as ``predict_one`` would, then learn ``(x, y)``, in one forward pass.
 
@@ -364,15 +484,18 @@ class SpelaMLP(base.Classifier):
         output before its own update, which is exactly what ``predict_one`` would have seen.
         """
         label = check_label(y)
-        vec = self._vector(x)
-        self._commit_input(x, vec.shape[0])
-        preds = self._learn_matrix(vec[None, :], [label], predict)
+        batch, new = self._rows([x])
+        check_label_kinds([label], self.labels)  # before the input grows
+        self._commit_input(batch.shape[1], new)
+        preds = self._learn_matrix(batch, [label], predict)
         return preds[0] if preds else None
 
+    @_on_threads
     def predict_one(self, x: object, **kwargs: Any) -> Label | None:
         """The reported label for ``x`` (None before any class has been learned)."""
         return self._predict_matrix(self._vector(x)[None, :])[0].label
 
+    @_on_threads
     def predict_proba_one(self, x: object, **kwargs: Any) -> dict[Label, float]:
         """Probabilities over known labels, softmax(cos / temperature) at the reported layer."""
         vec = self._vector(x)
@@ -383,9 +506,10 @@ class SpelaMLP(base.Classifier):
             scores = self._forward_scores(h, stop_early=self.report == "early_exit")
             chosen = self._choose(scores)[0].layer  # the report policy lives in _choose alone
             s = np.mean(scores, axis=0) if chosen == -1 else scores[chosen]
-            p = self._softmax(s[0]).tolist()
+            p = self._softmax(s[0], self._temperatures()[chosen]).tolist()
         return dict(zip(self.labels, p, strict=True))
 
+    @_on_threads
     def predict_layers_one(self, x: object) -> Prediction:
         """Every layer's prediction for ``x`` (the full pass, whatever the report policy)."""
         vec = self._vector(x)
@@ -396,6 +520,7 @@ class SpelaMLP(base.Classifier):
             scores = self._forward_scores(h, stop_early=False)
             return self._choose(scores)[0]
 
+    @_on_threads
     def predict_explain_one(self, x: object) -> Prediction:
         """The reported prediction for ``x`` with its confidence and the layer it came from."""
         return self._predict_matrix(self._vector(x)[None, :])[0]
@@ -413,18 +538,25 @@ class SpelaMLP(base.Classifier):
             X = X.to_dict(orient="records")
         if isinstance(X, Iterable) and not isinstance(X, np.ndarray | torch.Tensor):
             X = list(X)
-        batch = self._matrix(X)
+        batch, new = self._rows(X) if isinstance(X, list) else (self._matrix(X), [])
         if batch.shape[0] != len(labels):
             raise WidthError(f"batch has {batch.shape[0]} samples but {len(labels)} labels")
         if batch.shape[0] == 0:
             return [] if predict else None
-        first = X[0] if isinstance(X, list) else None
-        self._commit_input(first, batch.shape[1])
+        check_label_kinds(labels, self.labels)  # before the input grows
+        self._commit_input(batch.shape[1], new)
         return self._learn_matrix(batch, labels, predict)
+
+    def _matrix(self, xs: object) -> np.ndarray:
+        return as_matrix(xs, self.feature_names, self.n_features)
 
     def predict_many(self, X: object) -> list[Label | None]:
         """Reported labels for a micro-batch."""
-        batch = self._matrix(X)
+        if hasattr(X, "to_dict") and hasattr(X, "columns"):  # a pandas DataFrame
+            X = X.to_dict(orient="records")
+        if isinstance(X, Iterable) and not isinstance(X, np.ndarray | torch.Tensor):
+            X = list(X)
+        batch = self._known(X) if isinstance(X, list) and X else self._matrix(X)
         if batch.shape[0] == 0:
             return []
         return [p.label for p in self._predict_matrix(batch)]
@@ -440,6 +572,7 @@ class SpelaMLP(base.Classifier):
             "report": self.report,
             "exit_threshold": self.exit_threshold,
             "temperature": self.temperature,
+            "calibrate": self.calibrate,
             "standardise": self.standardise,
             "clip": self.clip,
             "normalise_hidden": self.normalise_hidden,
@@ -485,6 +618,9 @@ class SpelaMLP(base.Classifier):
         if self.replay_memory is not None:
             for key, arr in self.replay_memory.state().items():
                 state[f"memory.{key}"] = arr
+        for i, fit in enumerate(self.calibration):
+            for key, arr in fit.state().items():
+                state[f"calibration.{i}.{key}"] = arr
         return state
 
     @classmethod
@@ -509,7 +645,8 @@ class SpelaMLP(base.Classifier):
             if n_features is not None:
                 model.n_features = int(n_features)
                 model.scaler = Standardiser(model.n_features, clip=model.clip)
-                model.scaler.load({k: state[f"scaler.{k}"] for k in ("count", "mean", "m2")})
+                keys = ("count", "mean", "m2", *(["counts"] if "scaler.counts" in state else []))
+                model.scaler.load({k: state[f"scaler.{k}"] for k in keys})
                 model.layers = [
                     SpelaLayer.from_state(
                         {
@@ -535,6 +672,14 @@ class SpelaMLP(base.Classifier):
                         if saved
                         else ReplayMemory(model.memory, model.n_features, seed=model._memory_seed)
                     )
+            model.calibration = [  # a stream saved without one (older states) starts its fit
+                OnlineTemperature.from_state(
+                    {k: state[f"calibration.{i}.{k}"] for k in ("nll", "n")}
+                )
+                if f"calibration.{i}.nll" in state
+                else OnlineTemperature()
+                for i in range(model._n_streams)
+            ]
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"model state is incomplete or corrupt: {exc!r}") from None
         return model

@@ -24,6 +24,10 @@ _TINY_STD = 1e-8
 class Standardiser:
     """Per-feature running mean and variance; ``transform`` gives (x - mean) / std, clipped.
 
+    A feature may be missing from a sample (NaN here, the model's mark for a dict key that did not
+    come): it is left out of that feature's statistics and standardises to 0, its running mean.
+    Each feature counts its own samples, so one that appears mid-stream (``grow``) starts fresh.
+
     Parameters
     ----------
     n_features
@@ -36,58 +40,100 @@ class Standardiser:
     def __init__(self, n_features: int, clip: float | None = 5.0) -> None:
         self.n_features = n_features
         self.clip = clip
-        self.count = 0
+        self.count = 0  # samples folded in
+        self.counts = np.zeros(n_features, dtype=np.int64)  # (d,) samples that held the feature
         self.mean = np.zeros(n_features)  # (d,) float64
         self.m2 = np.zeros(n_features)  # (d,) sum of squared deviations
-        self._scale: np.ndarray | None = None  # 1 / std, until the next update
+        self._scale: np.ndarray | None = None  # 1 / std (0 for unseen features), until an update
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        """Standardise a vector (d,) or a batch (B, d) with the statistics seen so far."""
+        """Standardise a vector (d,) or a batch (B, d) with the statistics seen so far; a missing
+        value (NaN) or a feature never seen gives 0."""
         if self.count == 0:
             return np.zeros_like(x, dtype=np.float64)
         if self._scale is None:
-            std = np.sqrt(self.m2 / self.count)
-            self._scale = np.where(std > _TINY_STD, 1.0 / np.maximum(std, _TINY_STD), 1.0)
+            std = np.sqrt(self.m2 / np.maximum(self.counts, 1))
+            scale = np.where(std > _TINY_STD, 1.0 / np.maximum(std, _TINY_STD), 1.0)
+            self._scale = np.where(self.counts > 0, scale, 0.0)
         out: np.ndarray = (x - self.mean) * self._scale
+        if np.isnan(out).any():
+            np.nan_to_num(out, copy=False, nan=0.0)
         if self.clip is not None:
             np.clip(out, -self.clip, self.clip, out=out)
         return out
 
     def update(self, x: np.ndarray) -> None:
-        """Fold one vector (d,) or a batch (B, d) into the statistics (Chan et al.'s merge)."""
+        """Fold one vector (d,) or a batch (B, d) into the statistics (Chan et al.'s merge);
+        missing values (NaN) leave their feature's statistics alone."""
         batch = np.atleast_2d(x).astype(np.float64, copy=False)
         nb = batch.shape[0]
         if nb == 0:
             return
         self._scale = None
+        self.count += nb
+        missing = np.isnan(batch)
+        if missing.any():
+            self._update_present(batch, ~missing)
+            return
         if nb == 1:
             row = batch[0]
-            self.count += 1
+            self.counts += 1
             delta = row - self.mean
-            self.mean += delta / self.count
+            self.mean += delta / self.counts
             self.m2 += delta * (row - self.mean)
             return
         b_mean = batch.mean(axis=0)
         b_m2 = ((batch - b_mean) ** 2).sum(axis=0)
-        total = self.count + nb
+        total = self.counts + nb
         delta = b_mean - self.mean
         self.mean = self.mean + delta * (nb / total)
-        self.m2 = self.m2 + b_m2 + delta**2 * (self.count * nb / total)
-        self.count = total
+        self.m2 = self.m2 + b_m2 + delta**2 * (self.counts * nb / total)
+        self.counts = total
+
+    def _update_present(self, batch: np.ndarray, present: np.ndarray) -> None:
+        """Chan's merge per feature, over the rows that hold it: present (B, d) bool."""
+        nb = present.sum(axis=0)  # (d,)
+        b_mean = np.where(present, batch, 0.0).sum(axis=0) / np.maximum(nb, 1)
+        b_m2 = (np.where(present, batch - b_mean, 0.0) ** 2).sum(axis=0)
+        total = self.counts + nb
+        w = nb / np.maximum(total, 1)  # (d,) the batch's share; 0 where no row held the feature
+        delta = b_mean - self.mean
+        self.mean = self.mean + delta * w
+        self.m2 = self.m2 + b_m2 + delta**2 * (self.counts * w)
+        self.counts = total
+
+    def grow(self, k: int) -> None:
+        """Add ``k`` features at the end, with no statistics yet (they standardise to 0)."""
+        self.n_features += k
+        self.counts = np.concatenate([self.counts, np.zeros(k, dtype=np.int64)])
+        self.mean = np.concatenate([self.mean, np.zeros(k)])
+        self.m2 = np.concatenate([self.m2, np.zeros(k)])
+        self._scale = None
 
     def state(self) -> dict[str, np.ndarray]:
-        """The statistics as arrays (count as a 0-d int64 array)."""
-        return {
+        """The statistics as arrays (count as a 0-d int64 array; per-feature ``counts`` only
+        where some feature has missed a sample)."""
+        state = {
             "count": np.asarray(self.count, dtype=np.int64),
             "mean": self.mean.copy(),
             "m2": self.m2.copy(),
         }
+        if (self.counts != self.count).any():
+            state["counts"] = self.counts.copy()
+        return state
 
     def load(self, state: dict[str, np.ndarray]) -> None:
         """Restore statistics saved by ``state``."""
         self.count = int(state["count"])
         self.mean = np.asarray(state["mean"], dtype=np.float64).copy()
         self.m2 = np.asarray(state["m2"], dtype=np.float64).copy()
+        self.n_features = self.mean.shape[0]
+        counts = state.get("counts")
+        self.counts = (
+            np.full(self.n_features, self.count, dtype=np.int64)
+            if counts is None
+            else np.asarray(counts, dtype=np.int64).copy()
+        )
         self._scale = None
 
 

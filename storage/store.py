@@ -351,7 +351,7 @@ class CheckpointStore:
             found = quick_check(conn)
         if found:
             more = f"; and {len(found) - 1} more" if len(found) > 1 else ""
-            raise damaged(self._label, f"SQLite's quick_check: {found[0]}{more}")
+            raise damaged(self._label, found[0] + more)
 
     # -- the writer lease -------------------------------------------------------------------
 
@@ -441,7 +441,7 @@ def verify_file(path: str | Path, run: str | None = None) -> VerifyReport:
     try:
         store = CheckpointStore(path, create=False, readonly=True)
     except DatabaseDamagedError as exc:
-        why = [f"SQLite cannot read it ({exc.why})"]
+        why = [f"SQLite cannot open the file: {exc.why}"]
         return VerifyReport(str(path), why, 0, 0, [], [], readable=False)
     with store:
         return store.verify(run)
