@@ -38,10 +38,12 @@ Source = Annotated[str, option(INPUT, SOURCE_HELP, "--source", "-s")]
 InputFormat = enum.StrEnum(  # type: ignore[misc]
     "InputFormat", {name: name for name in FORMATS if name != "builtin"}
 )
+TEXT_FORMATS = ", ".join(f for f in FORMATS if f != "builtin")
 Format = Annotated[
     InputFormat | None,
-    option(INPUT, "Input format, when the file name does not tell.", "--format"),
-]
+    option(INPUT, f"Input format ({TEXT_FORMATS}), when the name does not tell.", "--format",
+           metavar="FORMAT"),
+]  # fmt: skip
 LabelColumn = Annotated[
     str | None,
     option(INPUT, "Label column: a name or 0-based index (default: the last; none: no label)."),
