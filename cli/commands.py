@@ -59,7 +59,7 @@ def _opened(inp: Input, run: RunInfo, model: SpelaMLP) -> Source:
 def evaluate(opts: EvalOptions) -> None:
     """Score a saved model on a stream without learning."""
     torch.set_num_threads(opts.threads)
-    with CheckpointStore(opts.db, create=False) as store:
+    with CheckpointStore(opts.db, create=False, readonly=True) as store:
         info = pick_run(store, opts.run)
         saved, ck = load_loop(store, info, opts.checkpoint, learn=False)
     loop = Prequential(saved.model, window=opts.window, learn=False)
@@ -112,7 +112,7 @@ def predict(opts: PredictOptions) -> None:
     if opts.input.source.startswith(TCP):  # a socket service answering each line
         return serve.predict(opts)
     torch.set_num_threads(opts.threads)
-    with CheckpointStore(opts.db, create=False) as store:
+    with CheckpointStore(opts.db, create=False, readonly=True) as store:
         info = pick_run(store, opts.run)
         loop, _ = load_loop(store, info, opts.checkpoint, learn=False)
     flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives

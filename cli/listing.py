@@ -9,14 +9,15 @@ from pathlib import Path
 import typer
 
 from storage import CheckpointStore
-from storage.store import pick_run
+from storage.store import pick_run, verify_file
 
 from .output import human_bytes, table
 
 
 def list_runs(db: Path, json_out: bool) -> None:
     """The runs of a database, as a table or JSON lines."""
-    with CheckpointStore(db, create=False) as store:
+    with CheckpointStore(db, create=False, readonly=True) as store:
+        store.check()  # a damaged file is said to be damaged, not listed as if sound
         found = store.runs()
     if json_out:
         for r in found:
@@ -41,7 +42,8 @@ def list_runs(db: Path, json_out: bool) -> None:
 
 def list_checkpoints(db: Path, run: str | None, json_out: bool) -> None:
     """The checkpoints of a database (or one run), as a table or JSON lines."""
-    with CheckpointStore(db, create=False) as store:
+    with CheckpointStore(db, create=False, readonly=True) as store:
+        store.check()
         if run is not None:
             store.run(run)  # a clear error for a run that does not exist
         found = store.checkpoints(run)
@@ -60,7 +62,7 @@ def plot(db: Path, run: str | None, output: Path) -> None:
     """Write a run's learning curve as a PNG."""
     from .plot import learning_curve  # matplotlib is slow to import: only when asked
 
-    with CheckpointStore(db, create=False) as store:
+    with CheckpointStore(db, create=False, readonly=True) as store:
         info = pick_run(store, run)
         history = store.history(info.name)
     learning_curve(history, info, output)
@@ -69,14 +71,16 @@ def plot(db: Path, run: str | None, output: Path) -> None:
 
 def verify(db: Path, run: str | None) -> None:
     """Print what ``CheckpointStore.verify`` finds, one line each; exit 1 unless sound."""
-    with CheckpointStore(db, create=False, readonly=True) as store:
-        report = store.verify(run)
+    report = verify_file(db, run)
     for line in report.integrity:
-        print(f"damaged: SQLite integrity_check: {line}")
+        print(f"damaged: SQLite: {line}")
     for note in report.damaged:
         print(f"damaged: {note}")
     if report.unchecked:
         print(f"unchecked: checkpoints {report.unchecked} were saved before checksums")
+    if not report.readable:
+        print(f"{report.path}: DAMAGED; SQLite cannot read it")
+        raise typer.Exit(1)
     verdict = "sound" if report.sound else "DAMAGED"
     print(f"{report.path}: {verdict}; {report.intact} of {report.checkpoints} checkpoints intact")
     if not report.sound:
