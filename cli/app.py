@@ -78,7 +78,11 @@ Header = Annotated[
 ]
 Features = Annotated[
     int | None,
-    typer.Option(help="LIBSVM feature count (default: the file's largest index).", min=1),
+    typer.Option(
+        help="LIBSVM feature count (default: the file's largest index); with tcp://, the "
+        "numbers per line of the service's layout (see --columns).",
+        min=1,
+    ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout.")]
 Threads = Annotated[
