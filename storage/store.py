@@ -172,6 +172,12 @@ class CheckpointStore:
             )
         return name
 
+    def delete_run(self, name: str) -> None:
+        """Remove a run with its checkpoints, tensors and history (foreign keys cascade)."""
+        with self._transaction("deleting a run", write=True) as conn:
+            self._require_run(conn, name)
+            conn.execute("DELETE FROM runs WHERE name = ?", (name,))
+
     def run(self, name: str) -> RunInfo:
         """The run called ``name``; CheckpointError listing the runs there are if none is."""
         with self._transaction("reading a run") as conn:

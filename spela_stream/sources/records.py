@@ -105,7 +105,8 @@ class LineParser:
         try:
             self._csv = DelimitedSource(_lines(raw, "the layout's columns"), "csv",
                                         label_column=self.label_column, header=True, skip=0,
-                                        on_error=None, n_features=self.n_features)  # fmt: skip
+                                        on_error=None, n_features=self.n_features,
+                                        header_only=True)  # fmt: skip
         except SourceError as exc:
             raise ConfigError(str(exc)) from None
         self._header = raw
