@@ -108,14 +108,16 @@ def feed_socket(port: int, data: list[bytes]) -> None:
         except OSError:
             pass
 
-    threading.Thread(target=drain, daemon=True).start()
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
     try:
         for i in range(0, len(data), 64):
             sock.sendall(b"".join(data[i : i + 64]))
+        sock.shutdown(socket.SHUT_WR)  # all sent: the replies still come, until the signal
     except OSError:
         pass  # the service went away
-    finally:
-        sock.close()
+    reader.join(TIMEOUT)
+    sock.close()
 
 
 def saved(db: Path) -> int:
