@@ -52,7 +52,10 @@ Header = Annotated[
     bool | None,
     option(INPUT, "CSV/TSV header (default: detect).", "--header/--no-header", flag=True),
 ]
-Features = Annotated[int | None, option(INPUT, "LIBSVM width (default: the largest index).", min=1)]
+Features = Annotated[
+    int | None,
+    option(INPUT, "LIBSVM width (default: the largest index); tcp://: the layout's.", min=1),
+]
 
 # ---------------------------------------------------------------- checkpoints and runs
 

@@ -189,7 +189,8 @@ class LineParser:
         try:
             source = DelimitedSource(
                 _lines(raw, where), fmt, label_column=self.label_column, header=self.header,
-                skip=0, on_error=None, n_features=self.n_features, header_only=True,
+                skip=0, on_error=None, n_features=self.n_features,
+                header_only=True,  # one line at a time: a header comes before its records
             )  # fmt: skip
         except SourceError as exc:  # the layout is not fixed: the next CSV line tries again
             problem = str(exc).removeprefix(f"{where}: ")
