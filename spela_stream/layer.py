@@ -41,6 +41,7 @@ class SpelaLayer:
         dtype: torch.dtype = torch.float32,
         normalise_input: bool = False,
         input_decay: float | None = None,
+        input_slow_decay: float | None = None,
     ) -> None:
         gen = torch.Generator().manual_seed(seed)
         bound = math.sqrt(6.0 / d_in)  # the authors' init: W ~ U(+-sqrt(6 / d_in))
@@ -54,7 +55,9 @@ class SpelaLayer:
         self.class_vectors = ClassVectors(d_out, capacity=capacity, seed=seed)
         self._sync_vectors()
         self.input_norm = (
-            TensorStandardiser(d_in, self.device, decay=input_decay) if normalise_input else None
+            TensorStandardiser(d_in, self.device, decay=input_decay, slow_decay=input_slow_decay)
+            if normalise_input
+            else None
         )
 
     @property
@@ -163,6 +166,7 @@ class SpelaLayer:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         input_decay: float | None = None,
+        input_slow_decay: float | None = None,
     ) -> SpelaLayer:
         """Rebuild a layer from ``state`` (no re-initialisation, no regeneration)."""
         layer = cls.__new__(cls)
@@ -174,6 +178,10 @@ class SpelaLayer:
         layer._sync_vectors()
         layer.input_norm = None
         if "input_mean" in state:
-            layer.input_norm = TensorStandardiser(layer.d_in, layer.device, decay=input_decay)
-            layer.input_norm.load({k: state[f"input_{k}"] for k in ("count", "mean", "m2")})
+            layer.input_norm = TensorStandardiser(
+                layer.d_in, layer.device, decay=input_decay, slow_decay=input_slow_decay
+            )
+            layer.input_norm.load(
+                {k.removeprefix("input_"): v for k, v in state.items() if k.startswith("input_")}
+            )
         return layer

@@ -43,6 +43,11 @@ STATE_FORMAT = "spela-stream.model/1"
 REFERENCE_WIDTH = 1024
 REPLAY_WEIGHT = 1.0
 REPLAY_OBSERVE = False
+# When a new class arrives, later layers' input statistics slow from hidden_decay to
+# NEW_CLASS_DECAY for the next NEW_CLASS_SPAN samples: the newcomer does not take them over
+# while the layers learn it (a stream whose classes are all known keeps the fast window).
+NEW_CLASS_DECAY = 0.999
+NEW_CLASS_SPAN = 2000
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -268,11 +273,19 @@ class SpelaMLP(base.Classifier):
                 dtype=self._torch_dtype,
                 normalise_input=self.normalise_hidden and i > 0,
                 input_decay=self.hidden_decay,
+                input_slow_decay=self._slow_decay,
             )
             for i in range(len(self.hidden))
         ]
         if self.memory > 0:
             self.replay_memory = ReplayMemory(self.memory, n_features, seed=self._memory_seed)
+
+    @property
+    def _slow_decay(self) -> float | None:
+        """The hidden statistics' decay after a new class (never faster than hidden_decay)."""
+        if self.hidden_decay is None:
+            return None
+        return max(self.hidden_decay, NEW_CLASS_DECAY)
 
     @property
     def _memory_seed(self) -> int:
@@ -414,6 +427,9 @@ class SpelaMLP(base.Classifier):
             if y not in self._index:
                 self._index[y] = len(self.labels)
                 self.labels.append(y)
+                for layer in self.layers:
+                    if layer.input_norm is not None:
+                        layer.input_norm.slow_down(NEW_CLASS_SPAN)
         for layer in self.layers:
             layer.ensure_classes(len(self.labels))
         predict_now = predict and known > 0
@@ -669,6 +685,7 @@ class SpelaMLP(base.Classifier):
                         device=model._torch_device,
                         dtype=model._torch_dtype,
                         input_decay=model.hidden_decay,
+                        input_slow_decay=model._slow_decay,
                     )
                     for i in range(len(model.hidden))
                 ]

@@ -149,14 +149,20 @@ class TensorStandardiser:
     """
 
     def __init__(
-        self, n_features: int, device: torch.device | str = "cpu", decay: float | None = None
+        self,
+        n_features: int,
+        device: torch.device | str = "cpu",
+        decay: float | None = None,
+        slow_decay: float | None = None,
     ) -> None:
         self.decay = decay
+        self.slow_decay = slow_decay  # the decay while count < slow_until (see ``slow_down``)
+        self.slow_until = 0
+        self.weight = 0.0  # the moving averages' total weight, 1 - prod(decays): bias correction
         self.count = 0
         self.mean = torch.zeros(n_features, dtype=torch.float64, device=device)
         self.m2 = torch.zeros(n_features, dtype=torch.float64, device=device)
         self._cache: tuple[torch.Tensor, torch.Tensor] | None = None  # mean, 1/std in h's dtype
-        self._weights: torch.Tensor | None = None  # EMA weights of a batch's rows
 
     def transform(self, h: torch.Tensor) -> torch.Tensor:
         """(h - mean) / std for a batch (B, d), in h's dtype; zeros before any statistics."""
@@ -172,7 +178,7 @@ class TensorStandardiser:
     def variance(self) -> torch.Tensor:
         """Per-unit variance estimate (d,)."""
         if self.decay is not None:
-            return self.m2 / (1.0 - self.decay**self.count)  # m2 holds the EMA of squares
+            return self.m2 / self.weight  # m2 holds the EMA of squares
         return self.m2 / self.count
 
     def update(self, h: torch.Tensor) -> None:
@@ -183,11 +189,13 @@ class TensorStandardiser:
             return
         self._cache = None
         if self.decay is not None and nb == 1:  # the per-sample path: a few in-place ops
-            beta, row = self.decay, batch[0]
-            c0, c1 = 1.0 - beta**self.count, 1.0 - beta ** (self.count + 1)
+            beta, row = self._decay_at(self.count), batch[0]
+            c0 = self.weight
+            c1 = beta * c0 + (1.0 - beta)
             self.mean.mul_(beta * c0 / c1).add_(row, alpha=(1.0 - beta) / c1)
             delta = row - self.mean
             self.m2.mul_(beta).addcmul_(delta, delta, value=1.0 - beta)
+            self.weight = c1
             self.count += 1
             return
         if self.decay is not None:
@@ -207,22 +215,35 @@ class TensorStandardiser:
         self.m2 += b_m2 + delta**2 * (self.count * nb / total)
         self.count = total
 
+    def slow_down(self, samples: int) -> None:
+        """Use ``slow_decay`` (when set) for the next ``samples`` updates."""
+        if self.slow_decay is not None:
+            self.slow_until = self.count + samples
+
+    def _decay_at(self, count: int) -> float:
+        assert self.decay is not None
+        return self.slow_decay if count < self.slow_until and self.slow_decay else self.decay
+
     def _update_ema(self, batch: torch.Tensor) -> None:
         # mean holds the bias-corrected EMA mean; m2 the raw EMA of squared deviations from it.
-        assert self.decay is not None
-        beta = self.decay
         nb = batch.shape[0]
-        if self._weights is None or self._weights.shape[0] != nb:
-            w = (1.0 - beta) * beta ** torch.arange(nb - 1, -1, -1, dtype=torch.float64)
-            self._weights = w.to(batch.device)  # (B,) the newest row weighs most
-        w = self._weights
-        t0, t1 = self.count, self.count + nb
-        c0, c1 = 1.0 - beta**t0, 1.0 - beta**t1
-        raw_mean = torch.mv(batch.T, w).add_(self.mean, alpha=beta**nb * c0)
+        betas = torch.tensor(
+            [self._decay_at(self.count + i) for i in range(nb)], dtype=torch.float64
+        )
+        # row i's weight: (1 - beta_i) times the decays of the rows after it (the newest most)
+        after = torch.cat(
+            [torch.cumprod(betas.flip(0), 0).flip(0)[1:], torch.ones(1, dtype=torch.float64)]
+        )
+        w = ((1.0 - betas) * after).to(batch.device)  # (B,)
+        keep = float(betas.prod())
+        c0 = self.weight
+        c1 = keep * c0 + float(w.sum())
+        raw_mean = torch.mv(batch.T, w).add_(self.mean, alpha=keep * c0)
         self.mean = raw_mean.div_(c1)
         dev = (batch - self.mean).square_()
-        self.m2 = torch.mv(dev.T, w).add_(self.m2, alpha=beta**nb)
-        self.count = t1
+        self.m2 = torch.mv(dev.T, w).add_(self.m2, alpha=keep)
+        self.weight = c1
+        self.count += nb
 
     def state(self) -> dict[str, np.ndarray]:
         """The statistics as numpy arrays (count as a 0-d int64 array)."""
@@ -230,11 +251,18 @@ class TensorStandardiser:
             "count": np.asarray(self.count, dtype=np.int64),
             "mean": self.mean.cpu().numpy().copy(),
             "m2": self.m2.cpu().numpy().copy(),
+            "weight": np.asarray(self.weight, dtype=np.float64),
+            "slow_until": np.asarray(self.slow_until, dtype=np.int64),
         }
 
     def load(self, state: dict[str, np.ndarray]) -> None:
-        """Restore statistics saved by ``state``."""
+        """Restore statistics saved by ``state`` (one saved without ``weight`` had one decay)."""
         self.count = int(state["count"])
+        if "weight" in state:
+            self.weight = float(state["weight"])
+        elif self.decay is not None:
+            self.weight = 1.0 - self.decay**self.count
+        self.slow_until = int(state.get("slow_until", 0))
         device = self.mean.device
         self.mean = torch.as_tensor(np.array(state["mean"]), dtype=torch.float64, device=device)
         self.m2 = torch.as_tensor(np.array(state["m2"]), dtype=torch.float64, device=device)

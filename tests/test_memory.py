@@ -108,7 +108,8 @@ def test_resumed_from_a_checkpoint_it_continues_bit_identical(tmp_path: Path) ->
 def test_defaults_keep_old_classes_on_a_class_incremental_stream() -> None:
     # 5 Gaussian classes, 300 samples each, one class after another; held-out 100 per class.
     # Measured (hidden 64x64, otherwise defaults): old classes 0-3 held-out accuracy 1.000 with
-    # the memory, 0.415 with memory=0 (the forgetting the memory is there to stop).
+    # the memory, 0.6875 with memory=0 (the forgetting the memory is there to stop; 0.415 before
+    # the hidden statistics slowed after a new class).
     X, y, Xt, yt = _blobs(5, 300, seed=4)
     scores = {}
     for memory in (1000, 0):
@@ -118,7 +119,7 @@ def test_defaults_keep_old_classes_on_a_class_incremental_stream() -> None:
         old = yt < 4
         scores[memory] = float(np.mean(np.array(model.predict_many(Xt[old])) == yt[old]))
     assert scores[1000] >= 0.95
-    assert scores[0] <= 0.6
+    assert scores[0] <= 0.75
 
 
 @pytest.mark.parametrize(
@@ -189,3 +190,22 @@ def test_a_memory_saved_before_recent_shares_resumes_with_no_shortfall() -> None
     back = ReplayMemory.from_state(state, budget=10)
     assert back.shortfall().tolist() == [0.0, 0.0, 0.0]
     assert np.array_equal(back.x, mem.x) and back.seen.tolist() == [10, 10, 10]
+
+
+def test_a_new_class_slows_the_hidden_statistics_and_known_classes_keep_them_fast() -> None:
+    X, y, _, _ = _blobs(3, 50, seed=6)
+    model = SpelaMLP(hidden=(8, 8), memory=0)
+    for row, label in zip(X[:100], y[:100], strict=True):  # classes 0 and 1
+        model.learn_one(row, int(label))
+    norm = model.layers[1].input_norm
+    assert norm is not None and model.layers[0].input_norm is None
+    assert norm.slow_until == 50 + 2000  # class 1 arrived at sample 51 (count 50)
+    assert (norm.decay, norm.slow_decay) == (0.98, 0.999)
+    model.learn_one(X[100], 2)  # a third class restarts the span
+    assert norm.slow_until == 100 + 2000
+    for row, label in zip(X[:100], y[:100], strict=True):  # known classes only: no restart
+        model.learn_one(row, int(label))
+    assert norm.slow_until == 2100 and norm.count == 201
+    # every update so far fell in a span (the first class opened one too): the bias correction,
+    # the moving averages' total weight, is 1 - 0.999^201
+    assert norm.weight == pytest.approx(1 - 0.999**201, rel=1e-12)

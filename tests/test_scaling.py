@@ -182,3 +182,28 @@ def test_tensor_standardiser_transform_and_state_round_trip() -> None:
     back.load(s.state())
     assert back.count == s.count
     assert torch.equal(back.transform(torch.as_tensor(X[:3])), out)
+
+
+def test_tensor_standardiser_slow_span_round_trips_and_old_states_still_load() -> None:
+    X = _data(seed=6, n=80)
+    s = TensorStandardiser(5, decay=0.9, slow_decay=0.99)
+    s.update(torch.as_tensor(X[:20]))
+    s.slow_down(30)  # updates 20..49 use 0.99, the rest 0.9
+    for row in X[20:60]:
+        s.update(torch.as_tensor(row[None, :]))
+    assert s.slow_until == 50
+    assert s.weight == pytest.approx(1 - 0.9**20 * 0.99**30 * 0.9**10, rel=1e-12)
+    back = TensorStandardiser(5, decay=0.9, slow_decay=0.99)
+    back.load(s.state())
+    assert (back.slow_until, back.weight) == (s.slow_until, s.weight)
+    for t in (s, back):
+        t.update(torch.as_tensor(X[60:]))
+    assert torch.equal(back.mean, s.mean) and torch.equal(back.m2, s.m2)
+    # A state saved before the span existed (no weight, no slow_until) had one decay throughout.
+    plain = TensorStandardiser(5, decay=0.9)
+    plain.update(torch.as_tensor(X[:40]))
+    old = {k: v for k, v in plain.state().items() if k in ("count", "mean", "m2")}
+    loaded = TensorStandardiser(5, decay=0.9, slow_decay=0.99)
+    loaded.load(old)
+    assert loaded.slow_until == 0 and loaded.weight == pytest.approx(1 - 0.9**40, rel=1e-12)
+    np.testing.assert_allclose(loaded.variance().numpy(), plain.variance().numpy(), rtol=1e-12)
