@@ -48,7 +48,7 @@ def learn(opts: LearnOptions) -> None:
             src = replace(opts.input, source=run.source).open(run.skip, on_error)
             run.create()  # the model checked its options and the source opened: make the run
             progress.log(f"learning {run.source} into {opts.db} run {run.name!r}")
-            stream = stream_reports(ticking(src, run.loop, progress), opts, run)
+            stream = stream_reports(ticking(src, run.loop, progress), opts, run, bad)
             finish(run, stream, opts, progress, guard,
                    lambda stopped: summary_line(run, opts, progress, stopped))  # fmt: skip
 
