@@ -150,16 +150,27 @@ Host = Annotated[
 Pending = Annotated[
     int,
     typer.Option(
-        help="With tcp://: unlabelled samples with an id kept for their late labels; beyond it "
-        "the oldest are dropped (and counted).",
+        help="With tcp:// or mqtt://: unlabelled samples with an id kept for their late labels; "
+        "beyond it the oldest are dropped (and counted).",
         min=1,
     ),
 ]
 MaxLine = Annotated[
     int,
     typer.Option(
-        help="With tcp://: the longest line taken, in bytes; a longer one gets an error reply.",
+        help="With tcp:// or mqtt://: the longest line (message) taken, in bytes; a longer one "
+        "gets an error reply.",
         min=16,
+    ),
+]
+
+Publish = Annotated[
+    str | None,
+    typer.Option(
+        help="With mqtt://: publish each message's reply (the prediction made before learning, "
+        "as a JSON line) to this topic; {topic} stands for the message's own topic. A message "
+        "with an MQTT 5 response topic is answered there.",
+        show_default=False,
     ),
 ]
 
@@ -214,8 +225,9 @@ def learn(
             "--source",
             "-s",
             help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
-            "builtin:mnist, camera (camera:N, camera:VIDEO, camera:URL), images:DIR, or "
-            "tcp://HOST:PORT to serve clients over a socket "
+            "builtin:mnist, camera (camera:N, camera:VIDEO, camera:URL), images:DIR, "
+            "tcp://HOST:PORT to serve clients over a socket, or mqtt://HOST:PORT/TOPIC to learn "
+            "what is published to TOPIC (+ and # wildcards; pip install 'spela-stream[mqtt]') "
             "(default: builtin:mnist, or a resumed run's own source).",
             show_default=False,
         ),
@@ -288,6 +300,7 @@ def learn(
     host: Host = None,  # serving over TCP
     pending: Pending = PENDING,
     max_line: MaxLine = MAX_LINE,
+    publish: Publish = None,
 ) -> None:
     """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite.
 
@@ -306,7 +319,7 @@ def learn(
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,
         json_out=json_out, quiet=quiet, threads=threads,
-        serve=ServeOptions(host, pending, max_line),
+        serve=ServeOptions(host, pending, max_line, publish),
     )  # fmt: skip
     guarded(_commands().learn, opts)
 
@@ -353,15 +366,18 @@ def predict(
     threads: Threads = 1,
     host: Host = None,  # serving over TCP
     max_line: MaxLine = MAX_LINE,
+    publish: Publish = None,
 ) -> None:
     """Write one prediction per input record on stdout, for the next program in a pipe.
 
-    With --source tcp://HOST:PORT, answer each line clients send with a prediction instead."""
+    With --source tcp://HOST:PORT, answer each line clients send with a prediction instead; with
+    --source mqtt://HOST:PORT/TOPIC --publish TOPIC, each message published to TOPIC."""
     guarded(
         _commands().predict,
         PredictOptions(
             _input(source, fmt, label_column, header, features),
-            db, run, checkpoint, output, threads, ServeOptions(host, max_line=max_line),
+            db, run, checkpoint, output, threads,
+            ServeOptions(host, max_line=max_line, publish=publish),
         ),
     )  # fmt: skip
 

@@ -25,6 +25,8 @@ from .learning import finish, open_run, rejects, stream_reports, summary_line, t
 from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions
 from .output import Progress, table
 
+SERVED = (TCP, "mqtt://")  # sources served line by line: a socket, an MQTT subscription
+
 # ---------------------------------------------------------------- learn
 
 
@@ -36,7 +38,7 @@ def learn(opts: LearnOptions) -> None:
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
     with CheckpointStore(opts.db, create=not opts.resume) as store, StopGuard() as guard:
         run = open_run(store, opts, progress, default_source="builtin:mnist")
-        if run.source.startswith(TCP):  # a socket service: the same run, checkpoints and exits
+        if run.source.startswith(SERVED):  # a service: the same run, checkpoints and exits
             return serve.learn(opts, run, guard, progress)
         with rejects(opts, run, progress) as bad:
             on_error = bad if opts.on_error is OnError.skip else None
@@ -109,7 +111,7 @@ def evaluate(opts: EvalOptions) -> None:
 
 def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
-    if opts.input.source.startswith(TCP):  # a socket service answering each line
+    if opts.input.source.startswith(SERVED):  # a service answering each line
         return serve.predict(opts)
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False) as store:

@@ -96,11 +96,13 @@ class Input:
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """How a ``tcp://`` service listens and keeps samples for late labels (cli/serve.py)."""
+    """How a ``tcp://`` or ``mqtt://`` service listens, answers and keeps samples for late
+    labels (cli/serve.py)."""
 
     host: str | None = None
     pending: int = PENDING
     max_line: int = MAX_LINE
+    publish: str | None = None  # mqtt://: the topic replies go to
 
 
 @dataclass

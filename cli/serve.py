@@ -1,7 +1,10 @@
-"""``learn`` and ``predict`` with ``--source tcp://HOST:PORT`` (a socket service), and ``send``.
+"""``learn`` and ``predict`` with ``--source tcp://HOST:PORT`` (a socket service) or
+``--source mqtt://HOST:PORT/TOPIC`` (an MQTT subscription, answered on ``--publish TOPIC``),
+and ``send``.
 
 The service is ``spela_stream.service``; this is its glue: the same runs, checkpoints, resume
 and exit codes as ``learn`` on a file (``commands.learn`` hands over once the run is known).
+paho-mqtt is loaded only for an ``mqtt://`` source (``spela_stream.sources.mqtt``).
 ``send`` needs no torch, so this module loads the model only inside ``learn`` and ``predict``.
 """
 
@@ -19,24 +22,45 @@ from spela_stream.sources.tcp import LineServer, parse_url, url_of
 from spela_stream.sources.textio import open_binary, text_lines
 from spela_stream.stopping import StopGuard
 
-from .options import Input, LearnOptions, PredictOptions
+from .options import Input, LearnOptions, PredictOptions, ServeOptions
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from spela_stream.prequential import CheckpointPolicy, Report
+    from spela_stream.service import Endpoint
     from storage.run import Run
 
     from .output import Progress
 
 
-def _listen(input_: Input, host: str | None, max_line: int) -> LineServer:
+MQTT = "mqtt://"
+
+
+def _listen(input_: Input, serve: ServeOptions) -> Endpoint:
+    """The socket server or MQTT subscription ``input_.source`` names, open and announced."""
+    mqtt = input_.source.startswith(MQTT)
+    kind = "mqtt://" if mqtt else "tcp://"
     if input_.fmt is not None or input_.features is not None:
         given = "--format" if input_.fmt is not None else "--features"
-        raise ConfigError(f"{given} does not apply to tcp:// (a line is JSON if it starts with {{)")
-    server = LineServer(*parse_url(input_.source, host), max_line=max_line)
-    typer.echo(f"listening on {server.url}", err=True)  # even with --quiet: clients need it
-    return server
+        raise ConfigError(f"{given} does not apply to {kind} (a line is JSON if it starts with {{)")
+    if not mqtt:
+        if serve.publish is not None:
+            raise ConfigError("--publish goes with mqtt:// (tcp:// replies to each client)")
+        server = LineServer(*parse_url(input_.source, serve.host), max_line=serve.max_line)
+        typer.echo(f"listening on {server.url}", err=True)  # even with --quiet: clients need it
+        return server
+    from spela_stream.sources import mqtt as mq
+
+    if serve.host is not None:
+        raise ConfigError("--host is for tcp://; an mqtt:// source names its broker in the URL")
+    host, port, topic = mq.parse_url(input_.source)
+    # a fresh client id per process: a second learner of the same run must not take over the
+    # first one's connection (MQTT drops the older client of an id) before its lease says no
+    bridge = mq.MqttBridge(host, port, topic, publish=serve.publish, max_line=serve.max_line)
+    answers = f", answering on {serve.publish}" if serve.publish else ""
+    typer.echo(f"subscribed to {bridge.url}{answers}", err=True)
+    return bridge
 
 
 def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) -> None:
@@ -46,8 +70,10 @@ def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) ->
     from .learning import finish, rejects, summary_line
 
     listen = Input(run.source, opts.input.fmt, features=opts.input.features)
-    with _listen(listen, opts.serve.host, opts.serve.max_line) as server:
-        run.source = url_of(parse_url(run.source, opts.serve.host))  # where it listens
+    server = _listen(listen, opts.serve)
+    try:
+        if isinstance(server, LineServer):
+            run.source = url_of(parse_url(run.source, opts.serve.host))  # where it listens
         run.create()
         with rejects(opts, run, progress) as bad:
             service = Service(
@@ -68,6 +94,8 @@ def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) ->
                 summary_line(run, opts, progress, stopped or why)
 
             finish(run, reports, opts, progress, guard, summary)
+    finally:
+        server.close()
 
 
 def predict(opts: PredictOptions) -> None:
@@ -79,10 +107,12 @@ def predict(opts: PredictOptions) -> None:
     from storage.session import load_loop
     from storage.store import pick_run
 
+    if opts.input.source.startswith(MQTT) and opts.serve.publish is None:
+        raise ConfigError("predict over mqtt:// answers on a topic: give --publish TOPIC")
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False) as store:
         loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
-    server = _listen(opts.input, opts.serve.host, opts.serve.max_line)
+    server = _listen(opts.input, opts.serve)
     service = Service(loop, server, learn=False, label_column=opts.input.label_column,
                       header=opts.input.header)  # fmt: skip
     with StopGuard() as guard:

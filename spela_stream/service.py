@@ -39,7 +39,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,11 +48,38 @@ from .model import Prediction
 from .prequential import CheckpointPolicy, Delayed, Prequential, Report, StopGuard
 from .sources.base import BadRecordError, Sample
 from .sources.records import Control, HeaderLine, LateLabel, LineParser
-from .sources.tcp import PENDING, LineServer, Request
+from .sources.tcp import PENDING
 from .sources.textio import decode_lossy
 
 TICK_S = 0.2  # how often a quiet service looks at signals and the checkpoint clock
 FLUSH_EVERY = 32  # replies per wake-up of the I/O thread while requests keep coming
+
+
+class LineRequest(Protocol):
+    """One line to answer: ``raw`` without its newline, or ``problem`` for one not taken."""
+
+    @property
+    def raw(self) -> bytes: ...
+    @property
+    def where(self) -> str: ...
+    @property
+    def problem(self) -> str | None: ...
+
+
+class Endpoint(Protocol):
+    """Where lines come from and replies go: a ``LineServer`` (TCP) or an ``MqttBridge``."""
+
+    requests: queue.Queue[Any]  # of LineRequest, bounded
+    error: BaseException | None
+    stats: Any  # a dataclass of counts, reported by the metrics control line
+
+    @property
+    def url(self) -> str: ...
+    @property
+    def alive(self) -> bool: ...
+    def reply(self, request: Any, text: str, *, flush: bool = True) -> None: ...
+    def flush(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -84,7 +111,7 @@ class Service:
     def __init__(
         self,
         loop: Prequential,
-        server: LineServer,
+        server: Endpoint,
         *,
         learn: bool = True,
         pending: int = PENDING,
@@ -108,8 +135,8 @@ class Service:
         self.on_bad = on_bad or (lambda err: loop.reject(err.index, err.where))
         self.shutdown_requested = False
         self._index = loop.position  # lines taken, so positions go on counting after a resume
-        self._current: Request | None = None
-        self._shutdown: Request | None = None
+        self._current: LineRequest | None = None
+        self._shutdown: LineRequest | None = None
         self._checkpoint: CheckpointPolicy | None = None
         self._guard: StopGuard | None = None
         self._unflushed = 0  # replies handed to the server but not yet flushed
@@ -169,7 +196,7 @@ class Service:
 
     # ------------------------------------------------------------------ one request
 
-    def _take(self, request: Request) -> Sample | Delayed | _Stop | None:
+    def _take(self, request: LineRequest) -> Sample | Delayed | _Stop | None:
         """A request as something for the loop, or None when it was answered here."""
         index = self._index
         self._index += 1
@@ -221,12 +248,12 @@ class Service:
             self.counts.errors += 1
             self._send(request, {"error": f"{request.where}: {problem}"})
 
-    def _bad(self, request: Request, err: BadRecordError) -> None:
+    def _bad(self, request: LineRequest, err: BadRecordError) -> None:
         self.counts.errors += 1
         self.on_bad(err)
         self._send(request, {"error": str(err)})
 
-    def _send(self, request: Request, row: dict[str, Any]) -> None:
+    def _send(self, request: LineRequest, row: dict[str, Any]) -> None:
         self.counts.answered += 1
         self._unflushed += 1
         self.server.reply(request, json.dumps(row), flush=False)
@@ -242,7 +269,7 @@ class Service:
             self.counts.pending_dropped += 1
         self.pending[sample.id] = (sample.x, p, sample.where)
 
-    def _late(self, request: Request, late: LateLabel) -> Delayed | None:
+    def _late(self, request: LineRequest, late: LateLabel) -> Delayed | None:
         if not self.learn:
             self._error(request, "this service only predicts (started by predict), so it keeps "
                         "no samples for late labels; send labels to a learn service")  # fmt: skip
@@ -260,13 +287,13 @@ class Service:
         x, p, where = kept
         return Delayed(x, late.y, p, where=f"{request.where} (the label of {where})", id=late.id)
 
-    def _error(self, request: Request, problem: str) -> None:
+    def _error(self, request: LineRequest, problem: str) -> None:
         self.counts.errors += 1
         self._send(request, {"error": f"{request.where}: {problem}"})
 
     # ------------------------------------------------------------------ control lines
 
-    def _control(self, request: Request, name: str) -> _Stop | None:
+    def _control(self, request: LineRequest, name: str) -> _Stop | None:
         if name == "shutdown":
             self._shutdown = request
             self.shutdown_requested = True
