@@ -21,9 +21,9 @@ from storage.session import load_loop
 from storage.store import pick_run
 
 from . import camera, serve
-from .learning import finish, open_run, rejects, stream_reports, summary_line, ticking
+from .learning import finish, made_db, open_run, rejects, stream_reports, summary_line, ticking
 from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions
-from .output import Progress, table
+from .output import Progress, plural, table
 
 SERVED = (TCP, "mqtt://")  # sources served line by line: a socket, an MQTT subscription
 
@@ -36,7 +36,11 @@ def learn(opts: LearnOptions) -> None:
         return camera.learn(opts)
     torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
-    with CheckpointStore(opts.db, create=not opts.resume) as store, StopGuard() as guard:
+    with (
+        made_db(opts.db),
+        CheckpointStore(opts.db, create=not opts.resume) as store,
+        StopGuard() as guard,
+    ):
         run = open_run(store, opts, progress, default_source="builtin:mnist")
         if run.source.startswith(SERVED):  # a service: the same run, checkpoints and exits
             return serve.learn(opts, run, guard, progress)
@@ -61,7 +65,7 @@ def _opened(inp: Input, run: RunInfo, model: SpelaMLP) -> Source:
 def evaluate(opts: EvalOptions) -> None:
     """Score a saved model on a stream without learning."""
     torch.set_num_threads(opts.threads)
-    with CheckpointStore(opts.db, create=False) as store:
+    with CheckpointStore(opts.db, create=False, readonly=True) as store:
         info = pick_run(store, opts.run)
         saved, ck = load_loop(store, info, opts.checkpoint, learn=False)
     loop = Prequential(saved.model, window=opts.window, learn=False)
@@ -88,7 +92,8 @@ def evaluate(opts: EvalOptions) -> None:
     if opts.json_out:
         print(json.dumps(result))
         return
-    print(f"run {info.name} checkpoint {ck.id} on {opts.input.source}: {loop.samples} samples")
+    on = f"run {info.name} checkpoint {ck.id} on {opts.input.source}"
+    print(f"{on}: {plural(loop.samples, 'sample')}")
     print(f"accuracy {result['accuracy']:.4f}  kappa {result['kappa']:.4f}")
     for i, t in enumerate(m.layers):
         print(f"layer {i}: accuracy {t.accuracy:.4f}  kappa {t.kappa:.4f}")
@@ -106,7 +111,8 @@ def evaluate(opts: EvalOptions) -> None:
         print("\nrecall per class")
         print(table([[c, f"{r:.4f}"] for c, r in recall.items()], ["class", "recall"]))
     print("\nconfusion (rows: truth, columns: prediction)")
-    print(table([[c, *row] for c, row in zip(classes, cm, strict=True)], ["", *map(str, classes)]))
+    rows = [[c, *row] for c, row in zip(classes, cm, strict=True)]
+    print(table(rows, ["truth", *map(str, classes)]))  # a named column: no dashes under nothing
 
 
 def predict(opts: PredictOptions) -> None:
@@ -114,7 +120,7 @@ def predict(opts: PredictOptions) -> None:
     if opts.input.source.startswith(SERVED):  # a service answering each line
         return serve.predict(opts)
     torch.set_num_threads(opts.threads)
-    with CheckpointStore(opts.db, create=False) as store:
+    with CheckpointStore(opts.db, create=False, readonly=True) as store:
         info = pick_run(store, opts.run)
         loop, _ = load_loop(store, info, opts.checkpoint, learn=False)
     flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives

@@ -9,14 +9,16 @@ from pathlib import Path
 import typer
 
 from storage import CheckpointStore
-from storage.store import pick_run
+from storage.store import pick_run, verify_file
 
-from .output import human_bytes, table
+from .output import human_bytes, plural, table
+from .plot import CurveView
 
 
 def list_runs(db: Path, json_out: bool) -> None:
     """The runs of a database, as a table or JSON lines."""
-    with CheckpointStore(db, create=False) as store:
+    with CheckpointStore(db, create=False, readonly=True) as store:
+        store.check()  # a damaged file is said to be damaged, not listed as if sound
         found = store.runs()
     if json_out:
         for r in found:
@@ -41,7 +43,8 @@ def list_runs(db: Path, json_out: bool) -> None:
 
 def list_checkpoints(db: Path, run: str | None, json_out: bool) -> None:
     """The checkpoints of a database (or one run), as a table or JSON lines."""
-    with CheckpointStore(db, create=False) as store:
+    with CheckpointStore(db, create=False, readonly=True) as store:
+        store.check()
         if run is not None:
             store.run(run)  # a clear error for a run that does not exist
         found = store.checkpoints(run)
@@ -56,28 +59,34 @@ def list_checkpoints(db: Path, run: str | None, json_out: bool) -> None:
     print(table(rows, ["id", "run", "samples", "position", "at", "created", "size"]))
 
 
-def plot(db: Path, run: str | None, output: Path) -> None:
-    """Write a run's learning curve as a PNG."""
-    from .plot import learning_curve  # matplotlib is slow to import: only when asked
+def plot(db: Path, run: str | None, output: Path, view: CurveView | None = None) -> None:
+    """Write a run's learning curve as a PNG (matplotlib loads only here); with no ``run``,
+    say on stderr which run it is."""
+    from .plot import learning_curve
 
-    with CheckpointStore(db, create=False) as store:
+    with CheckpointStore(db, create=False, readonly=True) as store:
         info = pick_run(store, run)
         history = store.history(info.name)
-    learning_curve(history, info, output)
+    if run is None:
+        typer.echo(f"plotting run {info.name!r}, the latest (--run to choose)", err=True)
+    learning_curve(history, info, output, view)
     typer.echo(str(output))
 
 
 def verify(db: Path, run: str | None) -> None:
     """Print what ``CheckpointStore.verify`` finds, one line each; exit 1 unless sound."""
-    with CheckpointStore(db, create=False, readonly=True) as store:
-        report = store.verify(run)
+    report = verify_file(db, run)
     for line in report.integrity:
-        print(f"damaged: SQLite integrity_check: {line}")
+        print(f"damaged: SQLite: {line}")
     for note in report.damaged:
         print(f"damaged: {note}")
     if report.unchecked:
         print(f"unchecked: checkpoints {report.unchecked} were saved before checksums")
+    if not report.readable:
+        print(f"{report.path}: DAMAGED; SQLite cannot read it")
+        raise typer.Exit(1)
     verdict = "sound" if report.sound else "DAMAGED"
-    print(f"{report.path}: {verdict}; {report.intact} of {report.checkpoints} checkpoints intact")
+    total = plural(report.checkpoints, "checkpoint")
+    print(f"{report.path}: {verdict}; {report.intact} of {total} intact")
     if not report.sound:
         raise typer.Exit(1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import io
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,12 +97,12 @@ class Input:
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """How a ``tcp://`` or ``mqtt://`` service listens, answers and keeps samples for late
-    labels (cli/serve.py)."""
+    """How a ``tcp://`` service listens and keeps samples for late labels (cli/serve.py)."""
 
     host: str | None = None
     pending: int = PENDING
     max_line: int = MAX_LINE
+    columns: tuple[str, ...] | None = None  # the layout's names (with --features: its width)
     publish: str | None = None  # mqtt://: the topic replies go to
 
 
@@ -157,6 +158,23 @@ class PredictOptions:
     serve: ServeOptions = field(default_factory=ServeOptions)
 
 
+# The library names its parameters in backticks (`n_features`); the CLI says which flag sets each.
+FLAGS = {
+    "n_features": "--features",
+    "label_column": "--label-column",
+    "fmt": "--format",
+    "skip": "--skip",
+    "fps": "--fps",
+    "size": "--size",
+    "backbone": "--backbone",
+}
+
+
+def flagged(message: str) -> str:
+    """A library message with each parameter it names given as the flag that sets it."""
+    return re.sub(r"`(\w+)`", lambda m: FLAGS.get(m[1], m[1]), message)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     """Print ``Error: message`` on stderr and return the Exit to raise."""
     typer.echo(f"Error: {message}", err=True)
@@ -168,9 +186,9 @@ def guarded(command: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> No
     try:
         command(*args, **kwargs)
     except ConfigError as exc:
-        raise fail(f"Invalid value: {exc}", 2) from None
+        raise fail(f"Invalid value: {flagged(str(exc))}", 2) from None
     except SpelaError as exc:
-        raise fail(str(exc)) from None
+        raise fail(flagged(str(exc))) from None
     except Interrupted as stop:  # nothing to save here (learn saves before it gets this far)
         raise typer.Exit(stop.exit_code) from None
     except BrokenPipeError:  # the reader of our stdout went away (`| head`): a normal end

@@ -21,6 +21,15 @@ HEADER = (
 )
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 sample``, ``2 samples``; ``many`` for an irregular plural.
+
+    >>> plural(1, "line"), plural(0, "error"), plural(2, "match", "matches")
+    ('1 line', '0 errors', '2 matches')
+    """
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def human_bytes(n: float) -> str:
     """1536 -> '1.5K', 7.5e6 -> '7.2M' (powers of 1024, as ``ls -h``)."""
     for unit in ("B", "K", "M", "G"):

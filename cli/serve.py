@@ -18,6 +18,8 @@ import typer
 
 from spela_stream.client import send as send_lines
 from spela_stream.errors import ConfigError
+from spela_stream.sources.delimited import is_no_label
+from spela_stream.sources.layout import Layout
 from spela_stream.sources.tcp import LineServer, parse_url, url_of
 from spela_stream.sources.textio import open_binary, text_lines
 from spela_stream.stopping import StopGuard
@@ -28,10 +30,22 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from spela_stream.prequential import CheckpointPolicy, Report
-    from spela_stream.service import Endpoint
+    from spela_stream.sources.endpoint import Endpoint
     from storage.run import Run
 
     from .output import Progress
+
+
+def _layout(input_: Input, serve: ServeOptions) -> Layout | None:
+    """The layout ``--features`` and ``--columns`` give a service (None: neither)."""
+    if input_.features is None and serve.columns is None:
+        return None
+    labelled = not is_no_label(input_.label_column)
+    try:
+        return Layout(input_.features, serve.columns, labelled=labelled)
+    except ConfigError as exc:  # the library names its parameters; the flags are these
+        message = str(exc).replace("features=", "--features ").replace("columns", "--columns")
+        raise ConfigError(message) from None
 
 
 MQTT = "mqtt://"
@@ -40,10 +54,9 @@ MQTT = "mqtt://"
 def _listen(input_: Input, serve: ServeOptions) -> Endpoint:
     """The socket server or MQTT subscription ``input_.source`` names, open and announced."""
     mqtt = input_.source.startswith(MQTT)
-    kind = "mqtt://" if mqtt else "tcp://"
-    if input_.fmt is not None or input_.features is not None:
-        given = "--format" if input_.fmt is not None else "--features"
-        raise ConfigError(f"{given} does not apply to {kind} (a line is JSON if it starts with {{)")
+    if input_.fmt is not None:
+        kind = "mqtt://" if mqtt else "tcp://"
+        raise ConfigError(f"--format does not apply to {kind} (a line starting with {{ is JSON)")
     if not mqtt:
         if serve.publish is not None:
             raise ConfigError("--publish goes with mqtt:// (tcp:// replies to each client)")
@@ -69,16 +82,21 @@ def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) ->
 
     from .learning import finish, rejects, summary_line
 
-    listen = Input(run.source, opts.input.fmt, features=opts.input.features)
+    if opts.skip:
+        kind = "mqtt://" if run.source.startswith(MQTT) else "tcp://"
+        raise ConfigError(f"--skip does not apply to {kind} (a service's clients send new lines)")
+    layout = _layout(opts.input, opts.serve)
+    listen = Input(run.source, opts.input.fmt)
     server = _listen(listen, opts.serve)
     try:
         if isinstance(server, LineServer):
-            run.source = url_of(parse_url(run.source, opts.serve.host))  # where it listens
+            run.source = server.url  # where it listens, with the port it got for port 0
         run.create()
         with rejects(opts, run, progress) as bad:
             service = Service(
                 run.loop, server, pending=opts.serve.pending,
                 label_column=opts.input.label_column, header=opts.input.header, on_bad=bad,
+                layout=layout,
             )  # fmt: skip
             progress.log(f"learning {server.url} into {opts.db} run {run.name!r}")
 
@@ -112,9 +130,14 @@ def predict(opts: PredictOptions) -> None:
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False) as store:
         loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
+    layout = _layout(opts.input, opts.serve)
     server = _listen(opts.input, opts.serve)
-    service = Service(loop, server, learn=False, label_column=opts.input.label_column,
-                      header=opts.input.header)  # fmt: skip
+    try:
+        service = Service(loop, server, learn=False, label_column=opts.input.label_column,
+                          header=opts.input.header, layout=layout)  # fmt: skip
+    except BaseException:
+        server.close()
+        raise
     with StopGuard() as guard:
         try:
             for _ in service.run(every=1 << 62, guard=guard):

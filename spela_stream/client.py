@@ -51,9 +51,10 @@ def send(
     *,
     window: int = WINDOW,
 ) -> SendResult:
-    """Send each non-blank line of ``lines`` (with or without its newline) to the service at
-    ``host:port``; call ``on_reply`` with each reply line, in order. Raises SourceError if the
-    service cannot be reached or closes before answering every line."""
+    """Send each line of ``lines`` (with or without its newline) to the service at
+    ``host:port``; call ``on_reply`` with each reply line, in order (blank lines get none, but
+    they are sent, so the line numbers in the service's errors are those of ``lines``). Raises
+    SourceError if the service cannot be reached or closes before answering every line."""
     if window < 1:
         raise SourceError(f"window must be at least 1, got {window}")
     sock = connect(host, port)
@@ -66,7 +67,15 @@ def send(
             it = iter(lines)
             while True:
                 room.acquire()  # before taking the line, so a timestamp taken there is the send's
-                line = next((raw for raw in it if raw.strip()), None)
+                blank = []  # sent too, unanswered: the service counts them, so its line numbers
+                line = None  # are the file's
+                for raw in it:
+                    if raw.strip():
+                        line = raw
+                        break
+                    blank.append(b"\n")
+                if blank:
+                    sock.sendall(b"".join(blank))
                 if line is None:
                     break
                 sock.sendall(line if line.endswith(b"\n") else line + b"\n")

@@ -47,5 +47,16 @@ class CheckpointDamagedError(CheckpointError):
     """A stored checkpoint fails its checksums or cannot be read: the file was changed."""
 
 
+class DatabaseDamagedError(CheckpointDamagedError):
+    """SQLite cannot read the database file itself: a page is garbled, or the file is cut short.
+
+    ``why`` is what SQLite said, for a caller that reports it in its own words.
+    """
+
+    def __init__(self, message: str, why: str) -> None:
+        super().__init__(message)
+        self.why = why
+
+
 class RunBusyError(CheckpointError):
     """Another live process holds the run's writer lease."""

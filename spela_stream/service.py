@@ -35,51 +35,28 @@ from __future__ import annotations
 
 import json
 import queue
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from .errors import InputError, SourceError
+from .errors import ConfigError, InputError, SourceError
 from .model import Prediction
 from .prequential import CheckpointPolicy, Delayed, Prequential, Report, StopGuard
 from .sources.base import BadRecordError, Sample
+from .sources.delimited import is_no_label
+from .sources.endpoint import Endpoint, LineRequest
+from .sources.layout import CONFIRM, HELD_MAX, Held, Layout
 from .sources.records import Control, HeaderLine, LateLabel, LineParser
 from .sources.tcp import PENDING
 from .sources.textio import decode_lossy
 
 TICK_S = 0.2  # how often a quiet service looks at signals and the checkpoint clock
 FLUSH_EVERY = 32  # replies per wake-up of the I/O thread while requests keep coming
-
-
-class LineRequest(Protocol):
-    """One line to answer: ``raw`` without its newline, or ``problem`` for one not taken."""
-
-    @property
-    def raw(self) -> bytes: ...
-    @property
-    def where(self) -> str: ...
-    @property
-    def problem(self) -> str | None: ...
-
-
-class Endpoint(Protocol):
-    """Where lines come from and replies go: a ``LineServer`` (TCP) or an ``MqttBridge``."""
-
-    requests: queue.Queue[Any]  # of LineRequest, bounded
-    error: BaseException | None
-    stats: Any  # a dataclass of counts, reported by the metrics control line
-
-    @property
-    def url(self) -> str: ...
-    @property
-    def alive(self) -> bool: ...
-    def reply(self, request: Any, text: str, *, flush: bool = True) -> None: ...
-    def flush(self) -> None: ...
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -98,6 +75,7 @@ class _Stop:
 
 
 _STOP = _Stop()
+Step = tuple[LineRequest, Sample | Delayed | _Stop, bool]  # (request, item, answered already)
 
 
 class Service:
@@ -119,15 +97,27 @@ class Service:
         header: bool | None = None,
         tick: float = TICK_S,
         on_bad: Callable[[BadRecordError], None] | None = None,
+        layout: Layout | None = None,
+        confirm: int = CONFIRM,
     ) -> None:
         if pending < 1:
             raise SourceError(f"pending must be at least 1, got {pending}")
         self.loop = loop
         self.server = server
         self.learn = learn and loop.learn
-        self.parser = LineParser(
-            label_column=label_column, header=header, n_features=loop.model.n_features
-        )
+        width = loop.model.n_features
+        if layout is not None and width is not None and layout.features != width:
+            raise ConfigError(
+                f"{layout.describe()}, but the run's model reads {width} features (a trained "
+                "model keeps its width: give its layout, or none)"
+            )
+        if layout is None and width is not None:
+            layout = Layout(width, labelled=not is_no_label(label_column),
+                            origin="of the trained model")  # fmt: skip
+        self._label_column, self._header, self._confirm = label_column, header, confirm
+        self.parser = LineParser(label_column=label_column, header=header, layout=layout)
+        # no layout given or trained: lines are held until ``confirm`` agree (sources.layout)
+        self.held: Held[LineRequest] | None = Held(confirm) if layout is None else None
         self.pending: OrderedDict[str, tuple[np.ndarray, Prediction, str]] = OrderedDict()
         self.pending_limit = pending
         self.counts = ServiceCounts()
@@ -140,6 +130,10 @@ class Service:
         self._checkpoint: CheckpointPolicy | None = None
         self._guard: StopGuard | None = None
         self._unflushed = 0  # replies handed to the server but not yet flushed
+        self._answered = False  # the request being handled was answered already (held)
+        self._busy_s = 0.0  # time spent on requests (not waiting for them), for samples_per_s
+        self._started = time.perf_counter()
+        self._served_from = loop.samples  # the loop's count when this service began
 
     # ------------------------------------------------------------------ running
 
@@ -157,10 +151,15 @@ class Service:
         The caller writes the final checkpoint, then calls ``close``."""
         self._checkpoint = checkpoint if self.learn else None
         self._guard = guard
-        yield from self.loop.run(
-            self._items(), every=every, doubling=doubling, limit=limit,
-            checkpoint=self._checkpoint, guard=guard, on_step=self._answer, on_error=self._refuse,
-        )  # fmt: skip
+        self._busy_s, self._started, self._served_from = 0.0, time.perf_counter(), self.loop.samples
+        try:
+            yield from self.loop.run(
+                self._items(), every=every, doubling=doubling, limit=limit,
+                checkpoint=self._checkpoint, guard=guard, on_step=self._answer,
+                on_error=self._refuse,
+            )  # fmt: skip
+        finally:  # a limit or a signal: lines still held are refused, before the checkpoint
+            self._refuse_held("the service stopped")
 
     def close(self, checkpoint: int | None = None) -> None:
         """Answer a shutdown line (with the final ``checkpoint`` id), then close every socket."""
@@ -187,23 +186,86 @@ class Service:
                     ) from None
                 yield None  # a moment for signals and the checkpoint clock
                 continue
-            item = self._take(request)
-            if item is _STOP:
-                return
-            if item is not None:
-                self._current = request
+            began = time.perf_counter()
+            for current, item, answered in self._take(request):
+                if item is _STOP:
+                    self._refuse_held("the service stopped")
+                    return
+                self._current, self._answered = current, answered
                 yield item  # type: ignore[misc]
+            self._answered = False
+            self._busy_s += time.perf_counter() - began  # parse, step, reply (and a checkpoint)
 
     # ------------------------------------------------------------------ one request
 
-    def _take(self, request: LineRequest) -> Sample | Delayed | _Stop | None:
-        """A request as something for the loop, or None when it was answered here."""
+    def _take(self, request: LineRequest) -> list[Step]:
+        """A request as what the loop steps through: (request, item, answered already), none
+        when it was answered here, several when it confirms the layout held lines wait for."""
         index = self._index
         self._index += 1
         if request.problem is not None:
             err = BadRecordError(request.where, request.problem, index=index, raw=None)
             self._bad(request, err)
-            return None
+            return []
+        if self.held is not None:
+            return self._hold(request, index)
+        item = self._parse(request, index)
+        return [] if item is None else [(request, item, False)]
+
+    def _hold(self, request: LineRequest, index: int) -> list[Step]:
+        """No layout yet: a sample or header line waits, answered ``held``, until ``confirm``
+        samples of one width agree; then every held line is read under that layout."""
+        assert self.held is not None
+        fresh = LineParser(label_column=self._label_column, header=self._header).parse(
+            request.raw, index, request.where
+        )
+        if not isinstance(fresh, Sample | HeaderLine):  # controls, late labels, errors: now
+            item = self._parse(request, index)
+            return [] if item is None else [(request, item, False)]
+        width = self.held.hold(request, index, fresh if isinstance(fresh, Sample) else None)
+        if width is None:
+            if isinstance(fresh, Sample):  # what the model, empty still, would answer
+                p = self.loop.model.predict_explain_one(fresh.x)
+                row = {"label": p.label, "confidence": p.confidence, "layer": p.layer}
+                ident = {"id": fresh.id} if fresh.id is not None else {}
+                self._send(request, {**ident, **row, "learned": False, "held": True})
+            else:
+                self._send(request, {"header": True, "columns": fresh.columns, "held": True})
+            for late, i in self.held.overflow():
+                why = f"held past {HELD_MAX} lines while no layout was confirmed"
+                self._refuse_one(late, i, why)
+            return []
+        labelled = not is_no_label(self._label_column)
+        layout = Layout(width, labelled=labelled, origin="confirmed by the first lines")
+        self.parser = LineParser(label_column=self._label_column, header=self._header,
+                                 layout=layout)  # fmt: skip
+        lines, self.held = self.held.release(), None
+        out: list[Step] = []
+        for line, i in lines:  # the last is this request, not yet answered
+            self._answered = line is not request  # the others' reply ("held") went out
+            item = self._parse(line, i)
+            if item is not None:
+                out.append((line, item, self._answered))
+        self._answered = False
+        return out
+
+    def _refuse_held(self, why: str) -> None:
+        """Lines still held when the service stops are refused: no layout, nothing learned."""
+        if self.held is not None:
+            for request, i in self.held.release():
+                self._refuse_one(request, i, f"{why} before a layout was confirmed")
+
+    def _refuse_one(self, request: LineRequest, index: int, why: str) -> None:
+        problem = (
+            f"{why} ({self._confirm} lines of one width confirm it, or start the "
+            "service with its layout), so it was not learned"
+        )
+        err = BadRecordError(request.where, problem, index=index, raw=decode_lossy(request.raw))
+        self.counts.errors += 1
+        self.on_bad(err)  # its reply ("held") went out
+
+    def _parse(self, request: LineRequest, index: int) -> Sample | Delayed | _Stop | None:
+        """A parsed line for the loop, or None when it was answered here."""
         parsed = self.parser.parse(request.raw, index, request.where)
         if isinstance(parsed, Sample):
             return parsed if self.learn else replace(parsed, y=None)
@@ -254,6 +316,8 @@ class Service:
         self._send(request, {"error": str(err)})
 
     def _send(self, request: LineRequest, row: dict[str, Any]) -> None:
+        if self._answered:  # a held line read once its layout was confirmed: answered before
+            return
         self.counts.answered += 1
         self._unflushed += 1
         self.server.reply(request, json.dumps(row), flush=False)
@@ -317,6 +381,7 @@ class Service:
     def metrics(self) -> dict[str, Any]:
         """The loop's figures, the service's counts and the socket's, as one JSON-able dict."""
         r = self.loop.report()
+        served = r.samples - self._served_from
         return {
             "samples": r.samples,
             "learned": r.learned,
@@ -327,7 +392,10 @@ class Service:
             "kappa": r.kappa,
             "layer_accuracy": list(r.layer_accuracy),
             "drifts": r.drifts,
-            "samples_per_s": r.samples_per_s,
+            # per second of work on requests: idle time, waiting for clients, is not counted
+            "samples_per_s": served / self._busy_s if self._busy_s > 0 else 0.0,
+            "busy_s": self._busy_s,
+            "elapsed_s": time.perf_counter() - self._started,
             "pending": len(self.pending),
             **asdict(self.counts),
             **asdict(self.server.stats),

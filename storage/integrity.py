@@ -16,7 +16,8 @@ from typing import Any
 
 from spela_stream.errors import CheckpointDamagedError, CheckpointError
 from storage.codec import decode_array
-from storage.records import Checkpoint, CheckpointInfo, parse_json
+from storage.records import Checkpoint, CheckpointInfo, VerifyReport, parse_json
+from storage.schema import describe
 
 ROW_FIELDS = ("run", "samples", "source", "position", "where", "created", "state", "metrics")
 TENSOR_SQL = "SELECT name, dtype, shape, data, checksum FROM tensors WHERE checkpoint = ?"
@@ -54,7 +55,7 @@ def read_checkpoint(conn: sqlite3.Connection, row: sqlite3.Row, label: str) -> C
         cursor.row_factory = sqlite3.Row
         tensors = cursor.execute(TENSOR_SQL + " ORDER BY rowid", (row["id"],)).fetchall()
     except sqlite3.DatabaseError as exc:
-        msg = f"{what} is damaged: its tensors cannot be read ({exc})"
+        msg = f"{what} is damaged: its tensors cannot be read ({describe(exc)})"
         raise CheckpointDamagedError(msg) from None
     stored = row["checksum"] if "checksum" in row.keys() else None
     described = [(t["name"], t["dtype"], t["shape"], t["checksum"]) for t in tensors]
@@ -90,3 +91,78 @@ def read_checkpoint(conn: sqlite3.Connection, row: sqlite3.Row, label: str) -> C
         tensors=len(tensors),
     )
     return Checkpoint(info=info, state=state, metrics=metrics)
+
+
+def read_checked(conn: sqlite3.Connection, run: str, cid: int, label: str) -> Checkpoint:
+    """Checkpoint ``cid`` of ``run``, verified; a row SQLite cannot read is damage too."""
+    try:
+        cursor = conn.cursor()
+        cursor.row_factory = sqlite3.Row
+        row = cursor.execute("SELECT * FROM checkpoints WHERE id = ?", (cid,)).fetchall()[0]
+        return read_checkpoint(conn, row, label)
+    except sqlite3.DatabaseError as exc:
+        raise CheckpointDamagedError(
+            f"checkpoint {cid} of run {run!r} in {label} is damaged: SQLite cannot read it "
+            f"({describe(exc)})"
+        ) from None
+
+
+def quick_check(conn: sqlite3.Connection) -> list[str]:
+    """SQLite's ``quick_check`` complaints (empty when sound); one line if it cannot finish."""
+    try:
+        found = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as exc:
+        return [f"quick_check stopped: {describe(exc)}"]
+    return [] if found == ["ok"] else found
+
+
+def verify_database(conn: sqlite3.Connection, label: str, run: str | None) -> VerifyReport:
+    """SQLite's integrity_check, then every checkpoint's checksums: a report, never a raise.
+
+    A table SQLite cannot walk (a garbled b-tree page) is reported as damage, with the
+    checkpoints that could be read before it still verified. CheckpointError only for a
+    ``run`` the database does not hold.
+    """
+    try:
+        found = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+    except sqlite3.DatabaseError as exc:
+        found = [f"integrity_check stopped: {describe(exc)}"]
+    integrity = [] if found == ["ok"] else found
+    if run is not None:
+        try:
+            known = conn.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone()
+        except sqlite3.DatabaseError as exc:
+            integrity.append(f"the runs table cannot be read ({describe(exc)})")
+            known = (1,)
+        if known is None:
+            raise CheckpointError(
+                f"no run {run!r} in {label} (see `spela-stream runs --db {label}`)"
+            )
+    rows: list[tuple[int, str, str | None]] = []
+    try:
+        has = "checksum" in {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
+        sql = f"SELECT id, run, {'checksum' if has else 'NULL'} FROM checkpoints"
+        cursor = (
+            conn.execute(sql + " ORDER BY id")
+            if run is None
+            else conn.execute(sql + " WHERE run = ? ORDER BY id", (run,))
+        )
+        for row in cursor:  # one at a time: the rows before a garbled page are still checked
+            rows.append((int(row[0]), str(row[1]), row[2]))
+    except sqlite3.Error as exc:
+        integrity.append(f"the checkpoints table cannot be read past {len(rows)} rows "
+                         f"({describe(exc)})")  # fmt: skip
+    notes: list[str] = []
+    for cid, owner, _ in rows:
+        try:
+            read_checked(conn, owner, cid, label)
+        except CheckpointDamagedError as exc:
+            notes.append(str(exc))
+    return VerifyReport(
+        path=label,
+        integrity=integrity,
+        checkpoints=len(rows),
+        intact=len(rows) - len(notes),
+        unchecked=[cid for cid, _, checksum in rows if checksum is None],
+        damaged=notes,
+    )

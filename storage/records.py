@@ -64,6 +64,7 @@ class VerifyReport:
     intact: int  # of which every checksum matched
     unchecked: list[int]  # ids saved before checksums existed (read, but not verifiable)
     damaged: list[str]  # one note per damaged checkpoint, naming run, id and what
+    readable: bool = True  # False when SQLite cannot open the file at all
 
     @property
     def sound(self) -> bool:

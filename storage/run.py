@@ -84,6 +84,8 @@ class Run:
         self.checkpoint: int | None = None if saved is None else saved.id
         self._name = name
         self._exists = exists
+        self._made = False  # created in the store by this Run (not there before)
+        self.discarded = False  # a new run that failed before any record: removed again
         self._guard: StopGuard | None = None
         self._saved_at = self._state() if saved is not None else None
         self._marker: FileMarker | None = None
@@ -161,7 +163,7 @@ class Run:
         """Write the run to the store (once); returns its name."""
         if not self._exists:
             self._name = self.store.create_run(self._name, self.config, self.source)
-            self._exists = True
+            self._exists = self._made = True
         return self.name
 
     # ------------------------------------------------------------------ learning
@@ -205,7 +207,14 @@ class Run:
                 for report in reports(policy, g):
                     if on_report is not None:
                         on_report(report)
-            except (Interrupted, SpelaError, BrokenPipeError):
+            except SpelaError:
+                if self._made and self._state() == (0, 0, 0, 0):  # a new run, nothing read
+                    self.store.delete_run(self.name)
+                    self.discarded = True
+                else:
+                    self.save_changes()  # everything learned before it is kept
+                raise
+            except (Interrupted, BrokenPipeError):
                 self.save_changes()  # everything learned before it is kept
                 raise
             self.save()

@@ -7,24 +7,37 @@ file without it is somebody else's database and is left untouched.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
 from sqlite_utils import Database
 
-from spela_stream.errors import CheckpointError
+from spela_stream.errors import CheckpointError, DatabaseDamagedError
 
 SCHEMA = "spela-stream.store/1"
 _PREFIX, _VERSION = SCHEMA.rsplit("/", 1)
 BUSY_TIMEOUT_S = 10.0  # a writer waits this long for another writer's checkpoint to commit
-# 64 KiB pages: a 3 MiB weight matrix is a chain of 48 overflow pages rather than 800. Only
-# takes effect when the file is created.
-PAGE_SIZE = 65536
-# The WAL is checkpointed into the file every 1000 pages (64 MiB); past that, shrink it back.
+# 2 KiB pages, from benchmarks/write_bench.py: every commit rewrites some fifteen pages besides
+# the blobs (b-tree leaves, indexes, the run's row, the freelist), so the page size sets the
+# floor of what a small checkpoint writes. A ~47 KB checkpoint's commit writes 1.66x its size
+# with 2 KiB pages, 2.28x with 4 KiB and 16.8x with the 64 KiB of older files; a 4.4 MB one
+# 1.02x at 2 KiB as at 4 KiB. 1 KiB pages write a little less still, but saved and loaded a
+# large model 1.3-1.4x slower (a rough timing). Only takes effect when the file is created;
+# an older file is rewritten with these pages when opened to write (_repage).
+PAGE_SIZE = 2048
+# The WAL starts over after each save (the copier folds it in, walcopy.py), so it holds one
+# checkpoint's pages; should a long reader hold it back, it is cut back to this size after.
 WAL_LIMIT = 64 * 2**20
+# An older file with other pages is rewritten with PAGE_SIZE ones (VACUUM) when opened to write,
+# up to this size: past it, the one-time rewrite and its temporary copy cost more than waiting.
+REPAGE_LIMIT = 256 * 2**20
+_LOG = logging.getLogger("storage")
 TABLES = frozenset({"meta", "runs", "checkpoints", "tensors", "history", "leases"})
 SQLITE_MAGIC = b"SQLite format 3\x00"
+MARK_SCAN = 2**20  # where to look for our schema's name in a file whose SQLite header is gone
 LEASES_DDL = """CREATE TABLE IF NOT EXISTS leases (
     run TEXT PRIMARY KEY,           -- one writer per run (lease.py)
     pid INTEGER NOT NULL,
@@ -92,21 +105,31 @@ def _not_ours(label: str, why: str) -> CheckpointError:
     return CheckpointError(f"{label} is not a spela-stream database ({why}; use another --db)")
 
 
-def damaged(label: str, why: str) -> CheckpointError:
+def damaged(label: str, why: str) -> DatabaseDamagedError:
     """The error for a database of ours that SQLite cannot read: say so, and how to recover."""
-    return CheckpointError(
+    return DatabaseDamagedError(
         f"{label} is damaged ({why}): run `spela-stream checkpoints verify --db {label}` "
-        "to see what is intact, or restore the file from a copy"
+        "to see what is intact, or restore the file from a copy",
+        why,
     )
 
 
-def _sqlite_header(file: Path) -> bool:
-    """Whether the file starts with SQLite's magic: then it is a database, intact or not."""
+def describe(exc: sqlite3.Error) -> str:
+    """SQLite's message, without the raw bytes a garbled text column would put in it."""
+    text = str(exc)
+    if text.startswith("Could not decode to UTF-8"):
+        return text.split(" with text ")[0] + " (its bytes are not text)"
+    return text
+
+
+def _ours(file: Path) -> bool:
+    """Whether the file is an SQLite file, or holds our schema's name: then it is damage."""
     try:
         with file.open("rb") as f:
-            return f.read(16) == SQLITE_MAGIC
+            head = f.read(MARK_SCAN)
     except OSError:
         return False
+    return head.startswith(SQLITE_MAGIC) or _PREFIX.encode() + b"/" in head
 
 
 def _check_schema(db: Database, label: str, tables: set[str]) -> None:
@@ -119,7 +142,7 @@ def _check_schema(db: Database, label: str, tables: set[str]) -> None:
     except sqlite3.OperationalError:  # no such column: a meta table of somebody else's
         row = None
     except sqlite3.DatabaseError as exc:
-        raise damaged(label, f"its meta table cannot be read: {exc}") from None
+        raise damaged(label, f"its meta table cannot be read: {describe(exc)}") from None
     value = row[0] if row else None
     if not isinstance(value, str) or not value.startswith(_PREFIX + "/"):
         raise _not_ours(label, f"its meta table names no spela-stream schema ({value!r})")
@@ -155,6 +178,32 @@ def _migrate(conn: sqlite3.Connection, tables: set[str]) -> None:
         raise
 
 
+def _repage(conn: sqlite3.Connection, file: Path, label: str) -> None:
+    """Rewrite a file made with other pages (64 KiB, before) with PAGE_SIZE ones, once.
+
+    VACUUM only runs out of WAL, which needs every other connection gone: with one there, or
+    should anything fail (a full disk), the file stays as it is and the next writer tries
+    again. The rewrite is a transaction of its own, with a rollback journal: a crash in it
+    leaves the file as it was.
+    """
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    if size == PAGE_SIZE or file.stat().st_size > REPAGE_LIMIT:
+        return
+    conn.execute("PRAGMA busy_timeout = 100")  # another process there: do not wait on it
+    try:
+        if conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] != "delete":
+            return
+        conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        conn.execute("VACUUM")
+        _LOG.info("%s: rewritten with %d-byte pages (it had %d)", label, PAGE_SIZE, size)
+    except sqlite3.Error as exc:
+        _LOG.info("%s: keeps its %d-byte pages for now (%s)", label, size, describe(exc))
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("PRAGMA journal_mode = WAL").fetchall()
+        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+
+
 def _connect(file: Path, readonly: bool, immutable: bool = False) -> sqlite3.Connection:
     if not readonly:
         return sqlite3.connect(str(file), timeout=BUSY_TIMEOUT_S)
@@ -165,15 +214,23 @@ def _connect(file: Path, readonly: bool, immutable: bool = False) -> sqlite3.Con
     return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S)
 
 
+def _cannot_write(exc: sqlite3.Error) -> bool:
+    """SQLite could not open or set up the WAL index: a folder or file it may not write."""
+    text = str(exc)
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "unable to open" in text or "readonly" in text
+    )
+
+
 def _first_read(conn: sqlite3.Connection, db: Database, label: str, file: Path) -> set[str]:
     try:
         return set(db.table_names())  # fails on a file that is not SQLite, or is damaged
     except sqlite3.DatabaseError as exc:
-        if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+        if _cannot_write(exc):
             raise  # the caller may retry read-only media with immutable=1
-        if _sqlite_header(file):
-            raise damaged(label, str(exc)) from None
-        raise _not_ours(label, f"not an SQLite file: {exc}") from None
+        if _ours(file):
+            raise damaged(label, describe(exc)) from None
+        raise _not_ours(label, f"not an SQLite file: {describe(exc)}") from None
 
 
 def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> Database:
@@ -196,8 +253,8 @@ def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> 
         db = Database(conn, recursive_triggers=False, execute_plugins=False)
         try:
             tables = _first_read(conn, db, label, file)
-        except sqlite3.OperationalError:
-            if not readonly:
+        except sqlite3.OperationalError as exc:
+            if not readonly or not _cannot_write(exc):
                 raise
             conn.close()  # a WAL file in a folder we cannot write to: read it as it stands
             conn = _connect(file, readonly, immutable=True)
@@ -206,7 +263,7 @@ def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> 
         if tables:
             _check_schema(db, label, tables)  # before any write: a foreign file stays as it was
         elif not create:
-            if _sqlite_header(file) or file.stat().st_size:
+            if _ours(file) or file.stat().st_size:
                 raise damaged(label, "it holds no tables")
             raise _not_ours(label, "it is empty")
         if readonly:
@@ -228,6 +285,8 @@ def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> 
             tables = set(db.table_names())
             _check_schema(db, label, tables)  # another process may have won
         _migrate(conn, tables)
+        if tables:
+            _repage(conn, file, label)
         return db
     except CheckpointError:
         if conn is not None:
@@ -237,5 +296,5 @@ def open_database(path: str | Path, *, create: bool, readonly: bool = False) -> 
         if conn is not None:
             conn.close()
         if isinstance(exc, sqlite3.DatabaseError) and "malformed" in str(exc):
-            raise damaged(label, str(exc)) from None
-        raise CheckpointError(f"{label}: cannot open the database ({exc})") from None
+            raise damaged(label, describe(exc)) from None
+        raise CheckpointError(f"{label}: cannot open the database ({describe(exc)})") from None

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 from sqlite_utils import Database
 
-from spela_stream.errors import CheckpointDamagedError, CheckpointError
+from spela_stream.errors import CheckpointDamagedError, CheckpointError, DatabaseDamagedError
 from storage import lease as leases
 from storage.codec import Tensor, dumps, encode_array
-from storage.integrity import read_checkpoint, row_checksum
+from storage.integrity import quick_check, read_checked, row_checksum, verify_database
 from storage.lease import Lease
 from storage.records import Checkpoint, CheckpointInfo, RunInfo, VerifyReport, parse_json, run_info
-from storage.schema import BUSY_TIMEOUT_S, damaged, open_database
-from storage.walcopy import WalCopier
+from storage.schema import BUSY_TIMEOUT_S, damaged, describe, open_database
+from storage.walcopy import WalCopier, WalCopy
 
 MAX_LISTED = 10  # names or ids an error message lists
 
@@ -117,14 +117,21 @@ class CheckpointStore:
         try:
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield conn
-            conn.execute("COMMIT")
+            if write:
+                conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
                 with suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                raise CheckpointError(f"{self._label}: {what} failed ({exc})") from None
+                why = describe(exc)
+                if isinstance(exc, sqlite3.DatabaseError) and "malformed" in why:
+                    raise damaged(self._label, f"{what}: {why}") from None
+                raise CheckpointError(f"{self._label}: {what} failed ({why})") from None
             raise
+        if not write:  # a snapshot ends the same either way; SQLite may repeat an error at COMMIT
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
 
     def _require_run(self, conn: sqlite3.Connection, name: str) -> None:
         if conn.execute("SELECT 1 FROM runs WHERE name = ?", (name,)).fetchone() is None:
@@ -164,6 +171,12 @@ class CheckpointStore:
                 }
             )
         return name
+
+    def delete_run(self, name: str) -> None:
+        """Remove a run with its checkpoints, tensors and history (foreign keys cascade)."""
+        with self._transaction("deleting a run", write=True) as conn:
+            self._require_run(conn, name)
+            conn.execute("DELETE FROM runs WHERE name = ?", (name,))
 
     def run(self, name: str) -> RunInfo:
         """The run called ``name``; CheckpointError listing the runs there are if none is."""
@@ -257,6 +270,10 @@ class CheckpointStore:
         checksum = row_checksum(row, described)
         with self._transaction("saving a checkpoint", write=True) as conn:
             self._require_run(conn, run)
+            if keep is not None:  # first, so that the new checkpoint reuses the freed pages
+                old = "SELECT id FROM checkpoints WHERE run = ? ORDER BY id DESC LIMIT -1 OFFSET ?"
+                conn.execute(f"DELETE FROM tensors WHERE checkpoint IN ({old})", (run, keep - 1))
+                conn.execute(f"DELETE FROM checkpoints WHERE id IN ({old})", (run, keep - 1))
             cur = conn.execute(
                 'INSERT INTO checkpoints (run, samples, source, position, "where", created, state,'
                 " metrics, bytes, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -275,15 +292,15 @@ class CheckpointStore:
                 " WHERE name = ?",
                 (samples, now, summary_json, run),
             )
-            if keep is not None:
-                old = "SELECT id FROM checkpoints WHERE run = ? ORDER BY id DESC LIMIT -1 OFFSET ?"
-                conn.execute(f"DELETE FROM tensors WHERE checkpoint IN ({old})", (run, keep))
-                conn.execute(f"DELETE FROM checkpoints WHERE id IN ({old})", (run, keep))
         if self._wal is None:
             self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")  # the copier does it instead
             self._wal = WalCopier(str(self.path), BUSY_TIMEOUT_S)
         self._wal.nudge()
         return cid
+
+    def settle(self) -> WalCopy | None:
+        """Wait for the WAL copy that follows the latest save; what it copied (None before any)."""
+        return None if self._wal is None else self._wal.settle()
 
     def load(self, run: str, checkpoint: int | None = None) -> Checkpoint:
         """The run's newest intact checkpoint (or the one with id ``checkpoint``), verified.
@@ -304,11 +321,11 @@ class CheckpointStore:
                         f"no checkpoint {checkpoint} in run {run!r} of {self._label} "
                         f"(its checkpoints, newest first: {_listing(ids)})"
                     )
-                return self._read(conn, run, checkpoint)
+                return read_checked(conn, run, checkpoint, self._label)
             notes: list[str] = []
             for cid in ids:
                 try:
-                    found = self._read(conn, run, cid)
+                    found = read_checked(conn, run, cid, self._label)
                 except CheckpointDamagedError as exc:
                     notes.append(str(exc))
                     continue
@@ -319,51 +336,22 @@ class CheckpointStore:
             + f"): run `spela-stream checkpoints verify --db {self._label}`, or restore a copy"
         )
 
-    def _read(self, conn: sqlite3.Connection, run: str, cid: int) -> Checkpoint:
-        """One checkpoint, verified; a row SQLite cannot read is damage too."""
-        try:
-            row = _rows(conn, "SELECT * FROM checkpoints WHERE id = ?", (cid,))[0]
-            return read_checkpoint(conn, row, self._label)
-        except sqlite3.DatabaseError as exc:
-            raise CheckpointDamagedError(
-                f"checkpoint {cid} of run {run!r} in {self._label} is damaged: SQLite cannot "
-                f"read it ({exc})"
-            ) from None
-
     def verify(self, run: str | None = None) -> VerifyReport:
-        """Check the whole file (SQLite's integrity_check) and every checkpoint's checksums."""
+        """Check the whole file (SQLite's integrity_check) and every checkpoint's checksums.
+
+        Damage, SQLite's or a checksum's, is reported, not raised (``VerifyReport.sound``).
+        """
         with self._transaction("verifying the database") as conn:
-            try:
-                found = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
-            except sqlite3.DatabaseError as exc:
-                found = [str(exc)]
-            integrity = [] if found == ["ok"] else found
-            if run is not None:
-                self._require_run(conn, run)
-            has = "checksum" in {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
-            sql = f"SELECT id, run, {'checksum' if has else 'NULL'} FROM checkpoints"
-            try:
-                if run is None:
-                    rows = conn.execute(sql + " ORDER BY id").fetchall()
-                else:
-                    rows = conn.execute(sql + " WHERE run = ? ORDER BY id", (run,)).fetchall()
-            except sqlite3.DatabaseError as exc:
-                raise damaged(self._label, f"its checkpoints table cannot be read: {exc}") from None
-            notes: list[str] = []
-            for cid, owner, _ in rows:
-                try:
-                    self._read(conn, owner, cid)
-                except CheckpointDamagedError as exc:
-                    notes.append(str(exc))
-        unchecked = [cid for cid, _, checksum in rows if checksum is None]
-        return VerifyReport(
-            path=self._label,
-            integrity=integrity,
-            checkpoints=len(rows),
-            intact=len(rows) - len(notes),
-            unchecked=unchecked,
-            damaged=notes,
-        )
+            return verify_database(conn, self._label, run)
+
+    def check(self) -> None:
+        """DatabaseDamagedError unless SQLite's quick_check finds the file sound (a quick look
+        at every page, without the checksums: ``verify`` does those)."""
+        with self._transaction("checking the database") as conn:
+            found = quick_check(conn)
+        if found:
+            more = f"; and {len(found) - 1} more" if len(found) > 1 else ""
+            raise damaged(self._label, f"SQLite's quick_check: {found[0]}{more}")
 
     # -- the writer lease -------------------------------------------------------------------
 
@@ -445,3 +433,15 @@ def pick_run(store: CheckpointStore, name: str | None) -> RunInfo:
     if latest is None:
         raise CheckpointError(f"{store.path} holds no runs yet (learn one with --db {store.path})")
     return latest
+
+
+def verify_file(path: str | Path, run: str | None = None) -> VerifyReport:
+    """``CheckpointStore.verify`` on the file at ``path``, opened read-only; a file SQLite
+    cannot open at all is a report of damage too (CheckpointError if it is not ours)."""
+    try:
+        store = CheckpointStore(path, create=False, readonly=True)
+    except DatabaseDamagedError as exc:
+        why = [f"SQLite cannot read it ({exc.why})"]
+        return VerifyReport(str(path), why, 0, 0, [], [], readable=False)
+    with store:
+        return store.verify(run)

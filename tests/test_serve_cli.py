@@ -99,16 +99,29 @@ def test_serve_sigterm_resume_shutdown_and_predict(tmp_path: Path, mnist: list[s
     out, err = sender.communicate(timeout=TIMEOUT)
     assert sender.returncode == 0, err
     replies = [json.loads(line) for line in out.splitlines()]
-    assert len(replies) == 300 and all(r["learned"] is True for r in replies + raw)
+    held = [r for r in replies + raw if r.get("held")]  # the first line, until a second agrees
+    assert len(replies) == 300 and len(held) == 1 and held[0]["learned"] is False
+    assert all(r["learned"] is True for r in replies + raw if not r.get("held"))
     assert err.strip() == f"sent 300 lines to {service.url}: 300 replies, 0 errors"
     code, out, log = service.finish(signal.SIGTERM)
     assert code == 143, log
-    assert out.startswith("accuracy ") and "after 400 samples of tcp://127.0.0.1:0" in out
+    first_url = service.url  # port 0 got a real port: the run records that one
+    assert out.startswith("accuracy ") and f"after 400 samples of {first_url}\n" in out
+    with CheckpointStore(tmp_path / "runs.db", create=False) as store:
+        assert store.run("svc").source == first_url
     assert "stopped by SIGTERM: 400 samples (400 learned, 0 rejected)" in log
     assert "Traceback" not in log
 
     service = Service(["learn", "--resume", "-s", "tcp://127.0.0.1:0", *args], tmp_path)
-    assert "resuming run 'svc' from checkpoint" in "".join(service.seen)
+    resumed = "".join(service.seen)
+    assert "resuming run 'svc' from checkpoint" in resumed
+    # a socket carries new lines: the notes say nothing was skipped, and name no record to go on at
+    assert (
+        "note: tcp://127.0.0.1:0 is a service: its clients send new lines, so nothing is "
+        "skipped" in resumed
+    )
+    assert "reading new data from tcp://127.0.0.1:0, nothing skipped" in resumed
+    assert "from record" not in resumed and "read before" not in resumed
     lines = mnist[400:500] + ["1,2,oops", '{"control": "shutdown"}']
     sender = send(service.url, tmp_path, stdin="\n".join(lines))
     out, err = sender.communicate("\n".join(lines) + "\n", timeout=TIMEOUT)
@@ -120,7 +133,8 @@ def test_serve_sigterm_resume_shutdown_and_predict(tmp_path: Path, mnist: list[s
     assert "stopped by a shutdown line: 500 samples (500 learned, 1 rejected)" in log
     with CheckpointStore(tmp_path / "runs.db", create=False) as store:
         checkpoints = store.checkpoints("svc")
-        assert store.run("svc").source == "tcp://127.0.0.1:0"
+        assert store.run("svc").source == first_url  # where the run began
+        assert checkpoints[-1].source == service.url != first_url  # where it was resumed
     assert bye == {"control": "shutdown", "samples": 500, "checkpoint": checkpoints[-1].id}
     assert [c.samples for c in checkpoints][-2:] == [400, 500]
 
@@ -177,3 +191,82 @@ def test_send_does_not_load_torch(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                          text=True, timeout=TIMEOUT, env=ENV)  # fmt: skip
     assert out.stdout.split() == ["1", "False"], out.stderr
+
+
+def _model_width(db: Path, run: str) -> int | None:
+    with CheckpointStore(db, create=False) as store:
+        n = store.load(run).state["n_features"]
+        return None if n is None else int(n)
+
+
+def test_a_stray_first_line_does_not_fix_a_fresh_services_layout(tmp_path: Path) -> None:
+    """No layout given: ``1,2`` first (held, then refused), proper lines after it set the
+    layout; a service that only ever heard ``1,2`` persists no model at all."""
+    good = [f"{i % 3},{i % 5},{i % 7},{i % 2}" for i in range(20)]  # 3 features, a label
+    service = Service(["learn", "-s", "tcp://127.0.0.1:0", "--db", "runs.db", "--run", "s",
+                       "--hidden", "8"], tmp_path)  # fmt: skip
+    replies = raw_client(service.port, ["1,2", *good, '{"control": "shutdown"}'])
+    code, _, log = service.finish()
+    assert code == 0, log
+    stray, first, *rest, bye = replies
+    assert stray == {"label": None, "confidence": 0.0, "layer": 0, "learned": False, "held": True}
+    assert first["held"] is True and all(r["learned"] is True for r in rest)  # rest[0] confirms
+    assert bye["samples"] == 20
+    assert "stopped by a shutdown line: 20 samples (20 learned, 1 rejected)" in log
+    assert "skipped client 127.0.0.1:" in log and "line 1: 2 fields, expected 4 (the layout " \
+        "confirmed by the first lines: 3 features, then the label" in log  # fmt: skip
+    assert _model_width(tmp_path / "runs.db", "s") == 3
+
+    service = Service(["learn", "-s", "tcp://127.0.0.1:0", "--db", "runs.db", "--run", "lone",
+                       "--hidden", "8"], tmp_path)  # fmt: skip
+    (held, bye) = raw_client(service.port, ["1,2", '{"control": "shutdown"}'])
+    code, _, log = service.finish()
+    assert code == 0, log
+    assert held["held"] is True and bye["samples"] == 0
+    assert "0 samples (0 learned, 1 rejected)" in log and "before a layout was confirmed" in log
+    assert _model_width(tmp_path / "runs.db", "lone") is None  # nothing of 1,2 persists
+
+
+@pytest.mark.parametrize(
+    "layout", [["--features", "3"], ["--columns", "a,b,c,label"], ["--features", "3",
+                                                                     "--columns", "a,b,c,label"]]
+)  # fmt: skip
+def test_a_service_told_its_layout_refuses_lines_that_do_not_fit(
+    tmp_path: Path, layout: list[str]
+) -> None:
+    good = [f"{i % 3},{i % 5},{i % 7},{i % 2}" for i in range(10)]
+    lines = ["1,2", '{"x": [1, 2]}', "1,x,3,0", *good, "a,b,c,label", '{"control": "shutdown"}']
+    service = Service(["learn", "-s", "tcp://127.0.0.1:0", "--db", "runs.db", "--run", "g",
+                       "--hidden", "8", *layout], tmp_path)  # fmt: skip
+    short, json_short, bad_field, *learned, header, bye = raw_client(service.port, lines)
+    code, _, log = service.finish()
+    assert code == 0, log
+    names = " (a,b,c,label)" if "--columns" in layout else ""
+    fits = f"the layout given: 3 features, then the label{names}"
+    assert short["error"].endswith(
+        f"line 1: 2 fields, expected 4 ({fits}; send one record of that layout per line)"
+    )
+    assert json_short["error"].endswith(f'line 2: 2 "x" values, expected 3 ({fits}; send one '
+                                        "record of that layout per line)")  # fmt: skip
+    assert " line 3: field 2" in bad_field["error"] and "is 'x', not a number" in bad_field["error"]
+    assert bad_field["error"].endswith(fits)
+    assert all(r["learned"] is True and "held" not in r for r in learned)  # none waits
+    if "--columns" in layout:  # a client may send the header it was given
+        assert header == {"header": True, "columns": 4}
+    else:  # a width alone names no columns: a header is a bad record
+        assert " line 14: field 1 is 'a', not a number" in header["error"]
+    assert bye["samples"] == 10 and _model_width(tmp_path / "runs.db", "g") == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["--features", "2", "--columns", "a,b,c,label"], "--features 2 disagrees with the 4"),
+     (["--columns", "a,a"], "give distinct column names")],
+)  # fmt: skip
+def test_a_layout_that_contradicts_itself_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["learn", "-s", "tcp://127.0.0.1:0", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output

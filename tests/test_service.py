@@ -20,10 +20,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from spela_stream.client import send
-from spela_stream.errors import SourceError
+from spela_stream.errors import ConfigError, SourceError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import CheckpointPolicy, Prequential, Report
 from spela_stream.service import Service
+from spela_stream.sources.layout import Layout
 from spela_stream.sources.records import Control, HeaderLine, LateLabel, LineParser
 from spela_stream.sources.tcp import LineServer, parse_url
 from storage import CheckpointStore
@@ -149,7 +150,9 @@ def test_replies_are_the_predictions_made_before_learning(blobs: Any) -> None:
         assert reply == {
             "label": p.label, "confidence": round(p.confidence, 6), "layer": p.layer,
             "learned": True,
-        }  # fmt: skip
+        } | ({"learned": False, "held": True} if i == 0 else {})  # fmt: skip
+        # the first line waits for a second of its width to confirm the layout; then it is
+        # learned first, so the model is the reference's
     assert loop.samples == loop.learned == 120
     assert loop.metrics.reported.accuracy == reference.metrics.reported.accuracy > 0.8
     assert reference.model.state_dict().keys() == loop.model.state_dict().keys()
@@ -184,7 +187,9 @@ def test_many_clients_at_once_each_get_their_replies_in_order(blobs: Any) -> Non
         assert running.server.stats.clients_total == 7  # six, and the one that shut it down
     for c in range(6):
         assert [r["id"] for r in results[c]] == [f"{c}-{i}" for i in range(c * 80, (c + 1) * 80)]
-        assert all(r["learned"] is True and r["layer"] == 1 for r in results[c])
+        held = [r for r in results[c] if r.get("held")]  # the layout's first line
+        assert all(r["learned"] is True and r["layer"] == 1 for r in results[c] if r not in held)
+    assert sum(len([r for r in results[c] if r.get("held")]) for c in range(6)) == 1
     assert loop.samples == loop.learned == 480
     assert running.reports[-1].samples == 480
 
@@ -269,7 +274,8 @@ def test_bad_lines_are_answered_and_counted_while_other_clients_go_on(blobs: Any
     port = b.sock.getsockname()[1]
     assert errors[1] == (
         f"client 127.0.0.1:{port} line 2: field 3 is 'oops', not a number (features must be "
-        "numeric; if this column is the label, pass --label-column 2)"
+        "numeric; if this column is the label, pass --label-column 2); the layout confirmed by "
+        "the first lines: 6 features, then the label"
     )
     assert errors[2] is not None and errors[2].startswith(
         f"client 127.0.0.1:{port} line 3: not valid JSON"
@@ -291,7 +297,10 @@ def test_a_sample_the_model_refuses_is_answered_and_the_model_is_unchanged(blobs
         before = loop.model.state_dict()
         (refused,) = client.ask('{"x": [1, 2], "y": 0}')  # JSON may differ in width from CSV
         running.stop()
-    assert "sample has 2 features, the model was built for 6" in refused["error"]
+    assert refused["error"].endswith(
+        ' line 31: 2 "x" values, expected 6 (the layout confirmed by the first lines: 6 features,'
+        " then the label; send one record of that layout per line)"
+    )
     assert np.array_equal(before["layers.1.weight"], loop.model.state_dict()["layers.1.weight"])
     assert loop.rejected == 1 and loop.samples == 30
 
@@ -313,7 +322,7 @@ def test_an_overlong_line_is_answered_and_skipped_to_its_newline(blobs: Any) -> 
         "(send one record per line; raise --max-line for wider records)"
     )
     assert long2["error"].startswith(f"client 127.0.0.1:{port} line 3: line longer than 80")
-    assert ok1["learned"] is True and ok2["learned"] is True
+    assert ok1["held"] is True and ok2["learned"] is True  # ok2 confirms ok1's layout
     assert running.server.stats.overlong == 2 and loop.samples == 2 and loop.rejected == 2
 
 
@@ -486,6 +495,30 @@ def test_a_predict_service_learns_nothing(blobs: Any) -> None:
     assert states_equal_arrays(before, trained.model.state_dict())
 
 
+def test_a_predict_service_rate_counts_busy_time_not_idle_time(blobs: Any) -> None:
+    """``samples_per_s`` in a metrics reply is per second spent on requests: the time the
+    service sat waiting for clients is in ``elapsed_s`` and not in the rate."""
+    X, y = blobs(n=50)
+    trained = Prequential(model())
+    for row, k in zip(X, y, strict=True):
+        trained.step(row, k)
+    loop = Prequential(trained.model, learn=False)
+    with serving(loop, learn=False) as running:
+        client = Client(running.server)
+        client.ask(*[line.rsplit(",", 1)[0] for line in csv_lines(X[:40], y[:40])])
+        (first,) = client.ask('{"control": "metrics"}')
+        time.sleep(0.6)  # idle: no request waits
+        (second,) = client.ask('{"control": "metrics"}')
+        running.stop()
+    assert first["samples"] == second["samples"] == 40
+    for m in (first, second):
+        assert m["samples_per_s"] == pytest.approx(40 / m["busy_s"])
+        assert 0 < m["busy_s"] < m["elapsed_s"]
+    assert second["elapsed_s"] - first["elapsed_s"] >= 0.6
+    assert second["busy_s"] - first["busy_s"] < 0.3  # the idle 0.6 s is not busy time
+    assert second["samples_per_s"] > 40 / second["elapsed_s"]
+
+
 def states_equal_arrays(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return all(np.array_equal(v, b[k]) for k, v in a.items() if isinstance(v, np.ndarray))
 
@@ -502,9 +535,32 @@ def test_send_pipelines_lines_and_returns_replies_in_order(blobs: Any) -> None:
         lines = [line.encode() for line in csv_lines(X, y)] + [b"", b"   ", b"1,x,3"]
         result = send(host, port, lines, got.append, window=8)
         running.stop()
-    assert (result.sent, result.answered, result.errors) == (301, 301, 1)  # blanks are not sent
-    assert [json.loads(r).get("learned") for r in got[:300]] == [True] * 300
-    assert loop.samples == 300
+    assert (result.sent, result.answered, result.errors) == (301, 301, 1)  # blanks: no reply
+    assert [json.loads(r).get("learned") for r in got[:300]] == [False] + [True] * 299  # held
+    assert loop.samples == loop.learned == 300
+    assert f" line {len(lines)}: " in json.loads(got[-1])["error"]  # the blank lines count
+
+
+def test_error_line_numbers_count_blank_lines_as_the_file_does(blobs: Any) -> None:
+    """``send`` passes blank lines on (unanswered), so the service's line numbers are the
+    file's: a bad record on the file's line 6, after two blank lines, is reported at line 6."""
+    X, y = blobs(n=3)
+    good = csv_lines(X, y)
+    bad = "oops," + good[0].split(",", 1)[1]
+    lines = [good[0], "", good[1], "  ", good[2], bad, "", "\r"]
+    got: list[bytes] = []
+    loop = Prequential(model())
+    with serving(loop) as running:
+        host, port = running.server.address
+        result = send(host, port, [f"{line}\n".encode() for line in lines], got.append)
+        raw = Client(running.server)  # a raw client's blank lines count the same way
+        raw.send(b"\n\n" + good[0].encode() + b"\n\n1,2,x")
+        learned, reply = raw.replies(2)
+        running.stop()
+    assert (result.sent, result.answered, result.errors) == (4, 4, 1)
+    error = json.loads(got[3])["error"]
+    assert " line 6: field 1 is 'oops', not a number" in error, error
+    assert learned["learned"] is True and " line 5: " in reply["error"], reply
 
 
 def test_send_says_how_to_start_a_service_when_none_listens() -> None:
@@ -616,3 +672,57 @@ def test_garbage_on_the_socket_is_answered_and_the_service_goes_on(blobs: Any) -
     assert all("error" in r or "learned" in r for r in replies)
     assert all(r["learned"] is True for r in after)
     assert loop.samples == 20 + sum("learned" in r for r in replies)
+
+
+# ---------------------------------------------------------------- the layout
+
+
+def test_a_trained_models_width_is_the_layout_from_the_first_line(blobs: Any) -> None:
+    """A resumed service holds nothing: the model's width is its layout, so a stray first line
+    is refused at once and fixes nothing (before, it fixed the CSV reader's width for all)."""
+    X, y = blobs(n=40)
+    trained = Prequential(model())
+    for row, k in zip(X[:20], y[:20], strict=True):
+        trained.step(row, k)
+    with serving(trained) as running:
+        client = Client(running.server)
+        stray, *rest = client.ask("1,2", *csv_lines(X[20:], y[20:]))
+        running.stop()
+    assert stray["error"].endswith(
+        "line 1: 2 fields, expected 7 (the layout of the trained model: 6 features, then the "
+        "label; send one record of that layout per line)"
+    )
+    assert all(r["learned"] is True and "held" not in r for r in rest)
+    assert trained.samples == 40 and trained.rejected == 1
+
+
+def test_a_given_layout_must_be_the_trained_models() -> None:
+    trained = Prequential(model())
+    trained.step(np.zeros(6, dtype=np.float32), 0)
+    with LineServer("127.0.0.1", 0) as server, pytest.raises(ConfigError) as caught:
+        Service(trained, server, layout=Layout(features=5))
+    assert str(caught.value) == (
+        "the layout given: 5 features, then the label, but the run's model reads 6 features "
+        "(a trained model keeps its width: give its layout, or none)"
+    )
+
+
+def test_lines_held_when_a_limit_ends_the_service_are_refused_not_learned(blobs: Any) -> None:
+    """Held lines are refused (counted, on_bad) when the service stops before any layout is
+    confirmed; with ``confirm=3`` two lines of one width are not enough."""
+    X, y = blobs(n=2)
+    loop = Prequential(model())
+    refused: list[str] = []
+
+    def bad(err: Any) -> None:
+        refused.append(str(err))
+        loop.reject(err.index, err.where)
+
+    with serving(loop, confirm=3, on_bad=bad) as running:
+        client = Client(running.server)
+        replies = client.ask(*csv_lines(X, y))
+        running.stop()
+    assert [r["held"] for r in replies] == [True, True]
+    assert loop.samples == 0 and loop.rejected == 2 and loop.model.n_features is None
+    why = "the service stopped before a layout was confirmed (3 lines of one width confirm it"
+    assert len(refused) == 2 and all(why in r for r in refused)

@@ -331,7 +331,7 @@ def test_libsvm_index_beyond_the_given_width(tmp_path: Path) -> None:
     samples, bad, src = read(path, n_features=3)
     assert rows(samples) == [([1, 0, 0], 1)]
     assert (
-        str(bad[0]) == f"{path} line 2: index 5 is beyond the width 3 (pass a larger --n-features)"
+        str(bad[0]) == f"{path} line 2: index 5 is beyond the width 3 (pass a larger `n_features`)"
     )
     assert len(read(path)[0][1].x) == 5  # pre-scanned width
 

@@ -23,6 +23,7 @@ import pytest
 import storage.store
 from spela_stream.errors import CheckpointDamagedError, CheckpointError
 from storage import SCHEMA, CheckpointStore
+from storage.schema import PAGE_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -333,7 +334,7 @@ def test_wal_mode_and_pragmas(db: CheckpointStore) -> None:
     assert db.db.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert db.db.conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert db.db.conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 1000
-    assert db.db.conn.execute("PRAGMA page_size").fetchone()[0] == 65536
+    assert db.db.conn.execute("PRAGMA page_size").fetchone()[0] == PAGE_SIZE
 
 
 def test_readable_with_plain_sqlite3(db: CheckpointStore) -> None:

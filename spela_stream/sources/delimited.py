@@ -93,9 +93,11 @@ class DelimitedSource(LineSource):
         skip: int,
         on_error: OnError | None,
         n_features: int | None = None,
+        header_only: bool = False,
     ) -> None:
         """``n_features``, when known (a trained model's width), lets a record of exactly that
-        many fields and no ``label_column`` be read as unlabelled (input to predict)."""
+        many fields and no ``label_column`` be read as unlabelled (input to predict);
+        ``header_only`` takes a lone header line (a layout given up front) as no error."""
         super().__init__(lines, fmt, skip=skip, on_error=on_error)
         self._sep = "," if fmt == "csv" else "\t"
         self._sepb = self._sep.encode()
@@ -111,6 +113,10 @@ class DelimitedSource(LineSource):
         if header:
             self.columns = [column_name(str(f)) for f in fields]
             lines.drop_through(first[0])
+            if not header_only and lines.peek_content(0) is None:  # as an empty file is
+                raise SourceError(
+                    f"{self.name}: no records (only a header line; give a stream with data)"
+                )
         if self.width == 1:
             raise SourceError(
                 f"{self.name}: the first line has 1 field, so no features beside the label (is the "

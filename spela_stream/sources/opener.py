@@ -197,7 +197,7 @@ def _prescan(path: Path | None, name: str) -> int:
     """The width of a LIBSVM file: its largest index, found by a first pass."""
     if path is None:
         raise SourceError(
-            f"{name}: LIBSVM from stdin needs its width up front (pass --n-features); "
+            f"{name}: LIBSVM from stdin needs its width up front (pass `n_features`); "
             "stdin cannot be read twice to find the largest index"
         )
     handle = open_binary(path, name)

@@ -24,11 +24,12 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from ..errors import SourceError
+from ..errors import ConfigError, SourceError
 from ..inputs import Label
 from .base import BadRecordError, RecordProblem, Sample
 from .delimited import DelimitedSource
 from .jsonl import LABEL_KEYS, JsonLinesSource, json_label, load_object
+from .layout import Layout
 from .textio import Lines, decode, decode_lossy, is_blank, not_utf8
 
 CONTROLS = ("checkpoint", "metrics", "shutdown")
@@ -74,17 +75,44 @@ class LineParser:
         label_column: str | None = None,
         header: bool | None = None,
         n_features: int | None = None,
+        layout: Layout | None = None,
     ) -> None:
-        """``n_features``: a trained model's width, so CSV records that wide read as unlabelled."""
+        """``n_features``: a trained model's width, so CSV records that wide read as unlabelled.
+        ``layout``: what every record must look like (``sources.layout``); a line that does not
+        fit is an error and fixes nothing."""
         self.label_column = label_column
         self.header = header
-        self.n_features = n_features
+        self.layout = layout
+        self.n_features = layout.features if layout is not None else n_features
         self._csv: DelimitedSource | None = None
         self._other: DelimitedSource | None = None  # the labelled or unlabelled other width
         self._header: bytes | None = None
-        self._json = JsonLinesSource(_lines(b"", "json"), label_column=label_column, skip=0,
+        json_label_column = label_column
+        if layout is not None and layout.columns is not None:
+            json_label_column = self._prime(layout.columns)
+        self._json = JsonLinesSource(_lines(b"", "json"), label_column=json_label_column, skip=0,
                                      on_error=None)  # fmt: skip
+        if layout is not None and layout.columns is not None and self._csv is not None:
+            names = self._csv.feature_names or []
+            label = {json_label_column: 0} if json_label_column is not None else {}
+            self._json.parse_object({**dict.fromkeys(names, 0), **label}, -1, "the layout")
         self._label_keys = (label_column,) if label_column is not None else LABEL_KEYS
+        self._json_label_keys = (json_label_column,) if json_label_column else self._label_keys
+
+    def _prime(self, columns: tuple[str, ...]) -> str | None:
+        """Fix the CSV layout from the given header's names; returns the label's name."""
+        raw = ",".join(columns).encode()
+        try:
+            self._csv = DelimitedSource(_lines(raw, "the layout's columns"), "csv",
+                                        label_column=self.label_column, header=True, skip=0,
+                                        on_error=None, n_features=self.n_features,
+                                        header_only=True)  # fmt: skip
+        except SourceError as exc:
+            raise ConfigError(str(exc)) from None
+        self._header = raw
+        names = self._csv.columns or []
+        rest = [c for c in names if c not in (self._csv.feature_names or [])]
+        return rest[0] if rest else None
 
     def parse(self, raw: bytes, index: int, where: str) -> Parsed:
         """One line (without its newline); ``index`` and ``where`` go into the Sample."""
@@ -93,10 +121,43 @@ class LineParser:
         if raw.lstrip()[:1] == b"{":
             return self._parse_json(raw, index, where)
         if self._csv is None:
-            return self._first_csv(raw, index, where)
-        if raw == self._header:
+            parsed = self._first_csv(raw, index, where)
+        elif raw == self._header:
             return HeaderLine(self._csv.width)
-        return self._csv_for(raw).parse(index, where, raw)
+        elif self.layout is not None and (n := self._csv.count_fields(raw)) not in (
+            self.layout.width,
+            self.layout.features,
+        ):
+            problem = f"{n} fields, expected {self.layout.width} ({self._fix()})"
+            return BadRecordError(where, problem, index=index, raw=decode_lossy(raw))
+        else:
+            parsed = self._csv_for(raw).parse(index, where, raw)
+        if self.layout is not None and isinstance(parsed, BadRecordError):
+            describe = self.layout.describe()
+            if describe not in parsed.problem:  # say which layout the line was read under
+                problem = f"{parsed.problem}; {describe}"
+                return BadRecordError(where, problem, index=index, raw=parsed.raw)
+        return parsed
+
+    def _fix(self) -> str:
+        """What a line that does not fit should be, in words."""
+        assert self.layout is not None
+        return f"{self.layout.describe()}; send one record of that layout per line"
+
+    def _misfit(self, obj: dict[str, object]) -> str | None:
+        """Under a layout, what is wrong with a JSON record's width, before the JSON reader
+        takes its layout from it (so a record that does not fit fixes nothing)."""
+        if self.layout is None:
+            return None
+        xs = obj.get("x")
+        if isinstance(xs, list):
+            n, what = len(xs), '"x" values'
+        else:
+            n = sum(k != "id" and k not in self._json_label_keys for k in obj)
+            what = "feature keys"
+        if n == self.layout.features:
+            return None
+        return f"{n} {what}, expected {self.layout.features} ({self._fix()})"
 
     def _csv_for(self, raw: bytes) -> DelimitedSource:
         """The reader for a line's width: with the default label column, lines one field short
@@ -133,6 +194,10 @@ class LineParser:
         except SourceError as exc:  # the layout is not fixed: the next CSV line tries again
             problem = str(exc).removeprefix(f"{where}: ")
             return BadRecordError(where, problem, index=index, raw=text)
+        layout = self.layout
+        if layout is not None and source.width not in (layout.width, layout.features):
+            problem = f"{source.width} fields, expected {layout.width} ({self._fix()})"
+            return BadRecordError(where, problem, index=index, raw=text)  # nothing fixed
         self._csv = source
         if source.columns is not None:
             self._header = raw
@@ -153,6 +218,9 @@ class LineParser:
                 and all(k == "id" or k in self._label_keys for k in obj)
             ):
                 return self._late_label(obj)
+            misfit = self._misfit(obj)
+            if misfit is not None:
+                return BadRecordError(where, misfit, index=index, raw=text)
             return self._json.parse_object(obj, index, where)
         except RecordProblem as bad:
             return BadRecordError(where, str(bad), index=index, raw=text)

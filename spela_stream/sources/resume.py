@@ -118,6 +118,8 @@ def resume_skip(
     and a note to tell the user (None when nothing needs saying)."""
     if position == 0:
         return 0, None
+    if spec.startswith("tcp://"):
+        return 0, f"{spec} is a service: its clients send new lines, so nothing is skipped"
     if carries_new_data(spec):
         return 0, (
             f"{spec} carries new data: learning all of it (the {position} records read before "
