@@ -30,6 +30,7 @@ import contextlib
 import hashlib
 import queue
 import threading
+import time
 import uuid
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ SESSION_EXPIRY_S = 600  # how long the broker keeps the subscription while the b
 MAX_BACKOFF_S = 30
 OUTBOX = 10_000  # replies waiting to be published before more are dropped (and counted)
 PUT_POLL_S = 0.2
+CLOSE_GRACE_S = 5.0  # how long close() waits for the broker to take the last replies
 
 
 def parse_url(url: str) -> tuple[str, int, str]:
@@ -179,6 +181,8 @@ class MqttBridge:
         )  # fmt: skip
         client.reconnect_delay_set(min_delay=1, max_delay=max_backoff)
         client.max_queued_messages_set(OUTBOX)
+        client.max_inflight_messages_set(256)
+        self._outgoing: deque[Any] = deque()  # replies not yet acknowledged by the broker
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -239,6 +243,9 @@ class MqttBridge:
             info = self._client.publish(topic, text.encode("utf-8"), qos=1, properties=props)
             if info.rc == self._mqtt.MQTT_ERR_SUCCESS:
                 self.stats.published += 1
+                self._outgoing.append(info)
+                while self._outgoing and self._outgoing[0].is_published():
+                    self._outgoing.popleft()
             else:
                 self.stats.replies_dropped += 1
         self._ack(request)
@@ -265,11 +272,12 @@ class MqttBridge:
             Properties, PacketTypes = self._props
             props = Properties(PacketTypes.DISCONNECT)
             props.SessionExpiryInterval = 0
-            if self._connected.is_set() and self.stats.connected:
-                deadline = 2.0
-                while client.want_write() and deadline > 0:  # replies still going out
-                    threading.Event().wait(0.05)
-                    deadline -= 0.05
+            deadline = time.monotonic() + CLOSE_GRACE_S
+            while self._outgoing and self.stats.connected and time.monotonic() < deadline:
+                if self._outgoing[0].is_published():  # the broker has it: it will be delivered
+                    self._outgoing.popleft()
+                else:
+                    time.sleep(0.01)
             client.disconnect(properties=props)
         client.loop_stop()
 
