@@ -209,9 +209,8 @@ def _input(
 
 LEARN_SOURCE = (
     "A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), - for stdin, "
-    "builtin:mnist (the default), camera:N|VIDEO|URL, images:DIR, tcp://HOST:PORT to serve "
-    "clients, or mqtt://HOST:PORT/TOPIC to learn what is published there (a resumed run: its "
-    "own source)."
+    "builtin:mnist (the default), camera:N|VIDEO|URL, images:DIR, or tcp://HOST:PORT or "
+    "mqtt://HOST/TOPIC to serve clients (a resumed run: its own source)."
 )
 
 
@@ -302,8 +301,7 @@ def learn(
     Frames from a camera or images:DIR pass through a frozen image model and a SPELA head learns
     on its features; unlabelled frames are predicted (a JSON line each). With --source
     tcp://HOST:PORT it is a service that answers each line a client sends with the prediction
-    made before learning from it (README: Serving over TCP); with mqtt://HOST:PORT/TOPIC the same
-    for each message published to TOPIC, answered on --publish TOPIC (README: MQTT in and out).
+    made before learning from it (README: Serving over TCP; MQTT in and out).
     """
     frames = FrameOptions(backbone, size, label, labels, label_port, fps, changes)
     opts = LearnOptions(

@@ -118,7 +118,7 @@ Columns = Annotated[
 ]  # fmt: skip
 Publish = Annotated[
     str | None,
-    option(SERVICE, "mqtt://: publish each reply to this topic ({topic}: the message's).",
+    option(SERVICE, "mqtt://: the topic replies go to.",
            show_default=False),
 ]  # fmt: skip
 
