@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint types unit bench bench-quick bench-continual clean
+.PHONY: setup demo test lint types unit bench bench-quick bench-continual bench-continual-quick reliability reliability-quick clean
 
 setup: $(STAMP)
 
@@ -40,10 +40,24 @@ bench: setup
 bench-quick: setup
 	$(BIN)/python -m benchmarks.suite --quick
 
-# Class-incremental MNIST (2 and 1 classes per stage): spela with and without its memory.
+# The continual benchmark (issue 11): class-incremental MNIST/Optdigits/Letter/camera features and
+# River's drift generators; benchmarks/results/continual.md/.json, PNG curves, README.md's block.
+# Parts: make bench-continual STREAMS=drift (or mnist-2,rbf,...).
+STREAMS ?= all
 bench-continual: setup
-	nice -n 10 $(BIN)/python -m benchmarks.continual --learners "spela;spela-m0;backprop;backprop-replay;slda;river-softmax;no-change" --per-stage 2
-	nice -n 10 $(BIN)/python -m benchmarks.continual --learners "spela;spela-m0" --per-stage 1
+	nice -n 10 $(BIN)/python -m benchmarks.continual --streams $(STREAMS) --jobs 2
+
+# The same with drift streams of 10,000 samples (recurring: 8 blocks of 1,000).
+bench-continual-quick: setup
+	nice -n 10 $(BIN)/python -m benchmarks.continual --streams $(STREAMS) --jobs 2 --drift-n 10000
+
+# Fault trials against the real command (kill -9, damaged files, full disk, read-only media,
+# socket abuse, soak, fuzz), written up as docs/reliability.md. Root for the mounts.
+reliability: setup
+	nice -n 10 $(BIN)/python -m benchmarks.reliability
+
+reliability-quick: setup
+	nice -n 10 $(BIN)/python -m benchmarks.reliability --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -47,8 +47,12 @@ def serve() -> None:
     service.close()
 
 
-def abuse(port: int) -> None:
-    """The abuser process: everything at once, then wait for the burst clients to be served."""
+ABUSES = ("churn", "garbage", "half_closed", "never_reading")
+
+
+def abuse(port: int, kinds: tuple[str, ...] = ABUSES) -> None:
+    """The abuser process: the ``kinds`` of abuse at once, then wait for the burst clients to
+    be served."""
     import threading
 
     address = ("127.0.0.1", port)
@@ -82,7 +86,9 @@ def abuse(port: int) -> None:
             sock.sendall(b"1,2,3,4,b\n" * 2000)
             held.append(sock)
 
-    threads = [threading.Thread(target=f) for f in (churn, garbage, half_closed, never_reading)]
+    chosen = {"churn": churn, "garbage": garbage, "half_closed": half_closed,
+              "never_reading": never_reading}  # fmt: skip
+    threads = [threading.Thread(target=chosen[k]) for k in kinds]
     for t in threads:
         t.start()
     for t in threads:
@@ -111,11 +117,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--abuse", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--kinds", default=",".join(ABUSES), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
         return serve()
     if args.abuse:
-        return abuse(args.abuse)
+        return abuse(args.abuse, tuple(args.kinds.split(",")))
     me = [sys.executable, "-m", "benchmarks.abuse_bench"]
     service = subprocess.Popen([*me, "--serve"], stdout=subprocess.PIPE)
     assert service.stdout is not None

@@ -1,44 +1,50 @@
-"""Class-incremental benchmark: does a one-pass learner keep the classes it learned first?
+"""Continual benchmark (issue 11): new classes, drift and recurring concepts, one pass.
 
-Protocol (issue 11): the MNIST test set, classes in stages (``--per-stage 2``: 0-1, 2-3, ...;
-``1``: one class per stage), each stage's samples in file order; the last 20% of every class is
-held out. One pass, prequential (predict, then learn), no task labels or stage boundaries given to
-the learner. After every stage a frozen learner is scored on the held-out samples of every class:
-the stage x class accuracy matrix gives the final per-class accuracy, average forgetting and
-backward transfer (Avalanche / Lopez-Paz: experience k's accuracy right after stage k minus its
-accuracy after the last stage, averaged over every stage but the last; BWT is minus that).
+Class-incremental parts (``mnist-2``, ``mnist-1``, ``optdigits-2``, ``letter-2``, ``camera-2``:
+data set and classes per stage; ``camera`` is MNIST through the frozen EfficientNet-Lite0, see
+``benchmarks.continual_data``): classes in stages (0-1, 2-3, ...), each stage's samples in file
+order; the last 20% of every class is held out. One pass, prequential (predict, then learn), no
+task labels or stage boundaries given to the learner. After every stage a frozen learner is scored
+on the held-out samples of every class: the stage x class accuracy matrix gives the final
+per-class accuracy, average forgetting and backward transfer as Avalanche defines them (forgetting
+of experience k: its accuracy right after stage k minus its accuracy after the last stage,
+averaged over every stage but the last; BWT (Lopez-Paz and Ranzato): the mean of final minus
+just-learned accuracy, so minus the average forgetting by definition).
 Samples-to-80%: for each class first seen after stage 1, the first of its own samples ``j >= 10``
 at which its last 10 prequential predictions were >= 80% right (``None``: never).
 
-    nice -n 10 python -m benchmarks.continual --learners spela,spela-m0 --per-stage 2
+Drift parts (River generators, ``benchmarks.continual_drift`` for the figures): prequential
+accuracy, pre/post-drift accuracy, the dip, samples to recover within 1 point; recurring concepts:
+accuracy per block, each concept's first appearance against its returns.
+
+    make bench-continual                                   # everything, 2 jobs at a time
+    python -m benchmarks.continual --streams drift --jobs 2
+    python -m benchmarks.continual --streams mnist-2 --learners "spela;spela:hidden_decay=0.999"
+    python -m benchmarks.continual --learners "spela;spela-m0" --per-stage 2   # research rows
+
+Each row is merged into ``benchmarks/results/continual.json`` as it finishes, with the commit
+whose SpelaMLP defaults produced it; the markdown, the PNG curves and README.md's block are
+generated from that file (``benchmarks.continual_report``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from spela_stream.datasets import load_mnist
+from benchmarks.continual_learners import Learner
 from spela_stream.model import SpelaMLP
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WINDOW = 10  # samples-to-80%: rolling window over the class's own samples
-
-
-class Learner(Protocol):
-    def predict_learn(self, x: np.ndarray, y: int) -> int | None: ...
-    def predict(self, X: np.ndarray) -> list[int | None]: ...
-    def memory_samples(self) -> int: ...
 
 
 def class_incremental(
@@ -59,21 +65,16 @@ def class_incremental(
     return stages, test
 
 
-def evaluate(
-    learner: Learner,
-    X: np.ndarray,
-    y: np.ndarray,
-    per_stage: int,
-) -> dict[str, Any]:
+def evaluate(learner: Learner, X: np.ndarray, y: np.ndarray, per_stage: int) -> dict[str, Any]:
     """Run the protocol for one learner; every figure of the table."""
     stages, test = class_incremental(X, y, per_stage)
     classes = sorted(test)
     stage_classes = [sorted(set(y[s].tolist())) for s in stages]
     matrix = np.zeros((len(stages), len(classes)))  # held-out acc after stage s on class c
-    correct = 0
-    n = 0
+    correct = n = 0
     hits: dict[int, list[bool]] = {c: [] for c in classes}
     t0 = time.perf_counter()
+    cpu0 = time.process_time()
     for s, idx in enumerate(stages):
         for i in idx:
             label = int(y[i])
@@ -86,6 +87,7 @@ def evaluate(
             preds = learner.predict(X[test[c]])
             matrix[s, c] = float(np.mean([p == c for p in preds]))
     seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - cpu0
     final = matrix[-1]
     all_test = np.concatenate([test[c] for c in classes])
     stage_acc = np.array(
@@ -118,199 +120,9 @@ def evaluate(
         "stage_matrix": [[round(float(v), 4) for v in row] for row in matrix],
         "memory_samples": learner.memory_samples(),
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "n_heldout": int(len(all_test)),
     }
-
-
-# ---------------------------------------------------------------------------- learners
-
-
-class Spela:
-    """SpelaMLP through its public API (predict_learn_one / predict_many)."""
-
-    def __init__(self, **params: Any) -> None:
-        self.model = SpelaMLP(**params)
-
-    def predict_learn(self, x: np.ndarray, y: int) -> int | None:
-        p = self.model.predict_learn_one(x, y)
-        assert p is not None
-        return p.label  # type: ignore[return-value]
-
-    def predict(self, X: np.ndarray) -> list[int | None]:
-        return self.model.predict_many(X)  # type: ignore[return-value]
-
-    def memory_samples(self) -> int:
-        mem = self.model.replay_memory
-        return 0 if mem is None else len(mem)
-
-
-class Backprop:
-    """Per-sample SGD backprop MLP (ReLU, cross-entropy, running standardiser clipped at +-5),
-    optionally with a class-balanced replay memory of the same budget and replay schedule as
-    spela's (every ``every`` samples, a batch of ``every * ratio`` stored samples)."""
-
-    def __init__(
-        self,
-        d: int,
-        n_classes: int,
-        hidden: Sequence[int] = (1024, 1024),
-        lr: float = 0.01,
-        memory: int = 0,
-        every: int = 10,
-        ratio: float = 1.0,
-        seed: int = 0,
-    ) -> None:
-        from benchmarks.baselines import make_mlp
-        from spela_stream.memory import ReplayMemory
-        from spela_stream.scaling import Standardiser
-
-        torch.manual_seed(seed)
-        self.net = make_mlp(d, hidden, n_classes)
-        self.opt = torch.optim.SGD(self.net.parameters(), lr=lr)
-        self.scaler = Standardiser(d, clip=5.0)
-        self.mem = ReplayMemory(memory, d, seed=seed) if memory else None
-        self.every, self.ratio = every, ratio
-        self.loss = nn.CrossEntropyLoss()
-
-    def _t(self, X: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(self.scaler.transform(np.atleast_2d(X)), dtype=torch.float32)
-
-    def _step(self, X: np.ndarray, ys: np.ndarray) -> None:
-        loss = self.loss(self.net(self._t(X)), torch.as_tensor(ys))
-        self.opt.zero_grad()
-        loss.backward()
-        self.opt.step()
-
-    def predict_learn(self, x: np.ndarray, y: int) -> int | None:
-        with torch.no_grad():
-            pred = int(self.net(self._t(x)).argmax()) if self.scaler.count else None
-        self.scaler.update(x)
-        self._step(x, np.array([y]))
-        if self.mem is not None:
-            self.mem.add(x, y)
-            self.mem.pending += 1
-            if self.mem.pending >= self.every:
-                self.mem.pending = 0
-                self._step(*self.mem.sample(int(round(self.every * self.ratio))))
-        return pred
-
-    def predict(self, X: np.ndarray) -> list[int | None]:
-        with torch.no_grad():
-            return self.net(self._t(X)).argmax(dim=1).tolist()
-
-    def memory_samples(self) -> int:
-        return 0 if self.mem is None else len(self.mem)
-
-
-class SLDA:
-    """Streaming LDA: running class means and a shared running covariance with shrinkage."""
-
-    def __init__(self, d: int, shrinkage: float = 1e-2, refresh: int = 100) -> None:
-        self.d, self.shrink, self.refresh = d, shrinkage, refresh
-        self.means: dict[int, np.ndarray] = {}
-        self.counts: dict[int, int] = {}
-        self.sigma = np.zeros((d, d))
-        self.n = 0
-        self._W: np.ndarray | None = None
-        self._b: np.ndarray | None = None
-        self._order: list[int] = []
-
-    def _fit(self) -> None:
-        prec = np.linalg.inv((1 - self.shrink) * self.sigma + self.shrink * np.eye(self.d))
-        self._order = sorted(self.means)
-        M = np.stack([self.means[c] for c in self._order])  # (C, d)
-        self._W = M @ prec
-        self._b = -0.5 * np.einsum("cd,cd->c", self._W, M)
-
-    def predict(self, X: np.ndarray) -> list[int | None]:
-        if not self.means:
-            return [None] * len(X)
-        if self._W is None:
-            self._fit()
-        assert self._W is not None and self._b is not None
-        scores = np.atleast_2d(X) @ self._W.T + self._b
-        return [self._order[i] for i in scores.argmax(axis=1)]
-
-    def predict_learn(self, x: np.ndarray, y: int) -> int | None:
-        pred = self.predict(x[None, :])[0]
-        x = x.astype(np.float64)
-        if y not in self.means:
-            self.means[y], self.counts[y] = np.zeros(self.d), 0
-            self._W = None
-        delta = x - self.means[y]
-        self.sigma = (
-            self.n * self.sigma + np.outer(delta, delta) * self.counts[y] / (self.counts[y] + 1)
-        ) / (self.n + 1)
-        self.counts[y] += 1
-        self.means[y] += delta / self.counts[y]
-        self.n += 1
-        if self.n % self.refresh == 0:
-            self._W = None
-        return pred
-
-    def memory_samples(self) -> int:
-        return 0
-
-
-class RiverSoftmax:
-    """River ``StandardScaler() | SoftmaxRegression()`` with defaults."""
-
-    def __init__(self) -> None:
-        from river import linear_model, preprocessing
-
-        self.model = preprocessing.StandardScaler() | linear_model.SoftmaxRegression()
-
-    def predict_learn(self, x: np.ndarray, y: int) -> int | None:
-        d = dict(enumerate(x.tolist()))
-        pred = self.model.predict_one(d)
-        self.model.learn_one(d, y)
-        return pred  # type: ignore[no-any-return]
-
-    def predict(self, X: np.ndarray) -> list[int | None]:
-        return [self.model.predict_one(dict(enumerate(r.tolist()))) for r in X]
-
-    def memory_samples(self) -> int:
-        return 0
-
-
-class NoChange:
-    """Predicts the last label seen."""
-
-    def __init__(self) -> None:
-        self.last: int | None = None
-
-    def predict_learn(self, x: np.ndarray, y: int) -> int | None:
-        pred, self.last = self.last, y
-        return pred
-
-    def predict(self, X: np.ndarray) -> list[int | None]:
-        return [self.last] * len(X)
-
-    def memory_samples(self) -> int:
-        return 0
-
-
-def learners(d: int, n_classes: int) -> dict[str, Callable[[], Learner]]:
-    """Every learner by name (spela variants are ``spela:key=value,key=value``)."""
-    return {
-        "spela": lambda: Spela(),
-        "spela-m0": lambda: Spela(memory=0),
-        "backprop": lambda: Backprop(d, n_classes),
-        "backprop-replay": lambda: Backprop(d, n_classes, memory=1000),
-        "slda": lambda: SLDA(d),
-        "river-softmax": lambda: RiverSoftmax(),
-        "no-change": lambda: NoChange(),
-    }
-
-
-def make(name: str, d: int, n_classes: int) -> Learner:
-    if name.startswith("spela:"):
-        params: dict[str, Any] = {}
-        for item in name.split(":", 1)[1].split(","):
-            key, value = item.split("=")
-            params[key] = json.loads(value) if value not in ("None",) else None
-        return Spela(**params)
-    return learners(d, n_classes)[name]()
 
 
 def iid(name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -328,12 +140,174 @@ def iid(name: str, params: dict[str, Any]) -> dict[str, Any]:
     return {"stream": name, "accuracy": correct / len(y), "seconds": seconds, "n": len(y)}
 
 
+# ---------------------------------------------------------------------------- the benchmark
+
+CI_STAGES = {"mnist-2": 2, "mnist-1": 1, "optdigits-2": 2, "letter-2": 2, "camera-2": 2}
+ALL_CI = ("spela", "spela-m0", "backprop", "backprop-replay", "slda", "river-softmax", "arf",
+          "knn", "no-change")  # fmt: skip
+# ARF and kNN on 784 pixels cost more CPU than the rest of MNIST together (about 40 and 60
+# samples/s on a loaded core): they run on Optdigits and Letter; --learners adds them here.
+ROSTERS: dict[str, tuple[str, ...]] = {
+    "mnist-2": tuple(n for n in ALL_CI if n not in ("arf", "knn")),
+    "mnist-1": ("spela", "spela-m0", "backprop", "backprop-replay", "slda", "no-change"),
+    "optdigits-2": ALL_CI,
+    "letter-2": ALL_CI,
+    "camera-2": ("spela", "spela-m0", "backprop-replay", "slda"),
+}
+DRIFT_ROSTER = ("spela", "spela-m0", "backprop", "river-softmax", "arf", "knn", "no-change")
+DRIFT_PARTS = ("sea-abrupt", "sea-gradual", "agrawal", "rbf", "led", "recurring")
+PARTS = (*CI_STAGES, *DRIFT_PARTS)
+GROUPS = {"class-incremental": tuple(CI_STAGES), "drift": DRIFT_PARTS, "all": PARTS}
+
+
+def parts(spec: str) -> list[str]:
+    """``--streams`` (comma-separated parts or groups) -> the parts, in benchmark order."""
+    wanted: set[str] = set()
+    for item in filter(None, (v.strip() for v in spec.split(","))):
+        if item in GROUPS:
+            wanted |= set(GROUPS[item])
+        elif item in PARTS:
+            wanted.add(item)
+        else:
+            raise SystemExit(
+                f"--streams: unknown part {item!r}; choose from {', '.join((*GROUPS, *PARTS))}"
+            )
+    return [p for p in PARTS if p in wanted]
+
+
+def run_job(part: str, name: str, drift_n: int, limit: int | None) -> dict[str, Any]:
+    """One learner on one part (in a worker process): its row of the results."""
+    import torch
+
+    from benchmarks.continual_data import drift_streams, load_class_incremental, materialise
+    from benchmarks.continual_drift import run_drift
+    from benchmarks.continual_learners import make
+
+    torch.set_num_threads(1)
+    if part in CI_STAGES:
+        X, y = load_class_incremental(part.split("-")[0], limit)
+        learner = make(name, X.shape[1], int(y.max()) + 1)
+        return evaluate(learner, X, y, CI_STAGES[part])
+    stream = drift_streams(drift_n, int(drift_n * 0.8), drift_n // 10)[part]
+    X, y = materialise(stream)
+    learner = make(name, X.shape[1], int(y.max()) + 1)
+    return run_drift(learner, stream, X, y) | {"title": stream.title}
+
+
+def provenance() -> dict[str, Any]:
+    """Which commit's SpelaMLP defaults produced a row (``+dirty``: spela_stream/ was edited)."""
+    import inspect
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    dirty = bool(git("status", "--porcelain", "--", "spela_stream"))
+    defaults = {
+        k: v.default
+        for k, v in inspect.signature(SpelaMLP.__init__).parameters.items()
+        if v.default is not inspect.Parameter.empty
+    }
+    return {
+        "commit": git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else ""),
+        # the last commit that changed the learner: rows of equal spela_commit ran the same code
+        "spela_commit": git("log", "-1", "--format=%h", "HEAD", "--", "spela_stream")
+        + ("+dirty" if dirty else ""),
+        "spela_defaults": {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()},
+    }
+
+
+def log(t0: float, msg: str) -> None:
+    print(f"[{(time.perf_counter() - t0) / 60:5.1f} min] {msg}", file=sys.stderr, flush=True)
+
+
+def run_benchmark(
+    chosen: Sequence[str],
+    learners: Sequence[str] | None,
+    jobs: int,
+    drift_n: int,
+    limit: int | None,
+    out: Path,
+) -> dict[str, Any]:
+    """Run every (part, learner) job, ``jobs`` processes at a time; merge each row into
+    ``out/continual.json`` as it finishes (rows of parts not run are kept, with their commit; the
+    file is re-read before each write, so two runs of different parts can share it)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from benchmarks.continual_data import camera_features
+    from benchmarks.continual_report import load_results, save_results
+
+    t0 = time.perf_counter()
+    results = load_results(out / "continual.json")
+    prov = provenance()
+    todo = [
+        (part, name)
+        for part in chosen
+        for name in (learners or (ROSTERS.get(part) or DRIFT_ROSTER))
+    ]
+    log(t0, f"continual: {len(todo)} jobs on {', '.join(chosen)}, {jobs} at a time; "
+        f"spela defaults of {prov['commit']}")  # fmt: skip
+    if "camera-2" in chosen:
+        camera_features(limit)  # embed once, before workers would race to
+        log(t0, "camera: EfficientNet-Lite0 features ready (benchmarks/.cache)")
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = {pool.submit(run_job, p, n, drift_n, limit): (p, n) for p, n in todo}
+        for done, fut in enumerate(as_completed(futures), start=1):
+            part, name = futures[fut]
+            row = {"learner": name, **fut.result(), **prov, "drift_n": drift_n, "limit": limit}
+            kind = "class-incremental" if part in CI_STAGES else "drift"
+            with (out / "continual-rows.jsonl").open("a") as fh:  # every row ever run, a log
+                fh.write(json.dumps({"part": part, **row}) + "\n")
+            results = load_results(out / "continual.json")  # another run may have added rows
+            entry = results["parts"].setdefault(part, {"kind": kind, "rows": {}})
+            entry["rows"][name] = row
+            save_results(results, out / "continual.json")
+            log(t0, f"{done}/{len(todo)} {part} {name}: preq {row['prequential']:.3f}"
+                f"{_headline(row)} ({row['cpu_seconds']:.0f} CPU s)")  # fmt: skip
+    return results
+
+
+def _headline(row: dict[str, Any]) -> str:
+    if "final_heldout" in row:
+        return (
+            f", final held-out {row['final_heldout']:.3f}, forgetting {row['avg_forgetting']:.3f}"
+        )
+    if "recovery" in row:
+        return f", recovery {row['recovery']}"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--learners", default="spela,spela-m0")
-    ap.add_argument("--per-stage", type=int, default=2)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--json", type=Path, default=None, help="append result rows to this file")
+    ap.add_argument(
+        "--streams",
+        default="all",
+        help=f"parts or groups, comma-separated: {', '.join((*GROUPS, *PARTS))}",
+    )
+    ap.add_argument(
+        "--learners",
+        default=None,
+        help="';'-separated learner names instead of each part's roster "
+        "(spela variants: 'spela:key=value,key=value')",
+    )
+    ap.add_argument("--jobs", type=int, default=2, help="worker processes (one thread each)")
+    ap.add_argument("--drift-n", type=int, default=50_000, help="samples of a drift stream")
+    ap.add_argument("--limit", type=int, default=None, help="first N samples of a data set")
+    ap.add_argument("--no-readme", action="store_true", help="leave README.md's block alone")
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--per-stage",
+        type=int,
+        default=None,
+        help="research mode: class-incremental MNIST, these classes per stage, the --learners "
+        "given, one row per learner on stdout (--json appends them to a file)",
+    )
+    ap.add_argument("--json", type=Path, default=None, help="research mode: append rows here")
     ap.add_argument(
         "--iid",
         default=None,
@@ -343,28 +317,43 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--params", default="{}", help="JSON overrides of SpelaMLP for --iid")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    learners = args.learners.split(";") if args.learners else None
     if args.iid:
         for stream in args.iid.split(","):
             r = iid(stream, json.loads(args.params))
             print(f"{stream:10s} {args.params} accuracy={r['accuracy']:.4f} n={r['n']}", flush=True)
         return
-    X, y = load_mnist(args.limit)
-    for name in args.learners.split(";"):
-        learner = make(name, X.shape[1], 10)
-        r = evaluate(learner, X, y, args.per_stage)
-        row = {"learner": name, "per_stage": args.per_stage, **r}
-        line = (
-            f"{name:40s} per_stage={args.per_stage} preq={r['prequential']:.3f} "
+    if args.per_stage is not None:
+        research(learners or ["spela", "spela-m0"], args.per_stage, args.limit, args.json)
+        return
+    from benchmarks.continual_report import publish
+
+    results = run_benchmark(
+        parts(args.streams), learners, args.jobs, args.drift_n, args.limit, args.out
+    )
+    md = publish(results, args.out, readme=not args.no_readme and args.out == RESULTS)
+    print(md)
+
+
+def research(names: Sequence[str], per_stage: int, limit: int | None, out: Path | None) -> None:
+    """One row per learner on class-incremental MNIST (the research log's command)."""
+    from benchmarks.continual_learners import make
+    from spela_stream.datasets import load_mnist
+
+    X, y = load_mnist(limit)
+    for name in names:
+        r = evaluate(make(name, X.shape[1], 10), X, y, per_stage)
+        print(
+            f"{name:40s} per_stage={per_stage} preq={r['prequential']:.3f} "
             f"final={r['final_heldout']:.3f} forget={r['avg_forgetting']:.3f} "
             f"to80={r['to80_median']}/{r['to80_max']} never={r['to80_never']} "
-            f"mem={r['memory_samples']} {r['seconds']:.0f}s"
+            f"mem={r['memory_samples']} {r['seconds']:.0f}s",
+            flush=True,
         )
-        print(line, flush=True)
         print("   per class", r["final_per_class"], file=sys.stderr)
-        if args.json:
-            with args.json.open("a") as fh:
-                fh.write(json.dumps(row) + "\n")
-    _ = math
+        if out:
+            with out.open("a") as fh:
+                fh.write(json.dumps({"learner": name, "per_stage": per_stage, **r}) + "\n")
 
 
 if __name__ == "__main__":

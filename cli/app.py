@@ -2,23 +2,59 @@
 
 stdout carries only the command's product; progress and logs go to stderr. A ``SpelaError``
 becomes ``Error: ...`` and exit 1, a bad option value exit 2, Ctrl-C a checkpoint and exit 130.
+Usage errors (an unknown option, a bad value) are ``Error: ...`` lines too, not rich boxes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import gc
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated
+from typing import Annotated, Any, NoReturn
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from spela_stream.policy import REPORTS
-from spela_stream.sources import FORMATS
 from spela_stream.sources.tcp import MAX_LINE, PENDING, WINDOW
 
 from . import listing
+from .flags import (
+    CHECKPOINTS,
+    INPUT,
+    MODEL,
+    OUTPUT,
+    REPORTS,
+    Backbone,
+    Changes,
+    Checkpoint,
+    Columns,
+    Db,
+    Features,
+    Format,
+    Fps,
+    Header,
+    Host,
+    Json,
+    Label,
+    LabelColumn,
+    LabelPort,
+    Labels,
+    MaxLine,
+    Pending,
+    Run,
+    Size,
+    Source,
+    Threads,
+    option,
+)  # fmt: skip
 from .options import (
     EvalOptions,
     FrameOptions,
@@ -30,147 +66,78 @@ from .options import (
     ServeOptions,
     guarded,
 )
+from .plot import CurveView
+
+
+class Command(TyperCommand):
+    """A command whose ``--help`` shows no ``<bool>`` (it takes no value)."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        found = super().get_help_option(ctx)
+        if found is not None:
+            found.metavar = ""
+        return found
+
+
+class App(TyperGroup):
+    """The root command: usage errors print one ``Error:`` line and a hint, exit 2."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        found = super().get_help_option(ctx)
+        if found is not None:
+            found.metavar = ""
+        return found
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        def run() -> Any:
+            return super(App, self).main(args, prog_name, complete_var, False,
+                                         windows_expand_args, **extra)  # fmt: skip
+
+        if not standalone_mode:
+            return run()
+        try:
+            code = run()
+        except typer.Abort:
+            typer.echo("Aborted.", err=True)
+            sys.exit(1)
+        except Exception as exc:  # click's UsageError and kin: typer does not re-export them
+            message = getattr(exc, "format_message", None)
+            if message is None or not hasattr(exc, "exit_code"):
+                raise
+            if type(exc).__name__ != "NoArgsIsHelpError":  # that one has printed the help
+                typer.echo(f"Error: {usage_message(message())}", err=True)
+                ctx = getattr(exc, "ctx", None)
+                if ctx is not None:
+                    typer.echo(f"Try '{ctx.command_path} --help' for help.", err=True)
+            sys.exit(exc.exit_code)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_message(text: str) -> str:
+    """typer's message without the wording of the validation layer under it."""
+    if text.startswith("Got unexpected extra argument"):
+        text += "; a flag such as --resume takes no value"
+    return text.replace("Value error, ", "").replace(
+        "Input should be a valid number, unable to parse string as a number", "not a number"
+    )
+
 
 app = typer.Typer(
+    cls=App,
     help="Learn continuously from a stream, one sample at a time, with SPELA.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # paragraphs reflow to the terminal's width
 )
-
-# ---------------------------------------------------------------- shared options
-
-Source = Annotated[
-    str,
-    typer.Option(
-        "--source",
-        "-s",
-        help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
-        "builtin:mnist, camera:VIDEO or images:DIR (a camera run's own backbone).",
-    ),
-]
-Db = Annotated[
-    Path,
-    typer.Option(help="SQLite file of runs and checkpoints.", envvar="SPELA_DB", dir_okay=False),
-]
-Run = Annotated[str | None, typer.Option(help="Run name (default: a new one, or the latest).")]
-InputFormat = enum.StrEnum(  # type: ignore[misc]
-    "InputFormat", {name: name for name in FORMATS if name != "builtin"}
-)
-Format = Annotated[
-    InputFormat | None,
-    typer.Option("--format", help="Input format, when the file name does not tell."),
-]
-LabelColumn = Annotated[
-    str | None,
-    typer.Option(
-        help="Label column, by name or 0-based index (negative counts from the end); "
-        "default the last. 'none': no label column."
-    ),
-]
-Header = Annotated[
-    bool | None, typer.Option("--header/--no-header", help="CSV/TSV header (default: detect).")
-]
-Features = Annotated[
-    int | None,
-    typer.Option(help="LIBSVM feature count (default: the file's largest index).", min=1),
-]
-Json = Annotated[bool, typer.Option("--json", help="One JSON object per line on stdout.")]
-Threads = Annotated[
-    int, typer.Option(help="Torch CPU threads (1 suits per-sample learning).", min=1)
-]
-Checkpoint = Annotated[int | None, typer.Option(help="Checkpoint id (default: the latest).")]
-
-# ---------------------------------------------------------------- camera and images options
-
-Backbone = Annotated[
-    str | None,
-    typer.Option(
-        help="camera/images: frozen feature extractor, efficientnet-lite0 (ImageNet, 1280-d) or "
-        "none (raw RGB pixels, --size px); default efficientnet-lite0, and a resumed run keeps its "
-        "own.",
-        show_default=False,
-    ),
-]
-Size = Annotated[
-    int | None,
-    typer.Option(
-        help="camera/images: frames resized to SIZE px square (default 112; with none 28).",
-        min=1,
-        show_default=False,
-    ),
-]
-Label = Annotated[
-    str | None,
-    typer.Option(
-        help="camera: teach every frame as this class (record one class per run; "
-        "--resume adds the next). Without a label the run predicts."
-    ),
-]
-Labels = Annotated[
-    Path | None,
-    typer.Option(
-        help="camera: a label per frame of a video: a line per frame, or "
-        "start,end,label ranges (0-based, end exclusive).",
-        dir_okay=False,
-    ),
-]
-LabelPort = Annotated[
-    int | None,
-    typer.Option(
-        help="camera: listen on 127.0.0.1:PORT (0: any free port) for lines NAME "
-        "(teach NAME from now on) and - (stop teaching).",
-        min=0,
-        max=65535,
-    ),
-]
-Fps = Annotated[
-    float | None,
-    typer.Option(
-        help="camera: take at most N frames a second. A video file is otherwise read "
-        "at the learner's pace, every frame, deterministically; with --fps it plays in "
-        "real time and frames the learner cannot keep up with are dropped (counted).",
-        min=0.001,
-    ),
-]
-Changes = Annotated[
-    bool,
-    typer.Option("--changes", help="camera: print a prediction only when it changes."),
-]
-
-# ---------------------------------------------------------------- serving over TCP (cli/serve.py)
-
-Host = Annotated[
-    str | None,
-    typer.Option(
-        help="With --source tcp://: the address to listen on (default: the URL's host, 127.0.0.1).",
-        show_default=False,
-    ),
-]
-Pending = Annotated[
-    int,
-    typer.Option(
-        help="With tcp://: unlabelled samples with an id kept for their late labels; beyond it "
-        "the oldest are dropped (and counted).",
-        min=1,
-    ),
-]
-Columns = Annotated[
-    str | None,
-    typer.Option(
-        help="With tcp://: the service's layout, as header names (a,b,c,label); with --features "
-        "N alone, N numbers and a label. Lines that do not fit are refused. Default: the first "
-        "2 lines of one width set it.",
-        show_default=False,
-    ),
-]
-MaxLine = Annotated[
-    int,
-    typer.Option(
-        help="With tcp://: the longest line taken, in bytes; a longer one gets an error reply.",
-        min=16,
-    ),
-]
 
 
 def _commands() -> ModuleType:
@@ -183,8 +150,28 @@ def _commands() -> ModuleType:
     return commands
 
 
+def version() -> str:
+    """The installed package's version (the source tree's when it is not installed)."""
+    try:
+        return metadata.version("spela-stream")
+    except metadata.PackageNotFoundError:  # pragma: no cover - run from a bare checkout
+        return "unknown (not installed)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"spela-stream {version()}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", metavar="",
+                     callback=_show_version, is_eager=True),
+    ] = False,
+) -> None:  # fmt: skip
     """Learn continuously from a stream, one sample at a time, with SPELA."""
 
 
@@ -223,79 +210,82 @@ def _input(
 
 # ---------------------------------------------------------------- commands
 
+LEARN_SOURCE = (
+    "A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), - for stdin, "
+    "builtin:mnist (the default), camera:N|VIDEO|URL, images:DIR, or tcp://HOST:PORT to serve "
+    "clients (a resumed run: its own source)."
+)
 
-@app.command()
+
+@app.command(cls=Command)
 def learn(
-    source: Annotated[
-        str,
-        typer.Option(
-            "--source",
-            "-s",
-            help="A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), '-' for stdin, "
-            "builtin:mnist, camera (camera:N, camera:VIDEO, camera:URL), images:DIR, or "
-            "tcp://HOST:PORT to serve clients over a socket "
-            "(default: builtin:mnist, or a resumed run's own source).",
-            show_default=False,
-        ),
-    ] = "",
-    db: Db = Path("runs.db"),
-    run: Run = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue the run from its latest checkpoint.")
-    ] = False,
-    checkpoint: Annotated[
-        int | None,
-        typer.Option(help="With --resume: go on from this checkpoint id (default: the latest)."),
-    ] = None,
-    skip: Annotated[
-        int | None,
-        typer.Option(
-            help="With --resume: pass over N records of the source (default: a file the run "
-            "was reading goes on after its last record; stdin, sockets and cameras skip none).",
-            min=0,
-        ),
-    ] = None,
-    hidden: Annotated[
-        str | None, typer.Option(help="Layer widths (default: 1024,1024; camera and images: 1024).")
-    ] = None,
-    lr: Annotated[float | None, typer.Option(help="Local step size (default: 10).")] = None,
-    report: Annotated[
-        str | None, typer.Option(help=f"Reported layer: {', '.join(REPORTS)} (default: last).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of weights and class vectors.")] = None,
-    memory: Annotated[
-        int | None,
-        typer.Option(
-            help="Samples kept in the class-balanced replay memory that keeps old classes "
-            "alive (default: 1000; 0 turns it off).",
-            min=0,
-        ),
-    ] = None,
-    every: Annotated[int, typer.Option(help="A progress row every N samples.", min=1)] = 1000,
-    window: Annotated[int, typer.Option(help="Rolling accuracy window.", min=1)] = 1000,
-    limit: Annotated[
-        int | None, typer.Option(help="Stop when the run has seen N samples.", min=1)
-    ] = None,
-    checkpoint_every: Annotated[
-        int | None, typer.Option(help="Checkpoint every N samples.", min=1)
-    ] = None,
-    checkpoint_seconds: Annotated[
-        float, typer.Option(help="Checkpoint every S seconds (0: only at the end).", min=0)
-    ] = 60.0,
-    keep: Annotated[int, typer.Option(help="Checkpoints kept per run (0: all).", min=0)] = 3,
-    on_error: Annotated[
-        OnError, typer.Option(help="A bad record: stop (raise) or skip it.")
-    ] = OnError.raise_,
-    rejects: Annotated[
-        Path | None, typer.Option(help="With --on-error skip: append bad lines to this file.")
-    ] = None,
+    source: Annotated[str, option(INPUT, LEARN_SOURCE, "--source", "-s", show_default=False)] = "",
     fmt: Format = None,
     label_column: LabelColumn = None,
     header: Header = None,
     features: Features = None,
-    json_out: Json = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress on stderr.")] = False,
+    limit: Annotated[
+        int | None, option(INPUT, "Stop when the run has seen N samples.", min=1)
+    ] = None,
+    on_error: Annotated[OnError, option(INPUT, "A bad record: stop (raise) or skip it.")] = (
+        OnError.raise_
+    ),
+    rejects: Annotated[
+        Path | None,
+        option(
+            INPUT, "With --on-error skip: append bad lines here (and where and why to FILE.where)."
+        ),
+    ] = None,  # fmt: skip
+    hidden: Annotated[
+        str | None, option(MODEL, "Layer widths (default: 1024,1024; camera and images: 1024).")
+    ] = None,
+    lr: Annotated[float | None, option(MODEL, "Local step size (default: 10).")] = None,
+    report: Annotated[
+        str | None, option(MODEL, f"Reported layer: {', '.join(REPORTS)} (default: last).")
+    ] = None,
+    seed: Annotated[int | None, option(MODEL, "Seed of weights and class vectors.")] = None,
+    memory: Annotated[
+        int | None,
+        option(
+            MODEL,
+            "Replay memory in samples, keeps old classes alive (default: 1000; 0: off).",
+            min=0,
+        ),
+    ] = None,  # fmt: skip
     threads: Threads = 1,
+    db: Db = Path("runs.db"),
+    run: Annotated[
+        str | None, option(CHECKPOINTS, "Run name (default: a new one; --resume: the latest).")
+    ] = None,
+    resume: Annotated[
+        bool,
+        option(CHECKPOINTS, "Continue the run from its latest checkpoint.", "--resume", flag=True),
+    ] = False,  # fmt: skip
+    checkpoint: Annotated[
+        int | None, option(CHECKPOINTS, "With --resume: from this checkpoint id (default: latest).")
+    ] = None,
+    skip: Annotated[
+        int | None,
+        option(
+            CHECKPOINTS,
+            "With --resume: pass over N records (default: a file goes on after "
+            "its last record; live sources skip none).",
+            min=0,
+        ),
+    ] = None,  # fmt: skip
+    checkpoint_every: Annotated[
+        int | None, option(CHECKPOINTS, "Checkpoint every N samples.", min=1)
+    ] = None,
+    checkpoint_seconds: Annotated[
+        float, option(CHECKPOINTS, "Checkpoint every S seconds (0: only at the end).", min=0)
+    ] = 60.0,
+    keep: Annotated[int, option(CHECKPOINTS, "Checkpoints kept per run (0: all).", min=0)] = 3,
+    every: Annotated[int, option(OUTPUT, "A progress row every N samples.", min=1)] = 1000,
+    window: Annotated[int, option(OUTPUT, "Rolling accuracy window.", min=1)] = 1000,
+    json_out: Json = False,
+    quiet: Annotated[
+        bool, option(OUTPUT, "No progress on stderr.", "--quiet", "-q", flag=True)
+    ] = False,
     backbone: Backbone = None,
     size: Size = None,
     label: Label = None,
@@ -303,17 +293,17 @@ def learn(
     label_port: LabelPort = None,
     fps: Fps = None,
     changes: Changes = False,
-    host: Host = None,  # serving over TCP
+    host: Host = None,
     pending: Pending = PENDING,
     max_line: MaxLine = MAX_LINE,
     columns: Columns = None,
 ) -> None:
     """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite.
 
-    From a camera or images:DIR, frames pass through a frozen pre-trained image model and a SPELA
-    head learns on its features; frames without a label are predicted (a JSON line each). With
-    --source tcp://HOST:PORT it is a service: each line a client sends (CSV or JSON) is answered
-    with the prediction made before learning from it. See README, Serving over TCP.
+    Frames from a camera or images:DIR pass through a frozen image model and a SPELA head learns
+    on its features; unlabelled frames are predicted (a JSON line each). With --source
+    tcp://HOST:PORT it is a service that answers each line a client sends with the prediction
+    made before learning from it (README: Serving over TCP).
     """
     frames = FrameOptions(backbone, size, label, labels, label_port, fps, changes)
     opts = LearnOptions(
@@ -330,21 +320,21 @@ def learn(
     guarded(_commands().learn, opts)
 
 
-@app.command("eval")
+@app.command("eval", cls=Command)
 def eval_(
     source: Source = "builtin:mnist",
-    db: Db = Path("runs.db"),
-    run: Run = None,
-    checkpoint: Checkpoint = None,
-    limit: Annotated[int | None, typer.Option(help="Score at most N samples.", min=1)] = None,
-    window: Annotated[int, typer.Option(help="Rolling accuracy window.", min=1)] = 1000,
     fmt: Format = None,
     label_column: LabelColumn = None,
     header: Header = None,
     features: Features = None,
+    limit: Annotated[int | None, option(INPUT, "Score at most N samples.", min=1)] = None,
+    labels: Labels = None,
+    db: Db = Path("runs.db"),
+    run: Run = None,
+    checkpoint: Checkpoint = None,
+    window: Annotated[int, option(OUTPUT, "Rolling accuracy window.", min=1)] = 1000,
     json_out: Json = False,
     threads: Threads = 1,
-    labels: Labels = None,
 ) -> None:
     """Score a saved model on a stream without learning: accuracy, kappa, recall, confusion."""
     guarded(
@@ -356,21 +346,21 @@ def eval_(
     )  # fmt: skip
 
 
-@app.command()
+@app.command(cls=Command)
 def predict(
     source: Source = "-",
-    db: Db = Path("runs.db"),
-    run: Run = None,
-    checkpoint: Checkpoint = None,
-    output: Annotated[
-        Output, typer.Option(help="csv (label,confidence,layer) or json lines.")
-    ] = Output.csv,
     fmt: Format = None,
     label_column: LabelColumn = None,
     header: Header = None,
     features: Features = None,
+    db: Db = Path("runs.db"),
+    run: Run = None,
+    checkpoint: Checkpoint = None,
+    output: Annotated[
+        Output, option(OUTPUT, "csv (label,confidence,layer) or json lines.")
+    ] = Output.csv,
     threads: Threads = 1,
-    host: Host = None,  # serving over TCP
+    host: Host = None,
     max_line: MaxLine = MAX_LINE,
     columns: Columns = None,
 ) -> None:
@@ -387,50 +377,82 @@ def predict(
     )  # fmt: skip
 
 
-@app.command()
+@app.command(cls=Command)
 def runs(db: Db = Path("runs.db"), json_out: Json = False) -> None:
     """List the runs in a database: config, samples seen, latest metrics, checkpoints."""
     guarded(listing.list_runs, db, json_out)
 
 
-checkpoints_app = typer.Typer(help="List checkpoints, or verify them (checkpoints verify).")
+checkpoints_app = typer.Typer(
+    cls=App, help="List checkpoints, or verify them (checkpoints verify).",
+    rich_markup_mode="markdown",
+)  # fmt: skip
 app.add_typer(checkpoints_app, name="checkpoints")
+OnlyRun = Annotated[str | None, option(CHECKPOINTS, "Only this run's checkpoints.")]
 
 
 @checkpoints_app.callback(invoke_without_command=True)
 def checkpoints(
-    ctx: typer.Context,
-    db: Db = Path("runs.db"),
-    run: Annotated[str | None, typer.Option(help="Only this run's checkpoints.")] = None,
-    json_out: Json = False,
+    ctx: typer.Context, db: Db = Path("runs.db"), run: OnlyRun = None, json_out: Json = False
 ) -> None:
     """List checkpoints: run, samples, source position, time and size."""
     if ctx.invoked_subcommand is None:
         guarded(listing.list_checkpoints, db, run, json_out)
 
 
-@checkpoints_app.command("verify")
-def checkpoints_verify(
-    db: Db = Path("runs.db"),
-    run: Annotated[str | None, typer.Option(help="Only this run's checkpoints.")] = None,
-) -> None:
+@checkpoints_app.command("verify", cls=Command)
+def checkpoints_verify(db: Db = Path("runs.db"), run: OnlyRun = None) -> None:
     """Check the file (SQLite integrity) and every checkpoint's checksums; exit 1 if damaged."""
     guarded(listing.verify, db, run)
 
 
-@app.command()
+class Axis(enum.StrEnum):
+    """The x axis of a learning curve."""
+
+    auto = "auto"
+    linear = "linear"
+    log = "log"
+
+
+@app.command(cls=Command)
 def plot(
     db: Db = Path("runs.db"),
     run: Run = None,
-    output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write.")] = Path(
+    output: Annotated[Path, option(OUTPUT, "PNG file to write.", "--output", "-o")] = Path(
         "curve.png"
     ),
+    x: Annotated[
+        Axis, option(OUTPUT, "x axis: linear, log, or auto (log when it spans 100x).", "--x")
+    ] = Axis.auto,
+    start: Annotated[int | None, option(OUTPUT, "From sample N.", min=0)] = None,
+    end: Annotated[int | None, option(OUTPUT, "Up to sample N.", min=1)] = None,
+    layers: Annotated[
+        str | None, option(OUTPUT, "Layers to draw, like 0,1 (default: all; none: no layer).")
+    ] = None,
+    classes: Annotated[
+        int, option(OUTPUT, "Per-class curves: the N lowest at the end (0: no panel).", min=0)
+    ] = 10,
 ) -> None:
     """Draw a run's learning curve (cumulative and rolling accuracy per layer, drifts) as PNG."""
-    guarded(listing.plot, db, run, output)
+    view = CurveView(x.value, start, end, _parse_layers(layers), classes)
+    guarded(listing.plot, db, run, output, view)
 
 
-@app.command()
+def _parse_layers(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if value == "none":
+        return ()
+    try:
+        found = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: give layer numbers like 0,1, or none") from None
+    if any(i < 0 for i in found):
+        raise typer.BadParameter(f"{value!r}: layers count from 0")
+    return found
+
+
+@app.command(cls=Command)
 def send(
     path: Annotated[
         str, typer.Argument(help="Lines to send (CSV or JSON lines; .gz too), or - for stdin.")
@@ -448,9 +470,28 @@ def send(
     guarded(serve.send, to, path, window)
 
 
+SIGNAL_EXITS = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+
+
 def main() -> None:
     """Console-script entry point."""
-    app(prog_name="spela-stream")
+    try:
+        app(prog_name="spela-stream")
+    except SystemExit as done:
+        if done.code in SIGNAL_EXITS:
+            _leave_now(int(done.code))
+        raise
+
+
+def _leave_now(code: int) -> NoReturn:
+    """A signal asked to stop, and the command has saved and closed what it had: leave at once.
+    The interpreter's own teardown (collecting torch's objects) took 0.7-2 s more on a loaded
+    machine (tests/test_signal_latency.py), time that a service manager's stop waits for."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken pipe: nothing more to say
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ from storage import CheckpointStore
 from storage.records import RunInfo
 from storage.run import Run
 
-from .learning import finish, open_run, rejects, stream_reports, ticking
+from .learning import finish, made_db, open_run, rejects, stream_reports, ticking
 from .options import FrameOptions, Input, LearnOptions, OnError
-from .output import Progress, report_json
+from .output import Progress, plural, report_json
 
 # Measured (benchmarks/camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0): one
 # layer of 1024 leads the model's default two on backbone features (prequential .902 against
@@ -45,7 +45,7 @@ def wants_frames(opts: LearnOptions) -> bool:
     if is_frame_spec(opts.input.source) or (fo is not None and fo.given()):
         return True
     if opts.resume and not opts.input.source and opts.db.exists():
-        with CheckpointStore(opts.db, create=False) as store:
+        with CheckpointStore(opts.db, create=False, readonly=True) as store:
             latest = store.latest_run() if opts.run is None else store.run(opts.run)
             return latest is not None and "frames" in latest.config
     return False
@@ -118,7 +118,11 @@ def learn(opts: LearnOptions) -> None:
     torch.set_num_threads(1)
     fo = opts.input.frames or FrameOptions()
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
-    with CheckpointStore(opts.db, create=not opts.resume) as store, StopGuard() as guard:
+    with (
+        made_db(opts.db),
+        CheckpointStore(opts.db, create=not opts.resume) as store,
+        StopGuard() as guard,
+    ):
         spec: dict[str, Any] = {}
 
         def frames(run: Run | None) -> dict[str, Any]:  # the backbone: the run's own, or asked
@@ -141,7 +145,7 @@ def learn(opts: LearnOptions) -> None:
                         f"learning {run.source} through {backbone.name} ({backbone.dim} "
                         f"features) into {opts.db} run {run.name!r}"
                     )
-                    before = run.loop.learned
+                    before = (run.loop.samples, run.loop.learned)
                     stream = _announced(ticking(src, run.loop, progress), run.loop,
                                         changes=fo.changes)  # fmt: skip
                     finish(
@@ -185,21 +189,26 @@ def _announced(src: Iterable[Sample], loop: Prequential, *, changes: bool) -> It
 
 def _summary(
     run: Run, src: EmbeddedSource, progress: Progress, opts: LearnOptions,
-    learned_before: int, stopped: str | None,
+    before: tuple[int, int], stopped: str | None,
 ) -> None:  # fmt: skip
-    """The summary row (accuracy on stdout only if frames were learned: else predictions are
-    the product) and the frame counts on stderr."""
+    """The summary and the frame counts. stdout keeps one format: with ``--json`` a summary
+    object; else the accuracy line only when this run learned frames and predicted none (the
+    predictions, JSON lines, are then the product, and the accuracy goes to stderr)."""
     loop = run.loop
     r = loop.report()
+    learned = r.learned - before[1]
+    predicted = r.samples - before[0] - learned
     frames = {"frames_read": src.frames_read, "dropped": src.dropped}
     frames["skipped"] = src.frames.skipped
     if opts.json_out:
         print(json.dumps({**json.loads(report_json(r, kind="summary")), **frames}), flush=True)
-    elif r.learned > learned_before:
-        print(f"accuracy {r.accuracy:.4f} after {r.samples} samples of {run.source}")
+    elif learned and not predicted:
+        print(f"accuracy {r.accuracy:.4f} after {plural(r.samples, 'sample')} of {run.source}")
     why = f"stopped by {stopped}" if stopped else "done"
     progress.log(
-        f"{why}: {r.samples} frames ({r.learned} learned, {r.samples - r.learned} predicted), "
+        f"{why}: {plural(r.samples, 'frame')} ({r.learned} learned, "
+        f"{r.samples - r.learned} predicted), "
+        f"accuracy {r.accuracy:.4f}, "
         f"{src.dropped} dropped (the learner fell behind), {src.frames.skipped} passed over by "
         f"--fps; classes {loop.model.labels}; checkpoint of run {run.name!r} in {opts.db}"
     )

@@ -21,9 +21,9 @@ from storage.session import load_loop
 from storage.store import pick_run
 
 from . import camera, serve
-from .learning import finish, open_run, rejects, stream_reports, summary_line, ticking
+from .learning import finish, made_db, open_run, rejects, stream_reports, summary_line, ticking
 from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions
-from .output import Progress, table
+from .output import Progress, plural, table
 
 # ---------------------------------------------------------------- learn
 
@@ -34,7 +34,11 @@ def learn(opts: LearnOptions) -> None:
         return camera.learn(opts)
     torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
-    with CheckpointStore(opts.db, create=not opts.resume) as store, StopGuard() as guard:
+    with (
+        made_db(opts.db),
+        CheckpointStore(opts.db, create=not opts.resume) as store,
+        StopGuard() as guard,
+    ):
         run = open_run(store, opts, progress, default_source="builtin:mnist")
         run.loop.model.threads = opts.threads  # the model's per-sample calls use --threads too
         if run.source.startswith(TCP):  # a socket service: the same run, checkpoints and exits
@@ -89,7 +93,8 @@ def evaluate(opts: EvalOptions) -> None:
     if opts.json_out:
         print(json.dumps(result))
         return
-    print(f"run {info.name} checkpoint {ck.id} on {opts.input.source}: {loop.samples} samples")
+    on = f"run {info.name} checkpoint {ck.id} on {opts.input.source}"
+    print(f"{on}: {plural(loop.samples, 'sample')}")
     print(
         f"accuracy {result['accuracy']:.4f}  kappa {result['kappa']:.4f}  ece {result['ece']:.4f}"
     )
@@ -109,7 +114,8 @@ def evaluate(opts: EvalOptions) -> None:
         print("\nrecall per class")
         print(table([[c, f"{r:.4f}"] for c, r in recall.items()], ["class", "recall"]))
     print("\nconfusion (rows: truth, columns: prediction)")
-    print(table([[c, *row] for c, row in zip(classes, cm, strict=True)], ["", *map(str, classes)]))
+    rows = [[c, *row] for c, row in zip(classes, cm, strict=True)]
+    print(table(rows, ["truth", *map(str, classes)]))  # a named column: no dashes under nothing
 
 
 def predict(opts: PredictOptions) -> None:

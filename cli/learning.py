@@ -7,6 +7,9 @@ signals) and prints. Nothing here loads torch until a run is made.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import re
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,35 +27,80 @@ from storage.run import Reports, Run
 from storage.store import pick_run as pick
 
 from .options import LearnOptions, OnError
-from .output import Progress, report_json
+from .output import Progress, plural, report_json
+
+
+@contextlib.contextmanager
+def made_db(path: Path) -> Iterator[None]:
+    """Around a command that may create the database at ``path``: if the command fails and the
+    file it made holds no run, the file goes again (a failed first ``learn`` leaves nothing)."""
+    existed = path.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and path.exists():
+            with CheckpointStore(path, create=False) as store:
+                empty = not store.runs()
+            if empty:
+                for extra in ("", "-wal", "-shm", "-journal"):
+                    Path(f"{path}{extra}").unlink(missing_ok=True)
+        raise
 
 
 class Rejects:
-    """Count bad records, append their raw text to a file, and move the loop past them."""
+    """Count bad records, append their raw text to a file, and move the loop past them.
+
+    The file stays replayable (the raw lines, in order); beside it ``FILE.where`` gets one JSON
+    object per line of it, in the same order: where the record was, its line number and field
+    when known, and why it was refused."""
 
     def __init__(self, loop: Prequential, path: Path | None, progress: Progress) -> None:
         self.loop = loop
         self.path = path
         self.progress = progress
         self._fh: TextIO | None = None
+        self._why: TextIO | None = None
 
     def __call__(self, err: BadRecordError) -> None:
         self.loop.reject(err.index, err.where)
         if self.loop.rejected <= 10:
             self.progress.log(f"skipped {err}")
         if self.path is not None and err.raw is not None:
-            if self._fh is None:
+            if self._fh is None or self._why is None:
                 self._fh = self.path.open("a", encoding="utf-8")
+                self._why = where_file(self.path).open("a", encoding="utf-8")
             self._fh.write(err.raw + "\n")
+            self._why.write(json.dumps(rejection(err)) + "\n")
             self._fh.flush()  # a rejected line is data too: on disk before the run goes on
+            self._why.flush()
 
     def __enter__(self) -> Rejects:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        for fh in (self._fh, self._why):
+            if fh is not None:
+                fh.close()
+        self._fh = self._why = None
+
+
+def where_file(rejects: Path) -> Path:
+    """The sidecar of a rejects file: ``bad.csv`` -> ``bad.csv.where``."""
+    return rejects.with_name(rejects.name + ".where")
+
+
+def rejection(err: BadRecordError) -> dict[str, Any]:
+    """Where and why a record was refused: ``where``, ``line`` and ``field`` (1-based, or None
+    when the reader does not say), ``record`` (0-based index in the source), ``reason``."""
+    line = re.search(r"\bline (\d+)$", err.where)
+    field = re.match(r"field (\d+)\b", err.problem)
+    return {
+        "where": err.where,
+        "line": int(line[1]) if line else None,
+        "field": int(field[1]) if field else None,
+        "record": err.index,
+        "reason": err.problem,
+    }
 
 
 def rejects(opts: LearnOptions, run: Run, progress: Progress) -> Rejects:
@@ -108,7 +156,7 @@ def open_run(
             else f"reading {run.source} from its start"
         )
         progress.log(
-            f"resuming run {run.name!r} from checkpoint {ck.id}: {ck.samples} samples, "
+            f"resuming run {run.name!r} from checkpoint {ck.id}: {plural(ck.samples, 'sample')}, "
             f"{ck.where or 'start'} of {ck.source}; {reading}"
         )
         if run.source != ck.source and run.skip:
@@ -153,7 +201,10 @@ def finish(
         raise typer.Exit(stop.exit_code) from None
     except SpelaError:
         progress.close()
-        progress.log(f"checkpointed {run.loop.samples} samples of run {run.name!r}")
+        if run.discarded:
+            progress.log(f"run {run.name!r} removed: it failed before its first record")
+        else:
+            progress.log(f"checkpointed {plural(run.loop.samples, 'sample')} of run {run.name!r}")
         raise
     progress.close()
     summary(None)
@@ -165,10 +216,10 @@ def summary_line(run: Run, opts: LearnOptions, progress: Progress, stopped: str 
     if opts.json_out:
         print(report_json(r, kind="summary"), flush=True)
     else:
-        print(f"accuracy {r.accuracy:.4f} after {r.samples} samples of {run.source}")
+        print(f"accuracy {r.accuracy:.4f} after {plural(r.samples, 'sample')} of {run.source}")
     why = f"stopped by {stopped}" if stopped else "done"
     progress.log(
-        f"{why}: {r.samples} samples ({r.learned} learned, {r.rejected} rejected), kappa "
+        f"{why}: {plural(r.samples, 'sample')} ({r.learned} learned, {r.rejected} rejected), kappa "
         f"{r.kappa:.4f}, layers {' '.join(f'{a:.4f}' for a in r.layer_accuracy)}, "
-        f"{r.drifts} drift(s); checkpoint of run {run.name!r} in {opts.db}"
+        f"{plural(r.drifts, 'drift')}; checkpoint of run {run.name!r} in {opts.db}"
     )

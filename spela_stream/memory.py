@@ -11,6 +11,13 @@ class keeps about ``budget / classes`` samples and within a class the memory is 
 its stream. Inputs are stored raw (float32) so that a replay is standardised with the model's
 current statistics; a feature a sample lacked is stored as NaN (standardised to 0 at replay).
 
+The memory also tracks which classes the stream has stopped showing: each class's share of the
+recent stream (a moving average over about the last ``1 / (1 - RECENT_DECAY)`` = 100 samples)
+against its share of everything seen. ``shortfall()`` is the long-run share minus the recent one,
+clipped at zero: near zero for every class of an i.i.d. stream, the whole share of a class that
+has not come back since later classes arrived. The model rehearses in proportion to it, so old
+classes are rehearsed and a stream whose classes keep coming is barely replayed at all.
+
 >>> mem = ReplayMemory(budget=4, n_features=2, seed=0)
 >>> for i in range(10):
 ...     mem.add(np.array([i, i], dtype=np.float32), i % 2)
@@ -25,6 +32,7 @@ import numpy as np
 from .errors import ModelError
 
 _MASK64 = (1 << 64) - 1
+RECENT_DECAY = 0.99  # the recent class shares average about the last 100 samples
 
 
 def _rng_to_array(rng: np.random.Generator) -> np.ndarray:
@@ -59,6 +67,8 @@ class ReplayMemory:
         self.y = np.full(self.budget, -1, dtype=np.int64)  # (budget,) class index, -1 empty
         self.size = 0
         self.seen = np.zeros(0, dtype=np.int64)  # (C,) samples of each class seen so far
+        self.recent = np.zeros(0)  # (C,) moving average of the one-hot labels (not bias-corrected)
+        self.recent_weight = 0.0  # the weight that average has had: 1 - RECENT_DECAY**seen
         self.pending = 0  # new samples learned since the last replay
         self.rng = np.random.default_rng(seed)
 
@@ -76,7 +86,11 @@ class ReplayMemory:
             return
         if k >= len(self.seen):
             self.seen = np.concatenate([self.seen, np.zeros(k + 1 - len(self.seen), np.int64)])
+            self.recent = np.concatenate([self.recent, np.zeros(k + 1 - len(self.recent))])
         self.seen[k] += 1
+        self.recent *= RECENT_DECAY
+        self.recent[k] += 1.0 - RECENT_DECAY
+        self.recent_weight = self.recent_weight * RECENT_DECAY + (1.0 - RECENT_DECAY)
         if self.size < self.budget:
             self.x[self.size] = x
             self.y[self.size] = k
@@ -104,14 +118,41 @@ class ReplayMemory:
         self.x = np.concatenate([self.x, pad], axis=1)
         self.n_features += k
 
-    def sample(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """``n`` stored samples drawn uniformly with replacement: raw x (n, d), class index (n,)."""
-        idx = self.rng.integers(self.size, size=n)
+    def shortfall(self) -> np.ndarray:
+        """Per class, its share of all samples seen minus its recent share, clipped at 0 (C,)."""
+        if self.recent_weight == 0.0:
+            return np.zeros(len(self.seen))
+        out: np.ndarray = np.maximum(
+            self.seen / self.seen.sum() - self.recent / self.recent_weight, 0.0
+        )
+        return out
+
+    def sample(self, n: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` stored samples, with replacement: raw x (n, d), class index (n,).
+
+        Uniformly over the memory; with ``weights`` (C,) a class is drawn with probability
+        proportional to its weight (classes with nothing stored are skipped), then one of its
+        stored samples uniformly. Empty when no weighted class has a stored sample.
+        """
+        if weights is None:
+            idx = self.rng.integers(self.size, size=n)
+            return self.x[idx], self.y[idx]
+        y = self.y[: self.size]
+        w = np.zeros(len(weights))
+        stored = self.class_counts()[: len(w)]
+        w[: len(stored)] = np.where(stored > 0, weights[: len(stored)], 0.0)
+        if not w.sum() > 0:
+            return self.x[:0], self.y[:0]
+        picks = self.rng.choice(len(w), size=n, p=w / w.sum())
+        idx = np.empty(n, dtype=np.int64)
+        for i, c in enumerate(picks.tolist()):
+            slots = np.flatnonzero(y == c)
+            idx[i] = slots[int(self.rng.integers(len(slots)))]
         return self.x[idx], self.y[idx]
 
     def nbytes(self) -> int:
         """Bytes the memory holds (its arrays, allocated up front)."""
-        return int(self.x.nbytes + self.y.nbytes + self.seen.nbytes)
+        return int(self.x.nbytes + self.y.nbytes + self.seen.nbytes + self.recent.nbytes)
 
     def state(self) -> dict[str, np.ndarray]:
         """The memory as arrays: only the filled rows, counts and the RNG's exact state."""
@@ -119,6 +160,8 @@ class ReplayMemory:
             "x": self.x[: self.size].copy(),
             "y": self.y[: self.size].copy(),
             "seen": self.seen.copy(),
+            "recent": self.recent.copy(),
+            "recent_weight": np.asarray(self.recent_weight, dtype=np.float64),
             "pending": np.asarray(self.pending, dtype=np.int64),
             "rng": _rng_to_array(self.rng),
         }
@@ -138,6 +181,17 @@ class ReplayMemory:
         mem.x[: mem.size] = x
         mem.y[: mem.size] = y
         mem.seen = np.asarray(state["seen"], dtype=np.int64).copy()
+        if "recent" in state:
+            mem.recent = np.asarray(state["recent"], dtype=np.float64).copy()
+            mem.recent_weight = float(state["recent_weight"])
+        else:  # saved before the memory tracked recent shares: recent = long-run, no shortfall
+            total = max(int(mem.seen.sum()), 1)
+            mem.recent = mem.seen / total
+            mem.recent_weight = 1.0
+        if mem.recent.shape != mem.seen.shape:
+            raise ModelError(
+                f"memory.recent holds {mem.recent.shape} class shares for {mem.seen.shape} classes"
+            )
         mem.pending = int(state["pending"])
         mem.rng = _rng_from_array(state["rng"])
         return mem

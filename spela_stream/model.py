@@ -124,9 +124,11 @@ class SpelaMLP(base.Classifier):
         Raw samples kept in a class-balanced replay memory (0 turns it off). Old classes are
         rehearsed from it, so a class learned early is not forgotten when later ones arrive.
     replay, replay_every
-        After every ``replay_every`` learned samples, ``replay`` times as many stored samples are
-        learned again in one micro-batch (a replay changes the layers only: not the input
-        statistics, not ``n_learned``).
+        After every ``replay_every`` learned samples, stored samples are learned again in one
+        micro-batch: of the classes the recent stream has stopped showing (each class's
+        long-run share minus its share of about the last 100 samples), ``replay`` per learned
+        sample when the recent stream shows one class of several, none when every class keeps
+        coming. A replay changes the layers only: not the input statistics, not ``n_learned``.
     device, dtype
         Torch device ("cpu", "cuda", ...) and "float32" or "float64".
     threads
@@ -449,10 +451,19 @@ class SpelaMLP(base.Classifier):
         mem.pending += len(ks)
         if mem.pending < self.replay_every:
             return
-        n = int(round(self.replay * mem.pending))
+        # Rehearse what the stream has stopped showing: the classes' shortfall (long-run share
+        # minus recent share) sets both how many replays and which classes. Scaled so that a
+        # recent stream of one class among C replays ``replay`` per sample (at most twice that);
+        # an i.i.d. stream, where every class keeps coming, is barely replayed.
+        shortfall = mem.shortfall()
+        n_classes = len(shortfall)
+        share = float(shortfall.sum()) / (1.0 - 1.0 / n_classes) if n_classes > 1 else 0.0
+        n = int(round(self.replay * mem.pending * share))
         mem.pending = 0
         if n > 0:
-            self._rehearse(*mem.sample(n))
+            raw, classes = mem.sample(n, shortfall)
+            if len(classes):
+                self._rehearse(raw, classes)
 
     def _rehearse(self, raw: np.ndarray, ks: np.ndarray) -> None:
         """Learn stored samples again: the layers update; input statistics and counts do not."""

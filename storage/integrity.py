@@ -108,12 +108,12 @@ def read_checked(conn: sqlite3.Connection, run: str, cid: int, label: str) -> Ch
 
 
 def quick_check(conn: sqlite3.Connection) -> list[str]:
-    """SQLite's ``quick_check`` complaints (empty when sound); one line if it cannot finish."""
+    """SQLite's ``quick_check`` complaints, one sentence each; empty when it finds none."""
     try:
         found = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
     except sqlite3.DatabaseError as exc:
-        return [f"quick_check stopped: {describe(exc)}"]
-    return [] if found == ["ok"] else found
+        return [f"SQLite quick_check stopped at a page it cannot read: {describe(exc)}"]
+    return [] if found == ["ok"] else [f"SQLite quick_check: {line}" for line in found]
 
 
 def verify_database(conn: sqlite3.Connection, label: str, run: str | None) -> VerifyReport:
@@ -125,14 +125,14 @@ def verify_database(conn: sqlite3.Connection, label: str, run: str | None) -> Ve
     """
     try:
         found = [str(r[0]) for r in conn.execute("PRAGMA integrity_check")]
+        integrity = [] if found == ["ok"] else [f"SQLite integrity_check: {x}" for x in found]
     except sqlite3.DatabaseError as exc:
-        found = [f"integrity_check stopped: {describe(exc)}"]
-    integrity = [] if found == ["ok"] else found
+        integrity = [f"SQLite integrity_check stopped at a page it cannot read: {describe(exc)}"]
     if run is not None:
         try:
             known = conn.execute("SELECT 1 FROM runs WHERE name = ?", (run,)).fetchone()
         except sqlite3.DatabaseError as exc:
-            integrity.append(f"the runs table cannot be read ({describe(exc)})")
+            integrity.append(f"SQLite cannot read the runs table: {describe(exc)}")
             known = (1,)
         if known is None:
             raise CheckpointError(
@@ -150,8 +150,9 @@ def verify_database(conn: sqlite3.Connection, label: str, run: str | None) -> Ve
         for row in cursor:  # one at a time: the rows before a garbled page are still checked
             rows.append((int(row[0]), str(row[1]), row[2]))
     except sqlite3.Error as exc:
-        integrity.append(f"the checkpoints table cannot be read past {len(rows)} rows "
-                         f"({describe(exc)})")  # fmt: skip
+        integrity.append(
+            f"SQLite cannot read the checkpoints table past row {len(rows)}: {describe(exc)}"
+        )
     notes: list[str] = []
     for cid, owner, _ in rows:
         try:

@@ -37,6 +37,7 @@ from spela_stream.sources.resume import FileMarker, file_of, resume_skip
 from spela_stream.stopping import StopGuard
 
 from .records import CheckpointInfo
+from .session import rebuild_loop
 from .store import CheckpointStore
 from .store import pick_run as pick
 
@@ -84,6 +85,8 @@ class Run:
         self.checkpoint: int | None = None if saved is None else saved.id
         self._name = name
         self._exists = exists
+        self._made = False  # created in the store by this Run (not there before)
+        self.discarded = False  # a new run that failed before any record: removed again
         self._guard: StopGuard | None = None
         self._saved_at = self._state() if saved is not None else None
         self._marker: FileMarker | None = None
@@ -144,9 +147,8 @@ class Run:
         ck = store.load(info.name, checkpoint)
         for note in getattr(ck, "damaged", []):
             log(f"warning: {note}")
-        if ck.metrics is None:
-            raise CheckpointError(f"checkpoint {ck.info.id} of run {info.name!r} has no loop state")
-        loop = Prequential.resumed(SpelaMLP.from_state(ck.state), ck.metrics)
+        loop = rebuild_loop(ck, f"checkpoint {ck.info.id} of run {info.name!r} in {store.path}")
+        assert ck.metrics is not None  # rebuild_loop refuses a checkpoint without loop state
         spec = source or ck.info.source
         if skip is None:
             mark = ck.metrics.get(MARK_KEY)
@@ -161,7 +163,7 @@ class Run:
         """Write the run to the store (once); returns its name."""
         if not self._exists:
             self._name = self.store.create_run(self._name, self.config, self.source)
-            self._exists = True
+            self._exists = self._made = True
         return self.name
 
     # ------------------------------------------------------------------ learning
@@ -205,7 +207,14 @@ class Run:
                 for report in reports(policy, g):
                     if on_report is not None:
                         on_report(report)
-            except (Interrupted, SpelaError, BrokenPipeError):
+            except SpelaError:
+                if self._made and self._state() == (0, 0, 0, 0):  # a new run, nothing read
+                    self.store.delete_run(self.name)
+                    self.discarded = True
+                else:
+                    self.save_changes()  # everything learned before it is kept
+                raise
+            except (Interrupted, BrokenPipeError):
                 self.save_changes()  # everything learned before it is kept
                 raise
             self.save()

@@ -12,7 +12,7 @@ from spela_stream.errors import CheckpointError, SpelaError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import Prequential
 
-from .records import CheckpointInfo, RunInfo
+from .records import Checkpoint, CheckpointInfo, RunInfo
 from .store import CheckpointStore
 
 
@@ -58,14 +58,19 @@ def load_loop(
             "(it stopped before its first one; learn it again under another --run)"
         )
     ck = store.load(run.name, checkpoint)
-    what = f"checkpoint {ck.info.id} of run {run.name!r} in {store.path}"
+    return rebuild_loop(ck, f"checkpoint {ck.info.id} of run {run.name!r} in {store.path}",
+                        learn=learn), ck.info  # fmt: skip
+
+
+def rebuild_loop(ck: Checkpoint, what: str, *, learn: bool = True) -> Prequential:
+    """The model and loop a loaded checkpoint holds; a CheckpointError naming ``what`` when its
+    state cannot be used (no loop state, keys missing, duplicate labels)."""
     if ck.metrics is None:
         raise CheckpointError(f"{what} has no loop state")
     try:
         model = SpelaMLP.from_state(ck.state)
-        loop = Prequential.resumed(model, ck.metrics, learn=learn)
+        return Prequential.resumed(model, ck.metrics, learn=learn)
     except (SpelaError, KeyError, TypeError, ValueError) as exc:  # a state this code cannot use
         why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
         msg = f"{what} cannot be resumed: its state is incomplete ({why})"
         raise CheckpointError(msg) from None
-    return loop, ck.info

@@ -172,6 +172,12 @@ class CheckpointStore:
             )
         return name
 
+    def delete_run(self, name: str) -> None:
+        """Remove a run with its checkpoints, tensors and history (foreign keys cascade)."""
+        with self._transaction("deleting a run", write=True) as conn:
+            self._require_run(conn, name)
+            conn.execute("DELETE FROM runs WHERE name = ?", (name,))
+
     def run(self, name: str) -> RunInfo:
         """The run called ``name``; CheckpointError listing the runs there are if none is."""
         with self._transaction("reading a run") as conn:
@@ -345,7 +351,7 @@ class CheckpointStore:
             found = quick_check(conn)
         if found:
             more = f"; and {len(found) - 1} more" if len(found) > 1 else ""
-            raise damaged(self._label, f"SQLite's quick_check: {found[0]}{more}")
+            raise damaged(self._label, found[0] + more)
 
     # -- the writer lease -------------------------------------------------------------------
 
@@ -435,7 +441,7 @@ def verify_file(path: str | Path, run: str | None = None) -> VerifyReport:
     try:
         store = CheckpointStore(path, create=False, readonly=True)
     except DatabaseDamagedError as exc:
-        why = [f"SQLite cannot read it ({exc.why})"]
+        why = [f"SQLite cannot open the file: {exc.why}"]
         return VerifyReport(str(path), why, 0, 0, [], [], readable=False)
     with store:
         return store.verify(run)

@@ -84,7 +84,7 @@ def test_raw_pixels_downscale_rgb() -> None:
 def test_bad_backbone_options_are_clear_errors() -> None:
     with pytest.raises(ConfigError, match="unknown backbone 'resnet'.*efficientnet-lite0, none"):
         make_backbone("resnet")
-    with pytest.raises(ConfigError, match="--size 8 for backbone efficientnet-lite0: use 32"):
+    with pytest.raises(ConfigError, match="`size` 8 for backbone efficientnet-lite0: use 32"):
         make_backbone("efficientnet-lite0", size=8)
     with pytest.raises(SourceError, match="must be \\(H, W, 3\\) uint8"):
         make_backbone("none", size=4).embed([np.zeros((4, 4), np.uint8)])

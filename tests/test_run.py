@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from spela_stream.datasets import iter_mnist
-from spela_stream.errors import InputError
+from spela_stream.errors import CheckpointError, InputError
 from spela_stream.model import SpelaMLP
 from spela_stream.stopping import Interrupted, StopGuard
 from storage import CheckpointStore
@@ -62,3 +62,28 @@ def test_a_failed_resume_keeps_the_recorded_source(tmp_path: Path) -> None:
             run.learn([([1.0, 2.0], 1)])
         ck = store.load("w").info
         assert (ck.source, ck.samples, store.run("w").checkpoints) == ("a.csv", 20, 1)
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [({"metrics": {}}, r"incomplete \(missing 'metrics'\)"), ({"labels": True}, "labels")],
+)
+def test_resume_refuses_a_checkpoint_it_cannot_use(
+    tmp_path: Path, change: dict[str, Any], why: str
+) -> None:
+    # Found by benchmarks/reliability.py: metrics JSON {} (checksum intact) gave a KeyError
+    # traceback from `learn --resume`, which went past load_loop's checks.
+    with CheckpointStore(tmp_path / "r.db") as store:
+        run = Run.start(store, SpelaMLP(hidden=(8,), seed=0), "builtin:mnist", name="w",
+                        checkpoint_seconds=None)  # fmt: skip
+        run.learn(iter_mnist(60), every=30)
+        ck = store.load("w")
+        state, metrics = dict(ck.state), ck.metrics
+        if "metrics" in change:
+            metrics = change["metrics"]
+        else:
+            state["labels"] = [state["labels"][0]] * 2  # a duplicate label list
+        store.save("w", state=state, samples=60, source="builtin:mnist", position=60,
+                   where="@60", metrics=metrics)  # fmt: skip
+        with pytest.raises(CheckpointError, match=f"of run 'w' in .*cannot be resumed.*{why}"):
+            Run.resume(store, "w")

@@ -24,6 +24,7 @@ from spela_stream.errors import ConfigError, SourceError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import CheckpointPolicy, Prequential, Report
 from spela_stream.service import Service
+from spela_stream.sources.base import Sample
 from spela_stream.sources.layout import Layout
 from spela_stream.sources.records import Control, HeaderLine, LateLabel, LineParser
 from spela_stream.sources.tcp import LineServer, parse_url
@@ -274,7 +275,7 @@ def test_bad_lines_are_answered_and_counted_while_other_clients_go_on(blobs: Any
     port = b.sock.getsockname()[1]
     assert errors[1] == (
         f"client 127.0.0.1:{port} line 2: field 3 is 'oops', not a number (features must be "
-        "numeric; if this column is the label, pass --label-column 2); the layout confirmed by "
+        "numeric; if this column is the label, pass `label_column` 2); the layout confirmed by "
         "the first lines: 6 features, then the label"
     )
     assert errors[2] is not None and errors[2].startswith(
@@ -726,3 +727,30 @@ def test_lines_held_when_a_limit_ends_the_service_are_refused_not_learned(blobs:
     assert loop.samples == 0 and loop.rejected == 2 and loop.model.n_features is None
     why = "the service stopped before a layout was confirmed (3 lines of one width confirm it"
     assert len(refused) == 2 and all(why in r for r in refused)
+
+
+def test_a_stray_first_line_is_held_then_refused_and_the_model_is_the_good_lines(
+    blobs: Any,
+) -> None:
+    """``1,2`` first from one client, then proper lines from another: the stray line is held,
+    the proper ones confirm their layout, and the model ends bit-identical to one that learned
+    only the proper lines (the held one of them learned first, as it came)."""
+    X, y = blobs(n=60)
+    good = csv_lines(X, y)
+    loop = Prequential(model())
+    with serving(loop) as running:
+        stray_client, client = Client(running.server), Client(running.server)
+        (stray,) = stray_client.ask("1,2")
+        replies = client.ask(*good)
+        running.stop()
+    assert stray["held"] is True and stray["learned"] is False
+    assert replies[0]["held"] is True and all(r["learned"] is True for r in replies[1:])
+    assert loop.model.n_features == 6 and loop.samples == loop.learned == 60
+    assert loop.rejected == 1 and running.service.counts.errors == 1
+    reference, parser = Prequential(model()), LineParser()
+    for i, line in enumerate(good):  # the lines as sent (6 significant digits)
+        sample = parser.parse(line.encode(), i, "")
+        assert isinstance(sample, Sample)
+        reference.step(sample.x, sample.y)
+    assert loop.metrics.reported.accuracy == reference.metrics.reported.accuracy
+    assert states_equal_arrays(reference.model.state_dict(), loop.model.state_dict())

@@ -181,7 +181,7 @@ def test_label_column_by_name_and_index(
     path = write(tmp_path, "d.csv", b"a,b,y\n1,2,x\n")
     samples, bad, src = read(path, label_column=label_column)
     if names is None:  # the text column "y" is now a feature
-        assert bad and "not a number" in str(bad[0]) and "--label-column y" in str(bad[0])
+        assert bad and "not a number" in str(bad[0]) and "`label_column` y" in str(bad[0])
         return
     assert rows(samples) == [expected] and src.feature_names == names
 
@@ -203,9 +203,9 @@ def test_label_column_first_for_arff_and_flat_jsonl(tmp_path: Path) -> None:
     ("content", "label_column", "message"),
     [
         (b"1,2,3\n", "price", "is a column name, but"),
-        (b"a,b\n1,2\n", "c", "no column named 'c' for --label-column (columns: 'a', 'b')"),
-        (b"1,2,3\n", 3, "--label-column 3 is out of range for 3 columns (use 0..2, or -1"),
-        (b"1,2,3\n", -4, "--label-column -4 is out of range"),
+        (b"a,b\n1,2\n", "c", "no column named 'c' for `label_column` (columns: 'a', 'b')"),
+        (b"1,2,3\n", 3, "`label_column` 3 is out of range for 3 columns (use 0..2, or -1"),
+        (b"1,2,3\n", -4, "`label_column` -4 is out of range"),
     ],
 )
 def test_bad_label_column_fails_at_open(
@@ -242,13 +242,13 @@ def test_unlabelled_records_have_y_none(tmp_path: Path, name: str, content: byte
 # --- bad records: exact where, a fix in the message ----------------------------------------
 
 BAD_CASES = [
-    ("data.csv", b"1,2,3\n\n1,2\n", 3, "2 fields, expected 3 (is --label-column right?)"),
+    ("data.csv", b"1,2,3\n\n1,2\n", 3, "2 fields, expected 3 (is `label_column` right?)"),
     (
         "data.csv",
         b"a,price,y\n1,abc,0\n",
         2,
         "field 2 ('price') is 'abc', not a number (features must be numeric; "
-        "if this column is the label, pass --label-column price)",
+        "if this column is the label, pass `label_column` price)",
     ),
     ("data.csv", b"1,2,3\n1,nan,3\n", 2, "NaN in field 2 (fill in or drop missing values"),
     ("data.csv", b"1,2,3\n1,-inf,3\n", 2, "infinity in field 2"),
@@ -331,7 +331,7 @@ def test_libsvm_index_beyond_the_given_width(tmp_path: Path) -> None:
     samples, bad, src = read(path, n_features=3)
     assert rows(samples) == [([1, 0, 0], 1)]
     assert (
-        str(bad[0]) == f"{path} line 2: index 5 is beyond the width 3 (pass a larger --n-features)"
+        str(bad[0]) == f"{path} line 2: index 5 is beyond the width 3 (pass a larger `n_features`)"
     )
     assert len(read(path)[0][1].x) == 5  # pre-scanned width
 
@@ -462,7 +462,7 @@ def test_open_errors_for_files(tmp_path: Path) -> None:
         with pytest.raises(SourceError) as info:
             open_source(str(path))
         assert str(info.value).startswith(f"{path}") and message in str(info.value), path
-    with pytest.raises(SourceError, match="no key 'z' for --label-column"):
+    with pytest.raises(SourceError, match="no key 'z' for `label_column`"):
         open_source(str(write(tmp_path, "k.jsonl", b'{"a": 1}\n')), label_column="z")
 
 

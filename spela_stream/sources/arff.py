@@ -116,7 +116,7 @@ def read_header(lines: Lines) -> list[Attribute]:
         else:
             raise SourceError(
                 f"{where}: expected @relation, @attribute or @data in the ARFF header, got "
-                f"{stripped[:40]!r} (is this an ARFF file? pass --format otherwise)"
+                f"{stripped[:40]!r} (is this an ARFF file? pass `fmt` otherwise)"
             )
     raise SourceError(f"{lines.name}: the ARFF header has no @data line (is the file cut short?)")
 
@@ -143,7 +143,7 @@ class ArffSource(TextLineSource):
             if attr.kind not in ("numeric", "nominal"):
                 raise SourceError(
                     f"{self.name}: attribute {attr.name!r} is {attr.kind}, which cannot be a "
-                    "feature (drop it from the file, or make it the --label-column)"
+                    "feature (drop it from the file, or make it the `label_column`)"
                 )
         self._codes = [
             {v: float(k) for k, v in enumerate(a.values)} if a.kind == "nominal" else None

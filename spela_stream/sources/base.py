@@ -137,18 +137,18 @@ def resolve_column(
         if not INT_LITERAL.fullmatch(label_column.strip()):
             if names is None:
                 raise SourceError(
-                    f"{name}: --label-column {label_column!r} is a column name, but {name} has "
+                    f"{name}: `label_column` {label_column!r} is a column name, but {name} has "
                     "no header naming its columns; give a 0-based index instead (-1 = last)"
                 )
             shown = ", ".join(repr(n) for n in names[:12]) + (", ..." if len(names) > 12 else "")
             raise SourceError(
-                f"{name}: no column named {label_column!r} for --label-column (columns: {shown})"
+                f"{name}: no column named {label_column!r} for `label_column` (columns: {shown})"
             )
         label_column = int(label_column)
     i = label_column + width if label_column < 0 else label_column
     if not 0 <= i < width:
         raise SourceError(
-            f"{name}: --label-column {label_column} is out of range for {width} columns "
+            f"{name}: `label_column` {label_column} is out of range for {width} columns "
             f"(use 0..{width - 1}, or -1 for the last)"
         )
     return i

@@ -97,7 +97,7 @@ class CameraStream(FrameStream):
         queue: int | None = None,
     ) -> None:
         if fps is not None and not fps > 0:
-            raise SourceError(f"{name}: --fps must be a positive rate, got {fps}")
+            raise SourceError(f"{name}: `fps` must be a positive rate, got {fps}")
         self.name = name
         self.live = live
         self.fps = fps

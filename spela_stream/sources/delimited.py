@@ -93,9 +93,11 @@ class DelimitedSource(LineSource):
         skip: int,
         on_error: OnError | None,
         n_features: int | None = None,
+        header_only: bool = False,
     ) -> None:
         """``n_features``, when known (a trained model's width), lets a record of exactly that
-        many fields and no ``label_column`` be read as unlabelled (input to predict)."""
+        many fields and no ``label_column`` be read as unlabelled (input to predict);
+        ``header_only`` takes a lone header line (a layout given up front) as no error."""
         super().__init__(lines, fmt, skip=skip, on_error=on_error)
         self._sep = "," if fmt == "csv" else "\t"
         self._sepb = self._sep.encode()
@@ -114,7 +116,11 @@ class DelimitedSource(LineSource):
         if self.width == 1:
             raise SourceError(
                 f"{self.name}: the first line has 1 field, so no features beside the label (is the "
-                f"delimiter right? {fmt} splits on {self._sep!r}; pass --format to choose)"
+                f"delimiter right? {fmt} splits on {self._sep!r}; pass `fmt` to choose)"
+            )
+        if header and not header_only and lines.peek_content(0) is None:  # as an empty file is
+            raise SourceError(
+                f"{self.name}: no records (only a header line; give a stream with data)"
             )
         unlabelled = (is_no_label(label_column) and "none" not in (self.columns or [])) or (
             label_column is None and n_features is not None and self.width == n_features
@@ -190,7 +196,7 @@ class DelimitedSource(LineSource):
         text = raw.decode("utf-8")
         fields = split_fields(text, self._sep)
         if len(fields) != self.width:
-            count = f"{len(fields)} fields, expected {self.width} (is --label-column right?)"
+            count = f"{len(fields)} fields, expected {self.width} (is `label_column` right?)"
             return BadRecordError(where, count, index=index, raw=text)
         label = fields.pop(self._label) if self._label < self.width else None
         values: list[float] = []
@@ -220,7 +226,7 @@ class DelimitedSource(LineSource):
         column = self.columns[j] if self.columns is not None else j
         return (
             f"{self._describe(i)} is {field.strip()[:40]!r}, not a number (features must be "
-            f"numeric; if this column is the label, pass --label-column {column})"
+            f"numeric; if this column is the label, pass `label_column` {column})"
         )
 
 

@@ -78,7 +78,7 @@ def open_frame_stream(spec: str, *, fps: float | None = None, skip: int = 0) -> 
 
     if spec.startswith("images:"):
         if fps is not None:
-            raise SourceError(f"{spec}: --fps samples a video or camera, not a folder of images")
+            raise SourceError(f"{spec}: `fps` samples a video or camera, not a folder of images")
         return ImageFolder(Path(spec.removeprefix("images:")), skip=skip)
     if not is_frame_spec(spec):
         raise SourceError(f"{spec}: not a camera or images source (camera:N, camera:PATH, ...)")

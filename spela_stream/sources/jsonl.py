@@ -82,7 +82,7 @@ class JsonLinesSource(TextLineSource):
         super().__init__(lines, "jsonl", skip=skip, on_error=on_error)
         if label_column is not None and not isinstance(label_column, str):
             raise SourceError(
-                f"{self.name}: --label-column for JSON lines is a key name, not an index "
+                f"{self.name}: `label_column` for JSON lines is a key name, not an index "
                 f"({label_column!r}); the label key defaults to y, label or class"
             )
         self._label_column = label_column
@@ -111,7 +111,7 @@ class JsonLinesSource(TextLineSource):
                 keys = ", ".join(repr(k) for k in list(obj)[:12])
                 raise SourceError(
                     f"{self.name}: the first record has no key {self._label_column!r} for "
-                    f"--label-column (keys: {keys})"
+                    f"`label_column` (keys: {keys})"
                 )
             self._label_key = self._label_column
         else:

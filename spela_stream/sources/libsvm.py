@@ -52,7 +52,7 @@ class LibsvmSource(TextLineSource):
         if n_features < 1:
             raise SourceError(
                 f"{self.name}: no feature index found, so the width is unknown "
-                "(pass --n-features, or check that the lines read 'label index:value ...')"
+                "(pass `n_features`, or check that the lines read 'label index:value ...')"
             )
         self.width = n_features
 
@@ -84,7 +84,7 @@ class LibsvmSource(TextLineSource):
                 raise RecordProblem("index 0; LIBSVM indices start at 1")
             if k > self.width:
                 raise RecordProblem(
-                    f"index {k} is beyond the width {self.width} (pass a larger --n-features)"
+                    f"index {k} is beyond the width {self.width} (pass a larger `n_features`)"
                 )
             if k in seen:
                 raise RecordProblem(f"index {k} appears twice")

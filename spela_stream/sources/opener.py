@@ -105,7 +105,7 @@ def open_source(
         if not spec.startswith("builtin:") or fmt not in (None, "builtin"):
             raise SourceError(
                 f"{spec}: format 'builtin' goes only with builtin:NAME streams, which need no "
-                "--format (drop it)"
+                "`fmt` (drop it)"
             )
         return open_builtin(spec, skip=skip, on_error=on_error)
     if spec == "-":
@@ -169,7 +169,7 @@ def _open_text(
             text = decode(first[1])
             if text is None or "\0" in text:
                 raise SourceError(
-                    f"{name}: cannot tell the format, the first line is not text (pass --format, "
+                    f"{name}: cannot tell the format, the first line is not text (pass `fmt`, "
                     "or name the file .csv, .jsonl, .arff, .libsvm, .npy, .npz or .idx)"
                 )
             kind = sniff_line(text)
@@ -196,7 +196,7 @@ def _prescan(path: Path | None, name: str) -> int:
     """The width of a LIBSVM file: its largest index, found by a first pass."""
     if path is None:
         raise SourceError(
-            f"{name}: LIBSVM from stdin needs its width up front (pass --n-features); "
+            f"{name}: LIBSVM from stdin needs its width up front (pass `n_features`); "
             "stdin cannot be read twice to find the largest index"
         )
     handle = open_binary(path, name)

@@ -123,7 +123,7 @@ def resume_skip(
     if carries_new_data(spec):
         return 0, (
             f"{spec} carries new data: learning all of it (the {position} records read before "
-            "are not skipped; --skip N passes over N records)"
+            "are not skipped; `skip` N passes over N records)"
         )
     path = file_of(spec)
     if path is None:  # builtin streams and image folders: the same spec reads the same records
@@ -138,5 +138,5 @@ def resume_skip(
         return position, None
     return 0, (
         f"{spec} is not the file the run read {position} records of (its bytes up to there "
-        "differ): learning it from its beginning (--skip N passes over N records)"
+        "differ): learning it from its beginning (`skip` N passes over N records)"
     )
