@@ -22,6 +22,7 @@ from spela_stream.sources.textio import open_binary, text_lines
 from spela_stream.stopping import StopGuard
 
 from .options import Input, LearnOptions, PredictOptions, ServeOptions
+from .output import plural
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -139,7 +140,7 @@ def send(to: str, path: str, window: int) -> None:
             lines.close()
             out.flush()
     typer.echo(
-        f"sent {result.sent} lines to {url_of((host, port))}: {result.answered} replies, "
-        f"{result.errors} errors",
+        f"sent {plural(result.sent, 'line')} to {url_of((host, port))}: "
+        f"{plural(result.answered, 'reply', 'replies')}, {plural(result.errors, 'error')}",
         err=True,
     )
