@@ -4,6 +4,7 @@ checkpoints in real SQLite files, input from real files and stdin."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 from pathlib import Path
@@ -419,6 +420,15 @@ def test_eval_scores_without_learning(trained: Path) -> None:
     # Measured 0.71 on digits 300-499 after learning 300; chance 0.10.
     assert 0.6 < r["accuracy"] <= 1.0 and 0.5 < r["kappa"] <= 1.0
     assert len(r["layers"]) == 1 and r["layers"][0]["accuracy"] == r["accuracy"]
+    # The expected calibration error of the predictions `predict` gives for the same rows.
+    from spela_stream.calibration import CalibrationError
+
+    answers = ok(["predict", "-s", str(trained), "--output", "json"]).stdout
+    rows = [json.loads(line) for line in answers.splitlines()]
+    ece = CalibrationError()
+    for row, y in zip(rows, load_mnist(500)[1][300:], strict=True):
+        ece.update(row["confidence"], row["label"] == y)
+    assert math.isclose(r["ece"], ece.get(), rel_tol=1e-9) and 0.0 < r["ece"] < 0.2  # 0.088
     assert sum(map(sum, r["confusion"])) == 200 and r["classes"] == list(range(10))
     assert {c for c, _ in r["recall"]} == set(range(10))
     with CheckpointStore("runs.db") as store:
