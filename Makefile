@@ -31,33 +31,5 @@ unit: setup
 
 test: lint types unit
 
-# The suite against backprop, deep-river, River, Vowpal Wabbit and MOA (peers installed on demand,
-# deep-river in .bench-venvs/); results in benchmarks/results/ and README.md's results block.
-# Two jobs at a time: one single-threaded learner per core of a 2-core machine.
-bench: setup
-	$(BIN)/python -m benchmarks.suite --jobs 2
-
-bench-quick: setup
-	$(BIN)/python -m benchmarks.suite --quick
-
-# The continual benchmark (issue 11): class-incremental MNIST/Optdigits/Letter/camera features and
-# River's drift generators; benchmarks/results/continual.md/.json, PNG curves, README.md's block.
-# Parts: make bench-continual STREAMS=drift (or mnist-2,rbf,...).
-STREAMS ?= all
-bench-continual: setup
-	nice -n 10 $(BIN)/python -m benchmarks.continual --streams $(STREAMS) --jobs 2
-
-# The same with drift streams of 10,000 samples (recurring: 8 blocks of 1,000).
-bench-continual-quick: setup
-	nice -n 10 $(BIN)/python -m benchmarks.continual --streams $(STREAMS) --jobs 2 --drift-n 10000
-
-# Fault trials against the real command (kill -9, damaged files, full disk, read-only media,
-# socket abuse, soak, fuzz), written up as docs/reliability.md. Root for the mounts.
-reliability: setup
-	nice -n 10 $(BIN)/python -m benchmarks.reliability
-
-reliability-quick: setup
-	nice -n 10 $(BIN)/python -m benchmarks.reliability --quick
-
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

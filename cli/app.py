@@ -49,6 +49,7 @@ from .flags import (
     Labels,
     MaxLine,
     Pending,
+    Publish,
     Run,
     Size,
     Source,
@@ -212,8 +213,8 @@ def _input(
 
 LEARN_SOURCE = (
     "A file (csv, tsv, jsonl, arff, libsvm, npy, npz, idx; .gz too), - for stdin, "
-    "builtin:mnist (the default), camera:N|VIDEO|URL, images:DIR, or tcp://HOST:PORT to serve "
-    "clients (a resumed run: its own source)."
+    "builtin:mnist (the default), camera:N|VIDEO|URL, images:DIR, or tcp://HOST:PORT or "
+    "mqtt://HOST/TOPIC to serve clients (a resumed run: its own source)."
 )
 
 
@@ -297,13 +298,14 @@ def learn(
     pending: Pending = PENDING,
     max_line: MaxLine = MAX_LINE,
     columns: Columns = None,
+    publish: Publish = None,
 ) -> None:
     """Learn a stream test-then-train, report prequential accuracy, checkpoint to SQLite.
 
     Frames from a camera or images:DIR pass through a frozen image model and a SPELA head learns
     on its features; unlabelled frames are predicted (a JSON line each). With --source
     tcp://HOST:PORT it is a service that answers each line a client sends with the prediction
-    made before learning from it (README: Serving over TCP).
+    made before learning from it (README: Serving over TCP; MQTT in and out).
     """
     frames = FrameOptions(backbone, size, label, labels, label_port, fps, changes)
     opts = LearnOptions(
@@ -315,7 +317,7 @@ def learn(
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,
         json_out=json_out, quiet=quiet, threads=threads,
-        serve=ServeOptions(host, pending, max_line, _columns(columns)),
+        serve=ServeOptions(host, pending, max_line, _columns(columns), publish),
     )  # fmt: skip
     guarded(_commands().learn, opts)
 
@@ -363,16 +365,18 @@ def predict(
     host: Host = None,
     max_line: MaxLine = MAX_LINE,
     columns: Columns = None,
+    publish: Publish = None,
 ) -> None:
     """Write one prediction per input record on stdout, for the next program in a pipe.
 
-    With --source tcp://HOST:PORT, answer each line clients send with a prediction instead."""
+    With --source tcp://HOST:PORT, answer each line clients send with a prediction instead; with
+    --source mqtt://HOST:PORT/TOPIC --publish TOPIC, each message published to TOPIC."""
     guarded(
         _commands().predict,
         PredictOptions(
             _input(source, fmt, label_column, header, features),
             db, run, checkpoint, output, threads,
-            ServeOptions(host, max_line=max_line, columns=_columns(columns)),
+            ServeOptions(host, max_line=max_line, columns=_columns(columns), publish=publish),
         ),
     )  # fmt: skip
 

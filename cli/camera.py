@@ -150,7 +150,7 @@ def learn(opts: LearnOptions) -> None:
                                         changes=fo.changes)  # fmt: skip
                     finish(
                         run,
-                        stream_reports(stream, opts, run),
+                        stream_reports(stream, opts, run, bad),
                         opts,
                         progress,
                         guard,

@@ -25,6 +25,8 @@ from .learning import finish, made_db, open_run, rejects, stream_reports, summar
 from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions
 from .output import Progress, plural, table
 
+SERVED = (TCP, "mqtt://")  # sources served line by line: a socket, an MQTT subscription
+
 # ---------------------------------------------------------------- learn
 
 
@@ -41,14 +43,14 @@ def learn(opts: LearnOptions) -> None:
     ):
         run = open_run(store, opts, progress, default_source="builtin:mnist")
         run.loop.model.threads = opts.threads  # the model's per-sample calls use --threads too
-        if run.source.startswith(TCP):  # a socket service: the same run, checkpoints and exits
+        if run.source.startswith(SERVED):  # a service: the same run, checkpoints and exits
             return serve.learn(opts, run, guard, progress)
         with rejects(opts, run, progress) as bad:
             on_error = bad if opts.on_error is OnError.skip else None
             src = replace(opts.input, source=run.source).open(run.skip, on_error)
             run.create()  # the model checked its options and the source opened: make the run
             progress.log(f"learning {run.source} into {opts.db} run {run.name!r}")
-            stream = stream_reports(ticking(src, run.loop, progress), opts, run)
+            stream = stream_reports(ticking(src, run.loop, progress), opts, run, bad)
             finish(run, stream, opts, progress, guard,
                    lambda stopped: summary_line(run, opts, progress, stopped))  # fmt: skip
 
@@ -120,7 +122,7 @@ def evaluate(opts: EvalOptions) -> None:
 
 def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
-    if opts.input.source.startswith(TCP):  # a socket service answering each line
+    if opts.input.source.startswith(SERVED):  # a service answering each line
         return serve.predict(opts)
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False, readonly=True) as store:

@@ -17,7 +17,7 @@ from spela_stream.sources import FORMATS
 from spela_stream.sources.tcp import MAX_LINE, PENDING
 
 MODEL, INPUT, CHECKPOINTS, OUTPUT, CAMERA, SERVICE = (
-    "Model", "Input", "Checkpoints", "Output", "Camera and images", "Service (tcp://)",
+    "Model", "Input", "Checkpoints", "Output", "Camera and images", "Service (tcp://, mqtt://)",
 )  # fmt: skip
 
 
@@ -120,6 +120,11 @@ Columns = Annotated[
     str | None,
     option(SERVICE, "The layout up front: header names a,b,c,label (or --features N). "
            "Default: the first 2 lines of one width.", show_default=False),
+]  # fmt: skip
+Publish = Annotated[
+    str | None,
+    option(SERVICE, "mqtt://: the topic replies go to.",
+           show_default=False),
 ]  # fmt: skip
 
 __all__ = ["MAX_LINE", "PENDING", "REPORTS"]

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 import typer
 
-from spela_stream.errors import ConfigError, SpelaError
+from spela_stream.errors import ConfigError, InputError, SpelaError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import Prequential, Report
 from spela_stream.sources import BadRecordError, Sample, Source
@@ -176,11 +176,27 @@ def ticking(src: Source, loop: Prequential, progress: Progress) -> Iterator[Samp
             yield sample
 
 
-def stream_reports(stream: Iterable[Any], opts: LearnOptions, run: Run) -> Reports:
-    """The loop over ``stream`` with the command's report cadence and ``--limit``."""
+def stream_reports(
+    stream: Iterable[Any], opts: LearnOptions, run: Run, bad: Rejects | None = None
+) -> Reports:
+    """The loop over ``stream`` with the command's report cadence and ``--limit``. With
+    ``--on-error skip``, ``bad`` also takes the records the model refuses (a label of another
+    kind, a width that does not fit): counted and logged as a parser's rejects are."""
+    on_error = _model_rejects(bad) if bad is not None and opts.on_error is OnError.skip else None
     return lambda policy, guard: run.loop.run(
-        stream, every=opts.every, doubling=True, limit=opts.limit, checkpoint=policy, guard=guard
-    )
+        stream, every=opts.every, doubling=True, limit=opts.limit, checkpoint=policy, guard=guard,
+        on_error=on_error,
+    )  # fmt: skip
+
+
+def _model_rejects(bad: Rejects) -> Callable[[Any, InputError], None]:
+    def refuse(item: Any, exc: InputError) -> None:
+        if not isinstance(item, Sample):  # a delayed label or a bare pair: no record to skip
+            raise exc
+        problem = str(exc).removeprefix(f"{item.where}: ")
+        bad(BadRecordError(item.where, problem, index=item.index, raw=None))
+
+    return refuse
 
 
 def finish(

@@ -104,6 +104,7 @@ class ServeOptions:
     pending: int = PENDING
     max_line: int = MAX_LINE
     columns: tuple[str, ...] | None = None  # the layout's names (with --features: its width)
+    publish: str | None = None  # mqtt://: the topic replies go to
 
 
 @dataclass

@@ -1,7 +1,10 @@
-"""``learn`` and ``predict`` with ``--source tcp://HOST:PORT`` (a socket service), and ``send``.
+"""``learn`` and ``predict`` with ``--source tcp://HOST:PORT`` (a socket service) or
+``--source mqtt://HOST:PORT/TOPIC`` (an MQTT subscription, answered on ``--publish TOPIC``),
+and ``send``.
 
 The service is ``spela_stream.service``; this is its glue: the same runs, checkpoints, resume
 and exit codes as ``learn`` on a file (``commands.learn`` hands over once the run is known).
+paho-mqtt is loaded only for an ``mqtt://`` source (``spela_stream.sources.mqtt``).
 ``send`` needs no torch, so this module loads the model only inside ``learn`` and ``predict``.
 """
 
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from spela_stream.prequential import CheckpointPolicy, Report
+    from spela_stream.sources.endpoint import Endpoint
     from storage.run import Run
 
     from .output import Progress
@@ -45,12 +49,32 @@ def _layout(input_: Input, serve: ServeOptions) -> Layout | None:
         raise ConfigError(message) from None
 
 
-def _listen(input_: Input, host: str | None, max_line: int) -> LineServer:
+MQTT = "mqtt://"
+
+
+def _listen(input_: Input, serve: ServeOptions) -> Endpoint:
+    """The socket server or MQTT subscription ``input_.source`` names, open and announced."""
+    mqtt = input_.source.startswith(MQTT)
     if input_.fmt is not None:
-        raise ConfigError("--format does not apply to tcp:// (a line is JSON if it starts with {)")
-    server = LineServer(*parse_url(input_.source, host), max_line=max_line)
-    typer.echo(f"listening on {server.url}", err=True)  # even with --quiet: clients need it
-    return server
+        kind = "mqtt://" if mqtt else "tcp://"
+        raise ConfigError(f"--format does not apply to {kind} (a line starting with {{ is JSON)")
+    if not mqtt:
+        if serve.publish is not None:
+            raise ConfigError("--publish goes with mqtt:// (tcp:// replies to each client)")
+        server = LineServer(*parse_url(input_.source, serve.host), max_line=serve.max_line)
+        typer.echo(f"listening on {server.url}", err=True)  # even with --quiet: clients need it
+        return server
+    from spela_stream.sources import mqtt as mq
+
+    if serve.host is not None:
+        raise ConfigError("--host is for tcp://; an mqtt:// source names its broker in the URL")
+    host, port, topic = mq.parse_url(input_.source)
+    # a fresh client id per process: a second learner of the same run must not take over the
+    # first one's connection (MQTT drops the older client of an id) before its lease says no
+    bridge = mq.MqttBridge(host, port, topic, publish=serve.publish, max_line=serve.max_line)
+    answers = f", answering on {serve.publish}" if serve.publish else ""
+    typer.echo(f"subscribed to {bridge.url}{answers}", err=True)
+    return bridge
 
 
 def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) -> None:
@@ -60,11 +84,14 @@ def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) ->
     from .learning import finish, rejects, summary_line
 
     if opts.skip:
-        raise ConfigError("--skip does not apply to tcp:// (a service's clients send new lines)")
+        kind = "mqtt://" if run.source.startswith(MQTT) else "tcp://"
+        raise ConfigError(f"--skip does not apply to {kind} (a service's clients send new lines)")
     layout = _layout(opts.input, opts.serve)
     listen = Input(run.source, opts.input.fmt)
-    with _listen(listen, opts.serve.host, opts.serve.max_line) as server:
-        run.source = server.url  # where it listens, with the port it got for port 0
+    server = _listen(listen, opts.serve)
+    try:
+        if isinstance(server, LineServer):
+            run.source = server.url  # where it listens, with the port it got for port 0
         run.create()
         with rejects(opts, run, progress) as bad:
             service = Service(
@@ -86,6 +113,8 @@ def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) ->
                 summary_line(run, opts, progress, stopped or why)
 
             finish(run, reports, opts, progress, guard, summary)
+    finally:
+        server.close()
 
 
 def predict(opts: PredictOptions) -> None:
@@ -97,12 +126,14 @@ def predict(opts: PredictOptions) -> None:
     from storage.session import load_loop
     from storage.store import pick_run
 
+    if opts.input.source.startswith(MQTT) and opts.serve.publish is None:
+        raise ConfigError("predict over mqtt:// answers on a topic: give --publish TOPIC")
     torch.set_num_threads(opts.threads)
     with CheckpointStore(opts.db, create=False, readonly=True) as store:
         loop, _ = load_loop(store, pick_run(store, opts.run), opts.checkpoint, learn=False)
     loop.model.threads = opts.threads
     layout = _layout(opts.input, opts.serve)
-    server = _listen(opts.input, opts.serve.host, opts.serve.max_line)
+    server = _listen(opts.input, opts.serve)
     try:
         service = Service(loop, server, learn=False, label_column=opts.input.label_column,
                           header=opts.input.header, layout=layout)  # fmt: skip

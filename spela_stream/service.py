@@ -49,9 +49,10 @@ from .model import Prediction
 from .prequential import CheckpointPolicy, Delayed, Prequential, Report, StopGuard
 from .sources.base import BadRecordError, Sample
 from .sources.delimited import is_no_label
+from .sources.endpoint import Endpoint, LineRequest
 from .sources.layout import CONFIRM, HELD_MAX, Held, Layout
 from .sources.records import Control, HeaderLine, LateLabel, LineParser
-from .sources.tcp import PENDING, LineServer, Request
+from .sources.tcp import PENDING
 from .sources.textio import decode_lossy
 
 TICK_S = 0.2  # how often a quiet service looks at signals and the checkpoint clock
@@ -74,6 +75,7 @@ class _Stop:
 
 
 _STOP = _Stop()
+Step = tuple[LineRequest, Sample | Delayed | _Stop, bool]  # (request, item, answered already)
 
 
 class Service:
@@ -87,7 +89,7 @@ class Service:
     def __init__(
         self,
         loop: Prequential,
-        server: LineServer,
+        server: Endpoint,
         *,
         learn: bool = True,
         pending: int = PENDING,
@@ -115,7 +117,7 @@ class Service:
         self._label_column, self._header, self._confirm = label_column, header, confirm
         self.parser = LineParser(label_column=label_column, header=header, layout=layout)
         # no layout given or trained: lines are held until ``confirm`` agree (sources.layout)
-        self.held: Held[Request] | None = Held(confirm) if layout is None else None
+        self.held: Held[LineRequest] | None = Held(confirm) if layout is None else None
         self.pending: OrderedDict[str, tuple[np.ndarray, Prediction, str]] = OrderedDict()
         self.pending_limit = pending
         self.counts = ServiceCounts()
@@ -123,8 +125,8 @@ class Service:
         self.on_bad = on_bad or (lambda err: loop.reject(err.index, err.where))
         self.shutdown_requested = False
         self._index = loop.position  # lines taken, so positions go on counting after a resume
-        self._current: Request | None = None
-        self._shutdown: Request | None = None
+        self._current: LineRequest | None = None
+        self._shutdown: LineRequest | None = None
         self._checkpoint: CheckpointPolicy | None = None
         self._guard: StopGuard | None = None
         self._unflushed = 0  # replies handed to the server but not yet flushed
@@ -196,7 +198,7 @@ class Service:
 
     # ------------------------------------------------------------------ one request
 
-    def _take(self, request: Request) -> list[tuple[Request, Sample | Delayed | _Stop, bool]]:
+    def _take(self, request: LineRequest) -> list[Step]:
         """A request as what the loop steps through: (request, item, answered already), none
         when it was answered here, several when it confirms the layout held lines wait for."""
         index = self._index
@@ -210,9 +212,7 @@ class Service:
         item = self._parse(request, index)
         return [] if item is None else [(request, item, False)]
 
-    def _hold(
-        self, request: Request, index: int
-    ) -> list[tuple[Request, Sample | Delayed | _Stop, bool]]:
+    def _hold(self, request: LineRequest, index: int) -> list[Step]:
         """No layout yet: a sample or header line waits, answered ``held``, until ``confirm``
         samples of one width agree; then every held line is read under that layout."""
         assert self.held is not None
@@ -240,7 +240,7 @@ class Service:
         self.parser = LineParser(label_column=self._label_column, header=self._header,
                                  layout=layout)  # fmt: skip
         lines, self.held = self.held.release(), None
-        out: list[tuple[Request, Sample | Delayed | _Stop, bool]] = []
+        out: list[Step] = []
         for line, i in lines:  # the last is this request, not yet answered
             self._answered = line is not request  # the others' reply ("held") went out
             item = self._parse(line, i)
@@ -255,7 +255,7 @@ class Service:
             for request, i in self.held.release():
                 self._refuse_one(request, i, f"{why} before a layout was confirmed")
 
-    def _refuse_one(self, request: Request, index: int, why: str) -> None:
+    def _refuse_one(self, request: LineRequest, index: int, why: str) -> None:
         problem = (
             f"{why} ({self._confirm} lines of one width confirm it, or start the "
             "service with its layout), so it was not learned"
@@ -264,7 +264,7 @@ class Service:
         self.counts.errors += 1
         self.on_bad(err)  # its reply ("held") went out
 
-    def _parse(self, request: Request, index: int) -> Sample | Delayed | _Stop | None:
+    def _parse(self, request: LineRequest, index: int) -> Sample | Delayed | _Stop | None:
         """A parsed line for the loop, or None when it was answered here."""
         parsed = self.parser.parse(request.raw, index, request.where)
         if isinstance(parsed, Sample):
@@ -310,12 +310,12 @@ class Service:
             self.counts.errors += 1
             self._send(request, {"error": f"{request.where}: {problem}"})
 
-    def _bad(self, request: Request, err: BadRecordError) -> None:
+    def _bad(self, request: LineRequest, err: BadRecordError) -> None:
         self.counts.errors += 1
         self.on_bad(err)
         self._send(request, {"error": str(err)})
 
-    def _send(self, request: Request, row: dict[str, Any]) -> None:
+    def _send(self, request: LineRequest, row: dict[str, Any]) -> None:
         if self._answered:  # a held line read once its layout was confirmed: answered before
             return
         self.counts.answered += 1
@@ -333,7 +333,7 @@ class Service:
             self.counts.pending_dropped += 1
         self.pending[sample.id] = (sample.x, p, sample.where)
 
-    def _late(self, request: Request, late: LateLabel) -> Delayed | None:
+    def _late(self, request: LineRequest, late: LateLabel) -> Delayed | None:
         if not self.learn:
             self._error(request, "this service only predicts (started by predict), so it keeps "
                         "no samples for late labels; send labels to a learn service")  # fmt: skip
@@ -351,13 +351,13 @@ class Service:
         x, p, where = kept
         return Delayed(x, late.y, p, where=f"{request.where} (the label of {where})", id=late.id)
 
-    def _error(self, request: Request, problem: str) -> None:
+    def _error(self, request: LineRequest, problem: str) -> None:
         self.counts.errors += 1
         self._send(request, {"error": f"{request.where}: {problem}"})
 
     # ------------------------------------------------------------------ control lines
 
-    def _control(self, request: Request, name: str) -> _Stop | None:
+    def _control(self, request: LineRequest, name: str) -> _Stop | None:
         if name == "shutdown":
             self._shutdown = request
             self.shutdown_requested = True

@@ -4,6 +4,7 @@ checkpoints in real SQLite files, input from real files and stdin."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 from pathlib import Path
@@ -329,6 +330,23 @@ def test_a_label_of_another_kind_stops_with_its_line_after_a_checkpoint(tmp_path
     assert (ck.info.samples, ck.info.position) == (12, 12)  # the 12 int-labelled records before it
 
 
+def test_on_error_skip_also_skips_a_record_the_model_refuses(tmp_path: Path) -> None:
+    """A label of another kind is a bad record too: with --on-error skip it is counted and the
+    run goes on (found by the reliability fuzz: it stopped the run with exit 1)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mixed.csv"
+    xs = rng.normal(size=(20, 2))
+    rows = [f"{a:.3f},{b:.3f},{k}" for (a, b), k in zip(xs, [1, 2] * 10, strict=True)]
+    rows[12] = "0.5,0.5,yes"  # line 13 (no header)
+    path.write_text("\n".join(rows) + "\n")
+    args = ["learn", "-s", str(path), "--hidden", "8", "--no-header", "--on-error", "skip",
+            "--json"]  # fmt: skip
+    result = ok(args)
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert (summary["samples"], summary["rejected"], summary["position"]) == (19, 1, 20)
+    assert f"skipped {path} line 13: label 'yes' is a str" in result.stderr
+
+
 def test_on_error_skip_counts_and_keeps_the_rejects(tmp_path: Path) -> None:
     lines = blobs_csv(tmp_path / "b.csv", n=40).read_text().splitlines()
     lines[5] = "1,2,3"
@@ -402,6 +420,15 @@ def test_eval_scores_without_learning(trained: Path) -> None:
     # Measured 0.71 on digits 300-499 after learning 300; chance 0.10.
     assert 0.6 < r["accuracy"] <= 1.0 and 0.5 < r["kappa"] <= 1.0
     assert len(r["layers"]) == 1 and r["layers"][0]["accuracy"] == r["accuracy"]
+    # The expected calibration error of the predictions `predict` gives for the same rows.
+    from spela_stream.calibration import CalibrationError
+
+    answers = ok(["predict", "-s", str(trained), "--output", "json"]).stdout
+    rows = [json.loads(line) for line in answers.splitlines()]
+    ece = CalibrationError()
+    for row, y in zip(rows, load_mnist(500)[1][300:], strict=True):
+        ece.update(row["confidence"], row["label"] == y)
+    assert math.isclose(r["ece"], ece.get(), rel_tol=1e-9) and 0.0 < r["ece"] < 0.2  # 0.088
     assert sum(map(sum, r["confusion"])) == 200 and r["classes"] == list(range(10))
     assert {c for c, _ in r["recall"]} == set(range(10))
     with CheckpointStore("runs.db") as store:

@@ -117,11 +117,12 @@ def open_source(
         stream = stdin if stdin is not None else sys.stdin.buffer
         lines = text_lines(stream, "<stdin>", [])  # stdin is the process's: never closed
         return _open_text(lines, fmt, None, label_column, header, n_features, skip, on_error)
-    if spec.startswith("tcp://"):  # learn and predict serve sockets before they get here
+    if spec.startswith(("tcp://", "mqtt://")):  # learn and predict serve them before here
+        what = "a socket" if spec.startswith("tcp://") else "an MQTT topic"
         raise SourceError(
-            f"{spec}: a socket is served by learn and predict, not read as a stream here; give "
-            "a file, - for stdin, or builtin:mnist (to score a service's model, save the lines "
-            "its clients send to a file)"
+            f"{spec}: {what} is served by learn and predict, not read as a stream "
+            "here; give a file, - for stdin, or builtin:mnist (to score a service's model, save "
+            "the lines its clients send to a file)"
         )
     path = Path(spec)
     kind = fmt or format_from_name(path.name)

@@ -24,7 +24,7 @@ _LINE = re.compile(r" line (\d+)$")
 
 def file_of(spec: str) -> Path | None:
     """The file a source spec reads (a path, or a video behind ``camera:PATH``), else None."""
-    if spec == "-" or spec.startswith(("tcp://", "builtin:", "images:")):
+    if spec == "-" or spec.startswith(("tcp://", "mqtt://", "builtin:", "images:")):
         return None
     if spec.startswith("camera:"):
         spec = spec.removeprefix("camera:")
@@ -36,7 +36,7 @@ def file_of(spec: str) -> Path | None:
 
 def carries_new_data(spec: str) -> bool:
     """True for stdin, sockets and live cameras: what they send next was never read before."""
-    if spec == "-" or spec == "camera" or spec.startswith("tcp://"):
+    if spec == "-" or spec == "camera" or spec.startswith(("tcp://", "mqtt://")):
         return True
     if spec.startswith("camera:"):
         rest = spec.removeprefix("camera:")
