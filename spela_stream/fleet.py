@@ -198,6 +198,12 @@ def adopt(own: Mapping[str, Any], merged: Mapping[str, Any]) -> dict[str, Any]:
         if key != "labels":
             state[key] = value.copy() if isinstance(value, np.ndarray) else value
     state["labels"] = fleet
+    for key in own:  # a slow window after a new class keeps the samples it had left to run
+        if key.endswith("input_slow_until"):
+            count = key.removesuffix("slow_until") + "count"
+            left = int(own[key]) - int(own[count])
+            if left > 0 and count in merged:
+                state[key] = np.asarray(int(merged[count]) + left, dtype=np.int64)
     if "memory.y" in own and mine:
         remap = np.asarray([index[label] for label in mine], dtype=np.int64)
         y = np.asarray(own["memory.y"])

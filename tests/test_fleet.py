@@ -97,6 +97,20 @@ def test_adopt_renumbers_the_replay_memory_to_the_fleets_labels(blobs: Any) -> N
     assert model.predict_one(X[0].astype(np.float32)) in order
 
 
+def test_adopt_keeps_the_rest_of_a_slow_window_after_a_new_class(blobs: Any) -> None:
+    X, y = blobs(n=60)
+    device = trained(X, y)
+    mine = device.state_dict()
+    key = next(k for k in mine if k.endswith("input_slow_until"))
+    count = key.removesuffix("slow_until") + "count"
+    left = int(mine[key]) - int(mine[count])
+    assert left > 0  # a class came 2,000 samples ago at most: its window is open
+    fleet = {**{k: mine[k] for k in shared_keys(mine)}, "labels": list(mine["labels"])}
+    fleet[count] = np.asarray(int(mine[count]) * 4)  # the fleet has seen four devices' samples
+    state = adopt(mine, fleet)
+    assert int(state[key]) - int(state[count]) == left
+
+
 def test_devices_must_share_seed_and_shape(blobs: Any) -> None:
     X, y = blobs(n=20)
     a = trained(X, y).state_dict()
