@@ -36,7 +36,7 @@ from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential,
 from spela_stream.sources.resume import FileMarker, file_of, resume_skip
 from spela_stream.stopping import StopGuard
 
-from .records import CheckpointInfo
+from .records import Checkpoint, CheckpointInfo
 from .session import rebuild_loop
 from .store import CheckpointStore
 from .store import pick_run as pick
@@ -50,6 +50,38 @@ def _stderr(message: str) -> None:
     """A library user's default: notes and warnings go to the ``logging`` module (shown on
     stderr when logging is not configured); the CLI passes its own progress log."""
     _LOG.warning(message)
+
+
+def _usable(
+    store: CheckpointStore, run: str, checkpoint: int | None
+) -> tuple[Checkpoint, Prequential, list[str]]:
+    """The checkpoint to go on from and its loop, with a note for each newer one passed over.
+
+    With an id, that checkpoint or its error. Without, the newest one that is intact *and*
+    rebuilds: a checkpoint whose checksums hold but whose state this code cannot use (saved
+    with its checksum recomputed, say) is passed over as a damaged one is, with a warning."""
+    ck = store.load(run, checkpoint)
+    notes = list(ck.damaged)
+    while True:
+        try:
+            return (
+                ck,
+                rebuild_loop(ck, f"checkpoint {ck.info.id} of run {run!r} in {store.path}"),
+                notes,
+            )
+        except CheckpointError as exc:
+            older = [c.id for c in store.checkpoints(run) if c.id < ck.info.id]
+            if checkpoint is not None or not older:
+                raise
+            notes.append(f"{exc}; going on from an older checkpoint")
+            for cid in reversed(older):
+                try:
+                    ck = store.load(run, cid)
+                    break
+                except CheckpointError as damage:
+                    notes.append(str(damage))
+            else:
+                raise
 
 
 class Run:
@@ -144,10 +176,9 @@ class Run:
             loop = Prequential(model, window=window)
             return cls(store, loop, source or info.source, name=info.name, config=info.config,
                        exists=True, skip=skip or 0, **policy)  # fmt: skip
-        ck = store.load(info.name, checkpoint)
-        for note in getattr(ck, "damaged", []):
-            log(f"warning: {note}")
-        loop = rebuild_loop(ck, f"checkpoint {ck.info.id} of run {info.name!r} in {store.path}")
+        ck, loop, passed = _usable(store, info.name, checkpoint)
+        for why in passed:
+            log(f"warning: {why}")
         assert ck.metrics is not None  # rebuild_loop refuses a checkpoint without loop state
         spec = source or ck.info.source
         if skip is None:

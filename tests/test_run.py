@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,7 @@ def test_a_failed_resume_keeps_the_recorded_source(tmp_path: Path) -> None:
     ("change", "why"),
     [({"metrics": {}}, r"incomplete \(missing 'metrics'\)"), ({"labels": True}, "labels")],
 )
-def test_resume_refuses_a_checkpoint_it_cannot_use(
+def test_resume_passes_over_a_checkpoint_it_cannot_use(
     tmp_path: Path, change: dict[str, Any], why: str
 ) -> None:
     # Found by benchmarks/reliability.py: metrics JSON {} (checksum intact) gave a KeyError
@@ -85,5 +86,17 @@ def test_resume_refuses_a_checkpoint_it_cannot_use(
             state["labels"] = [state["labels"][0]] * 2  # a duplicate label list
         store.save("w", state=state, samples=60, source="builtin:mnist", position=60,
                    where="@60", metrics=metrics)  # fmt: skip
+        *_, older, newest = [c.id for c in store.checkpoints("w")]
+        notes: list[str] = []
+        run = Run.resume(store, "w", log=notes.append)  # the older intact one goes on
+        assert run.saved is not None and run.saved.id == older and run.loop.samples == 60
+        pattern = f"^warning: checkpoint {newest} .*cannot be resumed.*{why}.*older"
+        assert re.search(pattern, notes[0]), notes
         with pytest.raises(CheckpointError, match=f"of run 'w' in .*cannot be resumed.*{why}"):
-            Run.resume(store, "w")
+            Run.resume(store, "w", checkpoint=newest)  # asked for by id: refused
+    with CheckpointStore(tmp_path / "only.db") as store:  # nothing older to go on from: refused
+        store.create_run("o", {}, "builtin:mnist")
+        store.save("o", state=state, samples=60, source="builtin:mnist", position=60,
+                   where="@60", metrics=metrics)  # fmt: skip
+        with pytest.raises(CheckpointError, match=f"of run 'o' in .*cannot be resumed.*{why}"):
+            Run.resume(store, "o")
