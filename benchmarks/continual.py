@@ -242,6 +242,7 @@ def run_benchmark(
     from benchmarks.continual_report import load_results, save_results
 
     t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)  # --out may name a new folder
     results = load_results(out / "continual.json")
     prov = provenance()
     todo = [

@@ -8,6 +8,7 @@ update, peak memory learning vs predicting, and learn_many against learn_one.
 
     python -m benchmarks.core_bench            # full streams (about 30 minutes on 2 cores)
     python -m benchmarks.core_bench --quick    # first 2,000 samples of each stream
+    python -m benchmarks.core_bench --per-sample   # predict_learn_one per shape, both paths
 
 Figures go to stdout as markdown and to benchmarks/results/core_bench.json.
 """
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import platform
 import subprocess
 import sys
@@ -126,6 +129,66 @@ def bandwidth_bound(d_in: int, hidden: tuple[int, ...], reps: int = 200) -> dict
     }
 
 
+PER_SAMPLE_SHAPES = ((8, (64, 64)), (8, (256, 256)), (8, (1024, 1024)), (784, (1024, 1024)))
+
+
+def _per_sample_us(d_in: int, hidden: tuple[int, ...], n: int, compiled: bool) -> float:
+    """Microseconds per ``predict_learn_one`` (the default model of that shape, 10 classes), the
+    best of three passes over n samples after a warm-up (the compiled kernels load then)."""
+    gen = np.random.default_rng(0)
+    X = gen.standard_normal((n, d_in))
+    y = gen.integers(0, 10, n).tolist()
+    model = SpelaMLP(hidden=hidden, compiled=compiled)
+    for xi, yi in zip(X[:50], y[:50], strict=True):
+        model.predict_learn_one(xi, yi)
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for xi, yi in zip(X, y, strict=True):
+            model.predict_learn_one(xi, yi)
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e6
+
+
+def per_sample_table(n: int) -> list[dict[str, Any]]:
+    """Per shape: us/sample on the compiled and the torch path, and the share of the
+    memory-bandwidth bound (``bandwidth_bound``, the same shapes, this run) each reaches."""
+    from spela_stream import compiled as compiled_step
+
+    rows = []
+    for d_in, hidden in PER_SAMPLE_SHAPES:
+        reps = max(20, min(200, int(2e8 / (4 * (d_in * hidden[0] + sum(hidden))))))
+        bound_us = 1e6 / bandwidth_bound(d_in, hidden, reps=reps)["bound_samples_per_s"]
+        row: dict[str, Any] = {"shape": [d_in, *hidden], "bound_us": bound_us}
+        for path in ("torch", "compiled"):
+            if path == "compiled" and not compiled_step.AVAILABLE:
+                continue
+            us = _per_sample_us(d_in, hidden, n, compiled=path == "compiled")
+            row[f"{path}_us"] = us
+            row[f"{path}_bound_pct"] = 100 * bound_us / us
+        row["load_avg"] = os.getloadavg()[0]
+        log(f"{row}")
+        rows.append(row)
+    return rows
+
+
+def render_per_sample(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| shape | torch us/sample | compiled us/sample | speed-up | bound us | compiled % of "
+        "bound | torch % of bound | load avg |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        comp = r.get("compiled_us", math.nan)
+        lines.append(
+            f"| {'-'.join(map(str, r['shape']))} | {r['torch_us']:.0f} | {comp:.0f} | "
+            f"{r['torch_us'] / comp:.1f}x | {r['bound_us']:.0f} | "
+            f"{r.get('compiled_bound_pct', math.nan):.0f}% | {r['torch_bound_pct']:.0f}% | "
+            f"{r['load_avg']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def batch_gemm_bound(d_in: int, hidden: tuple[int, ...], batch: int = 32, reps: int = 100) -> dict:
     """Time the two matrix products a learn_many step cannot avoid per layer (forward X W^T and
     update dZ^T X) on the same shapes: the compute bound of the batched path."""
@@ -220,8 +283,19 @@ def main() -> None:
     ap.add_argument(
         "--spela-only", action="store_true", help="accuracy of SPELA alone, no baselines, no speed"
     )
+    ap.add_argument(
+        "--per-sample",
+        action="store_true",
+        help="only predict_learn_one per shape, compiled and torch paths, against the bound",
+    )
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.per_sample:
+        rows = per_sample_table(1000 if a.quick else 3000)
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "core_bench_per_sample.json").write_text(json.dumps(rows, indent=1))
+        print(render_per_sample(rows))
+        return
     limit = 2000 if a.quick else None
     grid = tuple(float(v) for v in a.grid.split(","))
     report: dict[str, Any] = {

@@ -24,8 +24,9 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from spela_stream.sources.tcp import MAX_LINE, PENDING, WINDOW
+from storage.plot import CurveView
 
-from . import listing
+from . import fleet, listing
 from .flags import (
     CHECKPOINTS,
     INPUT,
@@ -67,7 +68,6 @@ from .options import (
     ServeOptions,
     guarded,
 )
-from .plot import CurveView
 
 
 class Command(TyperCommand):
@@ -176,13 +176,15 @@ def _root(
     """Learn continuously from a stream, one sample at a time, with SPELA."""
 
 
-def _parse_hidden(value: str | None) -> tuple[int, ...] | None:
+def _parse_hidden(value: str | None) -> tuple[int, ...] | str | None:
     if value is None:
         return None
+    if value.strip() == "auto":
+        return "auto"
     try:
         widths = tuple(int(part) for part in value.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{value!r}: give layer widths like 1024,1024") from None
+        raise typer.BadParameter(f"{value!r}: give layer widths like 1024,1024, or auto") from None
     if not widths or any(w < 1 for w in widths):
         raise typer.BadParameter(f"{value!r}: widths must be positive integers")
     return widths
@@ -238,8 +240,13 @@ def learn(
         ),
     ] = None,  # fmt: skip
     hidden: Annotated[
-        str | None, option(MODEL, "Layer widths (default: 1024,1024; camera and images: 1024).")
-    ] = None,
+        str | None,
+        option(
+            MODEL,
+            "Layer widths, or auto (default: auto = 512,512 up to 64 input features, else "
+            "1024,1024; camera and images: 1024).",
+        ),
+    ] = None,  # fmt: skip
     lr: Annotated[float | None, option(MODEL, "Local step size (default: 10).")] = None,
     report: Annotated[
         str | None, option(MODEL, f"Reported layer: {', '.join(REPORTS)} (default: last).")
@@ -392,6 +399,7 @@ checkpoints_app = typer.Typer(
     rich_markup_mode="markdown",
 )  # fmt: skip
 app.add_typer(checkpoints_app, name="checkpoints")
+app.add_typer(fleet.app, name="fleet")  # cli/fleet.py: flwr only when a fleet command runs
 OnlyRun = Annotated[str | None, option(CHECKPOINTS, "Only this run's checkpoints.")]
 
 

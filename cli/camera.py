@@ -8,27 +8,27 @@ With no label for a frame the learner predicts it and prints a JSON line on stdo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import replace
 from typing import Any
 
 import torch
 
+from spela_stream.display import announced, ticking
 from spela_stream.errors import ConfigError
-from spela_stream.features import BACKBONES, DEFAULT_SIZE, make_backbone
+from spela_stream.features import make_backbone
 from spela_stream.model import SpelaMLP
-from spela_stream.prequential import Prequential, StopGuard
-from spela_stream.sources import Sample, Source
+from spela_stream.sources import Source
 from spela_stream.sources.frames import EmbeddedSource, is_frame_spec, open_frames
 from spela_stream.sources.labels import FixedLabel, LabelChannel, LabelPolicy, LabelTrack
 from storage import CheckpointStore
+from storage.frames import backbone_spec
 from storage.records import RunInfo
 from storage.run import Run
 
-from .learning import finish, made_db, open_run, rejects, stream_reports, ticking
-from .options import FrameOptions, Input, LearnOptions, OnError
+from .learning import finish, learning
+from .options import FrameOptions, Input, LearnOptions
 from .output import Progress, plural, report_json
 
 # Measured (benchmarks/camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0): one
@@ -49,28 +49,6 @@ def wants_frames(opts: LearnOptions) -> bool:
             latest = store.latest_run() if opts.run is None else store.run(opts.run)
             return latest is not None and "frames" in latest.config
     return False
-
-
-def backbone_spec(run: RunInfo | None, fo: FrameOptions) -> dict[str, Any]:
-    """The backbone a run embeds with: its own (a mismatch is an error), or the options'."""
-    asked = {"backbone": fo.backbone, "size": fo.size}
-    if run is None:
-        name = fo.backbone or BACKBONES[0]
-        return {"backbone": name, "size": fo.size or DEFAULT_SIZE.get(name, 0)}
-    saved = run.config.get("frames")
-    if not isinstance(saved, Mapping):
-        raise ConfigError(
-            f"run {run.name!r} learned from {run.source}, not from frames through a backbone; "
-            "learn a camera or images source into a new --run"
-        )
-    for key, value in asked.items():
-        if value is not None and value != saved.get(key):
-            raise ConfigError(
-                f"--{key} {value}: run {run.name!r} embeds frames with {saved['backbone']} at "
-                f"{saved['size']} px, and a run keeps its backbone (drop --{key}, or use a new "
-                "--run)"
-            )
-    return dict(saved)
 
 
 def label_policy(fo: FrameOptions, progress: Progress) -> LabelPolicy | None:
@@ -102,7 +80,7 @@ def open_input(inp: Input, run: RunInfo, model: SpelaMLP | None = None) -> Sourc
             )
         return inp.open(model=model)
     fo = inp.frames or FrameOptions()
-    spec = backbone_spec(run, replace(fo, backbone=None, size=None))
+    spec = backbone_spec(run)
     labels = LabelTrack.read(fo.labels) if fo.labels is not None else None
     return open_frames(inp.source, make_backbone(spec["backbone"], spec["size"]), labels=labels)
 
@@ -117,74 +95,39 @@ def learn(opts: LearnOptions) -> None:
     (memory bound: more threads only slow it, measured 227 against 104 rows/s)."""
     torch.set_num_threads(1)
     fo = opts.input.frames or FrameOptions()
-    progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
+    progress = Progress(json_out=opts.json_out, quiet=opts.quiet, out=sys.stdout)
+    spec: dict[str, Any] = {}
+
+    def frames(run: Run | None) -> dict[str, Any]:  # the backbone: the run's own, or asked
+        spec.update(
+            backbone_spec(None if run is None else run.store.run(run.name), fo.backbone, fo.size)
+        )
+        return {"frames": dict(spec)}
+
     with (
-        made_db(opts.db),
-        CheckpointStore(opts.db, create=not opts.resume) as store,
-        StopGuard() as guard,
-    ):
-        spec: dict[str, Any] = {}
-
-        def frames(run: Run | None) -> dict[str, Any]:  # the backbone: the run's own, or asked
-            spec.update(backbone_spec(None if run is None else store.run(run.name), fo))
-            return {"frames": dict(spec)}
-
-        run = open_run(store, opts, progress, default_source="camera:0",
-                       defaults={"hidden": CAMERA_HIDDEN}, config=frames)  # fmt: skip
+        learning(opts, progress, default_source="camera:0", defaults={"hidden": CAMERA_HIDDEN},
+                 config=frames) as (run, guard),
+        contextlib.ExitStack() as stack,
+    ):  # fmt: skip
         backbone = make_backbone(spec["backbone"], spec["size"], threads=opts.threads)
         labels = label_policy(fo, progress)
-        try:
-            with rejects(opts, run, progress) as bad:
-                src = open_frames(
-                    run.source, backbone, labels=labels, fps=fo.fps, skip=run.skip,
-                    on_error=bad if opts.on_error is OnError.skip else None,
-                )  # fmt: skip
-                with src:  # a run is made only once its source has opened
-                    run.create()
-                    progress.log(
-                        f"learning {run.source} through {backbone.name} ({backbone.dim} "
-                        f"features) into {opts.db} run {run.name!r}"
-                    )
-                    before = (run.loop.samples, run.loop.learned)
-                    stream = _announced(ticking(src, run.loop, progress), run.loop,
-                                        changes=fo.changes)  # fmt: skip
-                    finish(
-                        run,
-                        stream_reports(stream, opts, run, bad),
-                        opts,
-                        progress,
-                        guard,
-                        lambda stopped: _summary(run, src, progress, opts, before, stopped),
-                    )
-        finally:
-            if isinstance(labels, LabelChannel):
-                labels.close()
-
-
-def _announced(src: Iterable[Sample], loop: Prequential, *, changes: bool) -> Iterator[Sample]:
-    """Pass frames to the loop; once it has predicted an unlabelled one, print the prediction."""
-    shown: list[Any] = [object()]  # the label printed last (a sentinel before the first)
-
-    def emit(sample: Sample, before: int) -> None:
-        _, p = loop.last
-        if sample.y is not None or loop.samples != before + 1 or p is None:
-            return  # learned, not predicted; or the loop never stepped it
-        if changes and p.label == shown[0]:
-            return
-        shown[0] = p.label
-        row = {"kind": "prediction", "index": sample.index, "where": sample.where}
-        row |= {"label": p.label, "confidence": round(p.confidence, 6), "layer": p.layer}
-        sys.stdout.write(json.dumps(row) + "\n")
-        sys.stdout.flush()
-
-    for sample in src:
-        before = loop.samples
-        try:
-            yield sample
-        except GeneratorExit:  # the loop stopped (--limit) right after stepping this frame
-            emit(sample, before)
-            raise
-        emit(sample, before)
+        if isinstance(labels, LabelChannel):
+            stack.callback(labels.close)
+        src = open_frames(run.source, backbone, labels=labels, fps=fo.fps, skip=run.skip,
+                          on_error=run.on_bad)  # fmt: skip
+        stack.enter_context(src)  # a run is made only once its source has opened
+        before = (run.loop.samples, run.loop.learned)
+        stream = announced(
+            ticking(src, run.loop, progress), run.loop, out=sys.stdout, changes=fo.changes
+        )
+        finish(
+            run,
+            run.reports(stream, every=opts.every, doubling=True, limit=opts.limit),
+            progress,
+            guard,
+            lambda stopped: _summary(run, src, progress, opts, before, stopped),
+            reading=f"{run.source} through {backbone.name} ({backbone.dim} features)",
+        )
 
 
 def _summary(

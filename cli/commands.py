@@ -11,19 +11,18 @@ from dataclasses import replace
 
 import torch
 
+from spela_stream.display import evaluation_text, prediction_csv, prediction_json, ticking
 from spela_stream.model import SpelaMLP
-from spela_stream.prequential import Prequential, StopGuard
+from spela_stream.prequential import StopGuard
 from spela_stream.sources import Source
 from spela_stream.sources.tcp import SCHEME as TCP
-from storage import CheckpointStore
+from storage.evaluation import evaluation, load_saved
 from storage.records import RunInfo
-from storage.session import load_loop
-from storage.store import pick_run
 
 from . import camera, serve
-from .learning import finish, made_db, open_run, rejects, stream_reports, summary_line, ticking
-from .options import EvalOptions, Input, LearnOptions, OnError, Output, PredictOptions
-from .output import Progress, plural, table
+from .learning import finish, learning, summary_line
+from .options import EvalOptions, Input, LearnOptions, Output, PredictOptions
+from .output import Progress
 
 SERVED = (TCP, "mqtt://")  # sources served line by line: a socket, an MQTT subscription
 
@@ -35,24 +34,15 @@ def learn(opts: LearnOptions) -> None:
     if camera.wants_frames(opts):  # camera:..., images:DIR: frames through a frozen backbone
         return camera.learn(opts)
     torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
-    progress = Progress(json_out=opts.json_out, quiet=opts.quiet)
-    with (
-        made_db(opts.db),
-        CheckpointStore(opts.db, create=not opts.resume) as store,
-        StopGuard() as guard,
-    ):
-        run = open_run(store, opts, progress, default_source="builtin:mnist")
+    progress = Progress(json_out=opts.json_out, quiet=opts.quiet, out=sys.stdout)
+    with learning(opts, progress, default_source="builtin:mnist") as (run, guard):
         run.loop.model.threads = opts.threads  # the model's per-sample calls use --threads too
         if run.source.startswith(SERVED):  # a service: the same run, checkpoints and exits
             return serve.learn(opts, run, guard, progress)
-        with rejects(opts, run, progress) as bad:
-            on_error = bad if opts.on_error is OnError.skip else None
-            src = replace(opts.input, source=run.source).open(run.skip, on_error)
-            run.create()  # the model checked its options and the source opened: make the run
-            progress.log(f"learning {run.source} into {opts.db} run {run.name!r}")
-            stream = stream_reports(ticking(src, run.loop, progress), opts, run, bad)
-            finish(run, stream, opts, progress, guard,
-                   lambda stopped: summary_line(run, opts, progress, stopped))  # fmt: skip
+        src = replace(opts.input, source=run.source).open(run.skip, run.on_bad)
+        stream = run.reports(ticking(src, run.loop, progress), every=opts.every, doubling=True,
+                             limit=opts.limit)  # fmt: skip
+        finish(run, stream, progress, guard, lambda why: summary_line(run, opts, progress, why))
 
 
 # ---------------------------------------------------------------- eval and predict
@@ -66,58 +56,12 @@ def _opened(inp: Input, run: RunInfo, model: SpelaMLP) -> Source:
 def evaluate(opts: EvalOptions) -> None:
     """Score a saved model on a stream without learning."""
     torch.set_num_threads(opts.threads)
-    with CheckpointStore(opts.db, create=False, readonly=True) as store:
-        info = pick_run(store, opts.run)
-        saved, ck = load_loop(store, info, opts.checkpoint, learn=False)
+    info, saved, ck = load_saved(opts.db, opts.run, opts.checkpoint)
     saved.model.threads = opts.threads
-    loop = Prequential(saved.model, window=opts.window, learn=False)
     with StopGuard() as guard, _opened(opts.input, info, saved.model) as src:
-        for _ in loop.run(src, every=1 << 62, limit=opts.limit, guard=guard):
-            pass
-    m = loop.metrics
-    classes, cm = m.reported.confusion()
-    recall = m.reported.recall()
-    fig = saved.metrics.per_class.figures(recall)
-    per_class = [[c, f] for c, f in fig.items()]
-    result = {
-        "run": info.name,
-        "checkpoint": ck.id,
-        "source": opts.input.source,
-        "samples": loop.samples,
-        **m.reported.summary(),
-        "ece": m.calibration.get(),  # expected calibration error of the confidence, 15 bins
-        "layers": [t.summary() for t in m.layers],
-        "recall": [[c, r] for c, r in recall.items()],
-        "classes": classes,
-        "confusion": cm,
-        "stream": {**saved.metrics.per_class.summary(), "per_class": per_class},
-    }
-    if opts.json_out:
-        print(json.dumps(result))
-        return
-    on = f"run {info.name} checkpoint {ck.id} on {opts.input.source}"
-    print(f"{on}: {plural(loop.samples, 'sample')}")
-    print(
-        f"accuracy {result['accuracy']:.4f}  kappa {result['kappa']:.4f}  ece {result['ece']:.4f}"
-    )
-    for i, t in enumerate(m.layers):
-        print(f"layer {i}: accuracy {t.accuracy:.4f}  kappa {t.kappa:.4f}")
-    if fig:  # the saved run has per-class figures (checkpoints before them do not)
-        print(
-            "\nrecall per class; the run's stream: rolling, best, forgetting; drop: best - recall"
-        )
-        header = ["class", "recall", "rolling", "best", "forgetting", "drop"]
-        keys = ("rolling", "best", "forgetting", "drop")
-        cells = [[fig.get(c, {}).get(k) for k in keys] for c in recall]
-        rows = [[c, f"{r:.4f}", *(None if v is None else f"{v:.4f}" for v in vs)]
-                for (c, r), vs in zip(recall.items(), cells, strict=True)]  # fmt: skip
-        print(table(rows, header))
-    else:
-        print("\nrecall per class")
-        print(table([[c, f"{r:.4f}"] for c, r in recall.items()], ["class", "recall"]))
-    print("\nconfusion (rows: truth, columns: prediction)")
-    rows = [[c, *row] for c, row in zip(classes, cm, strict=True)]
-    print(table(rows, ["truth", *map(str, classes)]))  # a named column: no dashes under nothing
+        result = evaluation(info.name, ck.id, opts.input.source, saved, src, window=opts.window,
+                            limit=opts.limit, guard=guard)  # fmt: skip
+    print(json.dumps(result) if opts.json_out else evaluation_text(result))
 
 
 def predict(opts: PredictOptions) -> None:
@@ -125,9 +69,7 @@ def predict(opts: PredictOptions) -> None:
     if opts.input.source.startswith(SERVED):  # a service answering each line
         return serve.predict(opts)
     torch.set_num_threads(opts.threads)
-    with CheckpointStore(opts.db, create=False, readonly=True) as store:
-        info = pick_run(store, opts.run)
-        loop, _ = load_loop(store, info, opts.checkpoint, learn=False)
+    info, loop, _ = load_saved(opts.db, opts.run, opts.checkpoint)
     loop.model.threads = opts.threads
     flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives
     out = sys.stdout
@@ -139,16 +81,9 @@ def predict(opts: PredictOptions) -> None:
                 out.write("label,confidence,layer\n")
                 header = False
             if opts.output is Output.csv:
-                label = "" if p.label is None else str(p.label)
-                if any(ch in label for ch in ',"\n'):
-                    label = '"' + label.replace('"', '""') + '"'
-                out.write(f"{label},{p.confidence:.6f},{p.layer}\n")
+                out.write(prediction_csv(p))
             else:
-                row = {"index": sample.index, "label": p.label, "confidence": p.confidence}
-                row["layer"] = p.layer
-                if sample.id is not None:
-                    row["id"] = sample.id
-                out.write(json.dumps(row) + "\n")
+                out.write(prediction_json(p, sample.index, sample.id))
             if flush:
                 out.flush()
     out.flush()

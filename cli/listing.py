@@ -9,10 +9,10 @@ from pathlib import Path
 import typer
 
 from storage import CheckpointStore
+from storage.plot import CurveView
 from storage.store import pick_run, verify_file
 
-from .output import human_bytes, plural, table
-from .plot import CurveView
+from .output import human_bytes, plural, shape_text, table
 
 
 def list_runs(db: Path, json_out: bool) -> None:
@@ -33,7 +33,7 @@ def list_runs(db: Path, json_out: bool) -> None:
         worst = s.get("worst_class")  # [label, forgetting] or None
         worst_text = f"{worst[0]} ({worst[1]:.3f})" if worst else None
         memory = human_bytes(r.memory_bytes) if r.memory_bytes else None
-        hidden = ",".join(str(w) for w in r.config.get("hidden", []))
+        hidden = shape_text(r.config.get("hidden", []))
         rows.append([r.name, r.samples, acc, roll, forget, worst_text, memory, r.checkpoints,
                      hidden, r.source, r.updated])  # fmt: skip
     header = ["run", "samples", "accuracy", "rolling", "forgetting", "worst", "memory", "ckpts",
@@ -62,7 +62,7 @@ def list_checkpoints(db: Path, run: str | None, json_out: bool) -> None:
 def plot(db: Path, run: str | None, output: Path, view: CurveView | None = None) -> None:
     """Write a run's learning curve as a PNG (matplotlib loads only here); with no ``run``,
     say on stderr which run it is."""
-    from .plot import learning_curve
+    from storage.plot import learning_curve
 
     with CheckpointStore(db, create=False, readonly=True) as store:
         info = pick_run(store, run)
@@ -80,6 +80,8 @@ def verify(db: Path, run: str | None) -> None:
         print(f"damaged: {line}")
     for note in report.damaged:
         print(f"damaged: {note}")
+    for note in report.unusable:
+        print(f"unusable: {note}")
     if report.unchecked:
         print(f"unchecked: checkpoints {report.unchecked} were saved before checksums")
     if not report.readable:

@@ -81,38 +81,33 @@ def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) ->
     """Serve test-then-train on a socket until a shutdown line, ``--limit`` or a signal."""
     from spela_stream.service import Service
 
-    from .learning import finish, rejects, summary_line
+    from .learning import finish, summary_line
 
     if opts.skip:
         kind = "mqtt://" if run.source.startswith(MQTT) else "tcp://"
         raise ConfigError(f"--skip does not apply to {kind} (a service's clients send new lines)")
     layout = _layout(opts.input, opts.serve)
-    listen = Input(run.source, opts.input.fmt)
-    server = _listen(listen, opts.serve)
+    server = _listen(Input(run.source, opts.input.fmt), opts.serve)
     try:
         if isinstance(server, LineServer):
             run.source = server.url  # where it listens, with the port it got for port 0
-        run.create()
-        with rejects(opts, run, progress) as bad:
-            service = Service(
-                run.loop, server, pending=opts.serve.pending,
-                label_column=opts.input.label_column, header=opts.input.header, on_bad=bad,
-                layout=layout,
-            )  # fmt: skip
-            progress.log(f"learning {server.url} into {opts.db} run {run.name!r}")
+        service = Service(
+            run.loop, server, pending=opts.serve.pending, label_column=opts.input.label_column,
+            header=opts.input.header, on_bad=run.rejects, layout=layout,
+        )  # fmt: skip
 
-            def reports(policy: CheckpointPolicy, g: StopGuard) -> Iterator[Report]:
-                for report in service.run(every=opts.every, doubling=True, limit=opts.limit,
-                                          checkpoint=policy, guard=g):  # fmt: skip
-                    progress.tick(run.loop)
-                    yield report
+        def reports(policy: CheckpointPolicy, g: StopGuard) -> Iterator[Report]:
+            for report in service.run(every=opts.every, doubling=True, limit=opts.limit,
+                                      checkpoint=policy, guard=g):  # fmt: skip
+                progress.tick(run.loop)
+                yield report
 
-            def summary(stopped: str | None) -> None:
-                service.close(run.checkpoint)  # a shutdown line hears the final checkpoint
-                why = "a shutdown line" if service.shutdown_requested else None
-                summary_line(run, opts, progress, stopped or why)
+        def summary(stopped: str | None) -> None:
+            service.close(run.checkpoint)  # a shutdown line hears the final checkpoint
+            why = "a shutdown line" if service.shutdown_requested else None
+            summary_line(run, opts, progress, stopped or why)
 
-            finish(run, reports, opts, progress, guard, summary)
+        finish(run, reports, progress, guard, summary)
     finally:
         server.close()
 

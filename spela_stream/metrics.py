@@ -1,7 +1,7 @@
 """Prequential metrics on River's objects, per layer, with a state that survives a checkpoint.
 
 One ``Track`` per prediction stream (the reported one, then every layer): a confusion matrix shared
-by River's ``Accuracy`` and ``CohenKappa`` (one update feeds both) and a ``utils.Rolling``
+by River's ``Accuracy`` and ``CohenKappa`` (one update feeds both) and a rolling
 accuracy. ``CalibrationError`` (15 bins) scores the reported confidence. River's ``ADWIN``
 watches the reported error to flag drift as it happens.
 ``PerClass`` follows the reported prediction class by class: rolling accuracy over the last
@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
-from river import drift, metrics, utils
+from river import drift, metrics
 
 from .calibration import CalibrationError
 from .errors import ModelError
@@ -59,12 +59,14 @@ class Track:
         self.cm = metrics.ConfusionMatrix()
         self._acc = metrics.Accuracy(cm=self.cm)
         self._kappa = metrics.CohenKappa(cm=self.cm)
-        self._rolling = utils.Rolling(metrics.Accuracy, window_size=window)
+        # The last ``window`` (truth, prediction) pairs; their accuracy is counted when read, so a
+        # sample costs an append, not River's Rolling update and revert of a second matrix.
+        self._window: deque[tuple[Label, Label]] = deque(maxlen=window)
 
     def update(self, y: Label, p: Label) -> None:
         """Count one scored prediction."""
         self.cm.update(y, p)  # feeds both Accuracy and CohenKappa, which share it
-        self._rolling.update(y, p)
+        self._window.append((y, p))
 
     @property
     def n(self) -> int:
@@ -81,7 +83,8 @@ class Track:
 
     @property
     def rolling(self) -> float:
-        return float(self._rolling.get())  # type: ignore[operator]
+        window = self._window
+        return sum(t == p for t, p in window) / len(window) if window else 0.0
 
     def classes(self) -> list[Label]:
         """Every label seen as truth or prediction, sorted (by text where types are mixed)."""
@@ -110,7 +113,7 @@ class Track:
 
     def state(self) -> dict[str, Any]:
         cells = [[t, p, w] for t, row in self.cm.data.items() for p, w in row.items() if w]
-        window = [list(args) for args, _ in self._rolling.window]
+        window = [[t, p] for t, p in self._window]
         return {"cells": cells, "window": window}
 
     def load(self, state: dict[str, Any]) -> None:
@@ -118,8 +121,7 @@ class Track:
         for t, p, w in state["cells"]:
             self.cm.update(t, p, w=w)
         # The window's pairs are already in the cells; replay them into the rolling metric only.
-        for t, p in state["window"]:
-            self._rolling.update(t, p)
+        self._window.extend((t, p) for t, p in state["window"])
 
 
 class PerClass:

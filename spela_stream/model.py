@@ -27,12 +27,17 @@ import numpy as np
 import torch
 from river import base
 
+from . import compiled as compiled_step
+from . import drift as drift_rules
 from .calibration import OnlineTemperature
+from .drift import DriftDetector
 from .errors import ConfigError, ModelError, WidthError
+from .expansion import FOURIER_MAX_FEATURES, FourierFeatures
 from .inputs import Label, as_matrix, as_vector, check_label, check_label_kinds, dict_rows
 from .layer import SpelaLayer
 from .memory import ReplayMemory
 from .policy import REPORTS
+from .readout import Readout
 from .scaling import Standardiser
 
 Report = Literal["last", "confident", "early_exit", "vote"]
@@ -48,6 +53,13 @@ REPLAY_OBSERVE = False
 # while the layers learn it (a stream whose classes are all known keeps the fast window).
 NEW_CLASS_DECAY = 0.999
 NEW_CLASS_SPAN = 2000
+AUTO: Literal["auto"] = "auto"
+AUTO_DEPTH = 2
+# hidden="auto": inputs up to AUTO_SMALL_INPUT features get two layers of AUTO_SMALL_WIDTH, wider
+# ones two of REFERENCE_WIDTH (benchmarks/results/width.md: 512 against 1024 on eight streams,
+# -0.8 to +2.8 points, 1.3-1.5x less CPU, a quarter of the bytes; MNIST's 784 pixels keep 1024).
+AUTO_SMALL_INPUT = 64
+AUTO_SMALL_WIDTH = 512
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -92,13 +104,24 @@ class Prediction:
     layer_confidences: tuple[float, ...]
 
 
+def auto_hidden(n_features: int) -> tuple[int, ...]:
+    """The shape ``hidden="auto"`` builds for an input of ``n_features``: two layers of 512 for
+    up to 64 features, two of 1024 for more."""
+    width = AUTO_SMALL_WIDTH if n_features <= AUTO_SMALL_INPUT else REFERENCE_WIDTH
+    return (width,) * AUTO_DEPTH
+
+
 class SpelaMLP(base.Classifier):
     """A SPELA network that learns one sample (or a micro-batch) at a time.
 
     Parameters
     ----------
     hidden
-        Widths of the SPELA layers; every layer predicts, the last one by default.
+        Widths of the SPELA layers; every layer predicts, the last one by default. ``"auto"``
+        (the default): two layers of 512 for up to 64 input features, of 1024 for more
+        (``auto_hidden``; the class count is unknown then), fixed when the first sample
+        builds the model; from then on ``hidden``, ``config()`` and the saved state hold the
+        widths built, so a saved model loads as that fixed shape.
     lr
         SGD step size of the local updates, one sample at a time, for a layer of 1024 units; a layer
         of width d uses ``lr * sqrt(d / 1024)``.
@@ -134,6 +157,19 @@ class SpelaMLP(base.Classifier):
         long-run share minus its share of about the last 100 samples), ``replay`` per learned
         sample when the recent stream shows one class of several, none when every class keeps
         coming. A replay changes the layers only: not the input statistics, not ``n_learned``.
+    readout
+        The last layer also keeps running class means of its output (``readout.ClassMeans``)
+        and reports them instead of its class vectors while they predict better on the stream
+        (a new class is predicted from its first samples); ``False``: class vectors only.
+    fourier
+        Random Fourier features of the standardised input added in front of it for the first
+        layer, when the input has at most 32 features (``expansion.FourierFeatures``; 0, the
+        default, turns it off). 512 fits RandomRBF about as well as backprop does (0.897 against
+        0.818) but costs Elec2 4.6 points and Agrawal 1.5, so it is an option, not a default.
+    adapt
+        Watch the reported layer's prequential error for a rise (Page-Hinkley,
+        ``drift.DriftDetector``) and, on a detected change, raise the step size for a while and
+        shorten the input standardiser's memory, so the model re-learns a changed concept faster.
     device, dtype
         Torch device ("cpu", "cuda", ...) and "float32" or "float64".
     threads
@@ -145,11 +181,19 @@ class SpelaMLP(base.Classifier):
         can use cores). torch's count is process-global: a model called from several Python
         threads at once should be given ``threads=None`` and the count set once, up front. Not
         part of the saved state: a runtime choice, like ``device`` at load time.
+    compiled
+        Learn one sample at a time through the fused numba step (``compiled``: the same
+        arithmetic, within float32 rounding, at a fraction of torch's per-sample overhead).
+        ``None`` (the default): on a CPU float32 model whose layers hold at most
+        ``compiled.MAX_WEIGHTS`` weights each, whenever numba imports, else torch's path;
+        ``True``: compiled whatever the width; ``False``: always torch's. Micro-batches,
+        replay and CUDA always use torch. A runtime choice, not part of the saved state (a
+        state resumes on either path).
     """
 
     def __init__(
         self,
-        hidden: Sequence[int] = (1024, 1024),
+        hidden: Sequence[int] | Literal["auto"] = AUTO,
         lr: float = 10.0,
         capacity: int = 16,
         report: Report = "last",
@@ -164,11 +208,19 @@ class SpelaMLP(base.Classifier):
         memory: int = 1000,
         replay: float = 1.0,
         replay_every: int = 10,
+        readout: bool = True,
+        fourier: int = 0,
+        adapt: bool = True,
         device: str = "cpu",
         dtype: str = "float32",
         threads: int | None = 1,
+        compiled: bool | None = None,
     ) -> None:
-        self.hidden = tuple(int(h) for h in hidden)
+        if isinstance(hidden, str) and hidden != AUTO:
+            raise ConfigError(f"hidden must be layer widths or {AUTO!r}, got {hidden!r}")
+        self._auto = hidden == AUTO
+        # with "auto", no widths until the first sample's width fixes them (_build)
+        self.hidden: tuple[int, ...] = () if self._auto else tuple(int(h) for h in hidden)
         self.lr = float(lr)
         self.capacity = int(capacity)
         self.report = report
@@ -183,9 +235,13 @@ class SpelaMLP(base.Classifier):
         self.memory = int(memory)
         self.replay = float(replay)
         self.replay_every = int(replay_every)
+        self.readout = bool(readout)
+        self.fourier = int(fourier)
+        self.adapt = bool(adapt)
         self.device = str(device)
         self.dtype = str(dtype)
         self.threads = None if threads is None else int(threads)
+        self.compiled = None if compiled is None else bool(compiled)
         self._validate_config()
         self._torch_device = torch.device(self.device)
         self._torch_dtype = _DTYPES[self.dtype]
@@ -198,10 +254,13 @@ class SpelaMLP(base.Classifier):
         self.scaler: Standardiser | None = None
         self.layers: list[SpelaLayer] = []
         self.replay_memory: ReplayMemory | None = None
+        self.means_readout: Readout | None = None
+        self.expansion: FourierFeatures | None = None
+        self.detector: DriftDetector | None = DriftDetector() if self.adapt else None
         self.calibration = [OnlineTemperature() for _ in range(self._n_streams)]
 
     def _validate_config(self) -> None:
-        if not self.hidden or any(h < 1 for h in self.hidden):
+        if not self._auto and (not self.hidden or any(h < 1 for h in self.hidden)):
             raise ConfigError(f"hidden must be one or more positive widths, got {self.hidden}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
@@ -215,6 +274,8 @@ class SpelaMLP(base.Classifier):
             raise ConfigError(f"replay must be a number >= 0, got {self.replay}")
         if self.replay_every < 1:
             raise ConfigError(f"replay_every must be >= 1, got {self.replay_every}")
+        if self.fourier < 0:
+            raise ConfigError(f"fourier must be >= 0 features (0 turns it off), got {self.fourier}")
         if self.capacity < 1:
             raise ConfigError(f"capacity must be >= 1, got {self.capacity}")
         if self.report not in REPORTS:
@@ -225,15 +286,39 @@ class SpelaMLP(base.Classifier):
             raise ConfigError(
                 f"threads must be >= 1 or None (torch's own setting), got {self.threads}"
             )
+        if self.compiled and not compiled_step.AVAILABLE:
+            raise ConfigError("compiled=True asked for, but numba does not import")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
             raise ConfigError(f"device {self.device!r} asked for, but torch sees no CUDA device")
 
     @property
+    def depth(self) -> int:
+        """Layers of the model (known before ``hidden="auto"`` has fixed their widths)."""
+        return len(self.hidden) if self.hidden else AUTO_DEPTH
+
+    def _get_params(self) -> dict[str, Any]:
+        """River's parameters: a clone of an ``auto`` model is ``auto`` (its own input decides)."""
+        params: dict[str, Any] = super()._get_params()
+        if self._auto:
+            params["hidden"] = AUTO
+        return params
+
+    @property
+    def uses_compiled(self) -> bool:
+        """Whether ``learn_one``/``predict_learn_one`` take the compiled step (``compiled``)."""
+        if self.compiled is False or not compiled_step.AVAILABLE:
+            return False
+        if self._torch_device.type != "cpu" or self.dtype != "float32":
+            return False
+        small = all(layer.d_in * layer.d_out <= compiled_step.MAX_WEIGHTS for layer in self.layers)
+        return bool(self.compiled) or small
+
+    @property
     def _n_streams(self) -> int:
         """Prediction streams with a temperature of their own: every layer, and the vote."""
-        return len(self.hidden) + (self.report == "vote")
+        return self.depth + (self.report == "vote")
 
     def _temperatures(self) -> list[float]:
         """Each stream's temperature: fitted on the stream, or the model's own."""
@@ -261,8 +346,13 @@ class SpelaMLP(base.Classifier):
 
     def _build(self, n_features: int) -> None:
         self.n_features = n_features
+        if not self.hidden:  # hidden="auto": the input's width decides
+            self.hidden = auto_hidden(n_features)
         self.scaler = Standardiser(n_features, clip=self.clip)
-        widths = (n_features, *self.hidden)
+        if 0 < n_features <= FOURIER_MAX_FEATURES and self.fourier > 0:
+            self.expansion = FourierFeatures(n_features, self.fourier, seed=self._expansion_seed)
+        d_in = n_features + (self.expansion.n_out if self.expansion is not None else 0)
+        widths = (d_in, *self.hidden)
         self.layers = [
             SpelaLayer(
                 widths[i],
@@ -279,6 +369,8 @@ class SpelaMLP(base.Classifier):
         ]
         if self.memory > 0:
             self.replay_memory = ReplayMemory(self.memory, n_features, seed=self._memory_seed)
+        if self.readout:
+            self.means_readout = Readout(self.hidden[-1:])
 
     @property
     def _slow_decay(self) -> float | None:
@@ -286,6 +378,10 @@ class SpelaMLP(base.Classifier):
         if self.hidden_decay is None:
             return None
         return max(self.hidden_decay, NEW_CLASS_DECAY)
+
+    @property
+    def _expansion_seed(self) -> int:
+        return self.seed * 1_000_003 + 999_979
 
     @property
     def _memory_seed(self) -> int:
@@ -350,19 +446,31 @@ class SpelaMLP(base.Classifier):
     # ------------------------------------------------------------------ forward passes
 
     def _scaled(self, batch: np.ndarray) -> np.ndarray:
+        """The first layer's input: standardised features, behind their Fourier features."""
         assert self.scaler is not None
         if self.standardise:
-            return self.scaler.transform(batch)  # a missing feature (NaN) at its mean: 0
-        return np.nan_to_num(batch, nan=0.0) if np.isnan(batch).any() else batch
+            out = self.scaler.transform(batch)  # a missing feature (NaN) at its mean: 0
+        else:
+            out = np.nan_to_num(batch, nan=0.0) if np.isnan(batch).any() else batch
+        return out if self.expansion is None else self.expansion.transform(out)
 
     def _forward_scores(self, h: torch.Tensor, stop_early: bool) -> list[np.ndarray]:
         """Scores (B, C) of every computed layer; with ``stop_early``, stop at a confident one."""
         n_classes = len(self.labels)
         temps = self._temperatures() if stop_early else []
         out = []
+        one = h.shape[0] == 1 and self.uses_compiled  # the learning step's own arithmetic
+        h_one = h.numpy()[0] if one else None
         for i, layer in enumerate(self.layers):
-            _, h = layer.forward(layer.normalise(h))
-            s = layer.scores(h, n_classes)
+            if h_one is not None:
+                _, h_one, s = compiled_step.forward_one(layer, self._scratch(), i, h_one, n_classes)
+                assert s is not None
+                h_np = h_one[None, :]
+            else:
+                _, h = layer.forward(layer.normalise(h))
+                s = layer.scores(h, n_classes)
+            if self.means_readout is not None and i == len(self.layers) - 1:
+                s = self.means_readout.combine(0, s, h_np if one else h.cpu().numpy())
             out.append(s)
             if stop_early and i + 1 < len(self.layers):
                 conf = self._softmax(s, temps[i]).max(axis=1)  # (B,) calibrated
@@ -372,7 +480,7 @@ class SpelaMLP(base.Classifier):
 
     def _no_prediction(self) -> Prediction:
         """What is predicted before any class is known."""
-        return Prediction(None, 0.0, len(self.hidden) - 1, (), ())
+        return Prediction(None, 0.0, self.depth - 1, (), ())
 
     def _softmax(self, scores: np.ndarray, temperature: float | None = None) -> np.ndarray:
         """softmax(cos / temperature) over the last axis."""
@@ -430,33 +538,91 @@ class SpelaMLP(base.Classifier):
                 for layer in self.layers:
                     if layer.input_norm is not None:
                         layer.input_norm.slow_down(NEW_CLASS_SPAN)
+                if self.detector is not None:
+                    self.detector.new_class(self.n_learned)
         for layer in self.layers:
             layer.ensure_classes(len(self.labels))
         predict_now = predict and known > 0
         score_now = known > 0 and (predict or self.calibrate)  # learning is the same either way
-        scores = []
+        scores: list[np.ndarray] = []
+        boost = 1.0 if self.detector is None else self.detector.boost(self.n_learned)
+        if batch.shape[0] == 1 and self.uses_compiled:
+            scores, k_np = self._learn_compiled(batch, self._index[ys[0]], known, score_now, boost)
+            return self._after_learning(batch, k_np, scores, predict, predict_now, score_now)
         with torch.inference_mode():
             k = torch.tensor([self._index[y] for y in ys], device=self._torch_device)  # (B,)
             h = self._to_tensor(self._scaled(batch))
             if self.standardise:
                 self.scaler.update(batch)
-            for layer in self.layers:
+            for i, layer in enumerate(self.layers):
                 h_in = layer.normalise(h)
                 z, out = layer.forward(h_in)
+                vec = layer.scores(out, known) if score_now else None
+                if self.means_readout is not None and i == len(self.layers) - 1:
+                    vec = self.means_readout.learn(0, vec, out.cpu().numpy(), k.cpu().numpy())
                 if score_now:
-                    scores.append(layer.scores(out, known))
-                layer.update(h_in, z, out, k, self.lr * math.sqrt(layer.d_out / REFERENCE_WIDTH))
+                    assert vec is not None
+                    scores.append(vec)
+                lr = self.lr * math.sqrt(layer.d_out / REFERENCE_WIDTH) * boost
+                layer.update(h_in, z, out, k, lr)
                 layer.observe(h)
                 h = out  # the next layer receives y, computed before this layer's update
+        return self._after_learning(batch, k.cpu().numpy(), scores, predict, predict_now, score_now)
+
+    def _after_learning(
+        self,
+        batch: np.ndarray,
+        k: np.ndarray,
+        scores: list[np.ndarray],
+        predict: bool,
+        predict_now: bool,
+        score_now: bool,
+    ) -> list[Prediction] | None:
+        """Count, watch for drift, predict, calibrate and remember a learned batch."""
         self.n_learned += batch.shape[0]
+        if score_now and self.detector is not None:
+            self._watch(scores[-1], k)
         preds = self._choose(scores) if predict_now else None  # before this batch's calibration
         if score_now and self.calibrate:
-            self._fit_calibration(scores, k.cpu().numpy())
+            self._fit_calibration(scores, k)
         if self.replay_memory is not None:
             self._remember(batch, k.tolist())
         if not predict:
             return None
         return preds or [self._no_prediction()] * batch.shape[0]
+
+    def _scratch(self) -> compiled_step.Buffers:
+        """The compiled step's per-layer scratch vectors, rebuilt when a layer's shape changed."""
+        buffers: compiled_step.Buffers | None = getattr(self, "_buffers", None)
+        if buffers is None or not buffers.fits(self.layers):
+            buffers = self._buffers = compiled_step.Buffers(self.layers)
+        return buffers
+
+    def _learn_compiled(
+        self, batch: np.ndarray, k: int, known: int, score_now: bool, boost: float
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """The layers' part of ``_learn_matrix`` for one sample, through the compiled step."""
+        assert self.scaler is not None
+        x = np.ascontiguousarray(self._scaled(batch)[0], dtype=np.float32)
+        if self.standardise:
+            self.scaler.update(batch)
+        lrs = compiled_step.layer_lrs(self.layers, self.lr, REFERENCE_WIDTH, boost)
+        scores, out = compiled_step.step(self.layers, self._scratch(), x, k, known, score_now, lrs)
+        k_np = np.array([k], dtype=np.int64)
+        if self.means_readout is not None:
+            vec = self.means_readout.learn(0, scores[-1] if score_now else None, out[None, :], k_np)
+            if score_now:
+                scores[-1] = vec
+        return scores, k_np
+
+    def _watch(self, scores: np.ndarray, k: np.ndarray) -> None:
+        """Feed the last layer's prequential errors (B, C scores) to the drift detector; on a
+        change, shorten the input standardiser's memory (the step boost follows the clock)."""
+        assert self.detector is not None and self.scaler is not None
+        old = k < scores.shape[1]
+        errors = scores[old].argmax(axis=1) != k[old]
+        if self.detector.observe(errors, self.n_learned) and drift_rules.SCALER_KEEP:
+            self.scaler.shorten(drift_rules.SCALER_KEEP)
 
     def _remember(self, batch: np.ndarray, ks: list[int]) -> None:
         """Offer the learned samples to the memory; rehearse stored ones when a replay is due."""
@@ -486,9 +652,11 @@ class SpelaMLP(base.Classifier):
         with torch.inference_mode():
             k = torch.as_tensor(ks, device=self._torch_device)  # (B,)
             h = self._to_tensor(self._scaled(raw))
-            for layer in self.layers:
+            for i, layer in enumerate(self.layers):
                 h_in = layer.normalise(h)
                 z, out = layer.forward(h_in)
+                if self.means_readout is not None and i == len(self.layers) - 1:
+                    self.means_readout.rehearse(0, out.cpu().numpy(), ks)
                 # summed, not averaged, over the batch: each replay steps as a new sample does
                 lr = self.lr * math.sqrt(layer.d_out / REFERENCE_WIDTH) * len(ks) * REPLAY_WEIGHT
                 layer.update(h_in, z, out, k, lr)
@@ -593,7 +761,7 @@ class SpelaMLP(base.Classifier):
     def config(self) -> dict[str, Any]:
         """Hyper-parameters as JSON-able values."""
         return {
-            "hidden": list(self.hidden),
+            "hidden": list(self.hidden) if self.hidden else AUTO,
             "lr": self.lr,
             "capacity": self.capacity,
             "report": self.report,
@@ -608,6 +776,9 @@ class SpelaMLP(base.Classifier):
             "memory": self.memory,
             "replay": self.replay,
             "replay_every": self.replay_every,
+            "readout": self.readout,
+            "fourier": self.fourier,
+            "adapt": self.adapt,
             "device": self.device,
             "dtype": self.dtype,
         }
@@ -624,6 +795,12 @@ class SpelaMLP(base.Classifier):
             total += sum(t.element_size() * t.nelement() for t in tensors)
         if self.replay_memory is not None:
             total += self.replay_memory.nbytes()
+        if self.means_readout is not None:
+            total += self.means_readout.nbytes()
+        if self.expansion is not None:
+            total += self.expansion.nbytes()
+        if self.detector is not None:
+            total += self.detector.nbytes()
         return total
 
     def state_dict(self) -> dict[str, Any]:
@@ -645,9 +822,18 @@ class SpelaMLP(base.Classifier):
         if self.replay_memory is not None:
             for key, arr in self.replay_memory.state().items():
                 state[f"memory.{key}"] = arr
+        if self.means_readout is not None:
+            for key, arr in self.means_readout.state().items():
+                state[f"readout.{key}"] = arr
         for i, fit in enumerate(self.calibration):
             for key, arr in fit.state().items():
                 state[f"calibration.{i}.{key}"] = arr
+        if self.expansion is not None:
+            for key, arr in self.expansion.state().items():
+                state[f"expansion.{key}"] = arr
+        if self.detector is not None:
+            for key, arr in self.detector.state().items():
+                state[f"drift.{key}"] = arr
         return state
 
     @classmethod
@@ -659,7 +845,8 @@ class SpelaMLP(base.Classifier):
                 f"expected {STATE_FORMAT!r})"
             )
         try:
-            config = {**state["config"], **overrides}
+            # a state saved before the expansion and the detector existed had neither
+            config = {"fourier": 0, "adapt": False, **state["config"], **overrides}
             model = cls(**config)
             model.labels = [check_label(v) for v in state["labels"]]
             model._index = {v: i for i, v in enumerate(model.labels)}
@@ -671,9 +858,17 @@ class SpelaMLP(base.Classifier):
             n_features = state["n_features"]
             if n_features is not None:
                 model.n_features = int(n_features)
+                if not model.hidden:  # an "auto" config beside built layers: not ours
+                    raise ModelError(
+                        "model state is corrupt: it has layers but its config's hidden is 'auto'"
+                    )
                 model.scaler = Standardiser(model.n_features, clip=model.clip)
                 keys = ("count", "mean", "m2", *(["counts"] if "scaler.counts" in state else []))
                 model.scaler.load({k: state[f"scaler.{k}"] for k in keys})
+                if "expansion.omega" in state:
+                    model.expansion = FourierFeatures.from_state(
+                        {k: state[f"expansion.{k}"] for k in ("omega", "phase")}
+                    )
                 model.layers = [
                     SpelaLayer.from_state(
                         {
@@ -700,6 +895,16 @@ class SpelaMLP(base.Classifier):
                         if saved
                         else ReplayMemory(model.memory, model.n_features, seed=model._memory_seed)
                     )
+                saved = {
+                    k.removeprefix("readout."): v
+                    for k, v in state.items()
+                    if k.startswith("readout.")
+                }  # an older state has none: its readout starts empty, as a new class's does
+                widths = model.hidden[-1:]  # the readout reads the last layer
+                if model.readout:
+                    model.means_readout = (
+                        Readout.from_state(saved, widths) if saved else Readout(widths)
+                    )
             model.calibration = [  # a stream saved without one (older states) starts its fit
                 OnlineTemperature.from_state(
                     {k: state[f"calibration.{i}.{k}"] for k in ("nll", "n")}
@@ -708,6 +913,10 @@ class SpelaMLP(base.Classifier):
                 else OnlineTemperature()
                 for i in range(model._n_streams)
             ]
+            if model.detector is not None and "drift.stats" in state:
+                model.detector = DriftDetector.from_state(
+                    {k: state[f"drift.{k}"] for k in ("stats", "counts")}
+                )
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"model state is incomplete or corrupt: {exc!r}") from None
         return model

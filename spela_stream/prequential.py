@@ -138,7 +138,7 @@ class Prequential:
     ) -> None:
         self.model = model
         self.learn = learn
-        self.metrics = metrics or StreamMetrics(len(model.hidden), window=window)
+        self.metrics = metrics or StreamMetrics(model.depth, window=window)
         self.samples = self.learned = self.rejected = self.position = 0
         self.where = ""
         self.history: list[dict[str, Any]] = []  # report and drift rows not yet checkpointed

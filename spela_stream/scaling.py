@@ -102,6 +102,16 @@ class Standardiser:
         self.m2 = self.m2 + b_m2 + delta**2 * (self.counts * w)
         self.counts = total
 
+    def shorten(self, keep: int) -> None:
+        """Weigh the statistics as at most ``keep`` samples (the values stay): after a change of
+        the stream, new samples then move them as if only ``keep`` had been seen."""
+        keep = max(int(keep), 1)
+        ratio = np.minimum(keep / np.maximum(self.counts, 1), 1.0)  # (d,)
+        self.m2 = self.m2 * ratio
+        self.counts = np.minimum(self.counts, keep)
+        self.count = min(self.count, keep)
+        self._scale = None
+
     def grow(self, k: int) -> None:
         """Add ``k`` features at the end, with no statistics yet (they standardise to 0)."""
         self.n_features += k

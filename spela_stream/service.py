@@ -83,7 +83,7 @@ class Service:
 
     ``learn=False`` (or a loop made with ``learn=False``) only predicts: labels are not used and
     there are no checkpoints. ``on_bad`` takes every bad line; the default counts it
-    (``loop.reject``), the CLI's ``Rejects`` also logs it and appends it to ``--rejects``.
+    (``loop.reject``); a Run's ``rejects`` (``spela_stream.rejects``) also logs and keeps it.
     """
 
     def __init__(

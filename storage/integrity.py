@@ -1,9 +1,10 @@
-"""Checksums over a checkpoint row, reading one back verified, and the store-wide report.
+"""Checksums over run and checkpoint rows, reading them back verified, the store-wide report.
 
 A checkpoint row's ``checksum`` is the sha256 of one canonical JSON list: every column the
 checkpoint is rebuilt from (the JSON text exactly as stored) and, per tensor sorted by name, its
 name, dtype, shape and sha256 (which covers the bytes). A changed byte anywhere, a tensor row
-added or deleted, shows as a mismatch.
+added or deleted, shows as a mismatch. A run row's ``checksum`` covers what is fixed when it is
+created: its name, config (the JSON text as stored), source and time.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any
 
 from spela_stream.errors import CheckpointDamagedError, CheckpointError
 from storage.codec import decode_array
-from storage.records import Checkpoint, CheckpointInfo, VerifyReport, parse_json
-from storage.schema import describe
+from storage.records import Checkpoint, CheckpointInfo, RunInfo, VerifyReport, parse_json, run_info
+from storage.schema import describe, verify_hint
 
 ROW_FIELDS = ("run", "samples", "source", "position", "where", "created", "state", "metrics")
+RUN_FIELDS = ("name", "config", "source", "created")
 TENSOR_SQL = "SELECT name, dtype, shape, data, checksum FROM tensors WHERE checkpoint = ?"
 
 
@@ -32,6 +34,33 @@ def row_checksum(row: Mapping[str, Any] | sqlite3.Row, tensors: Sequence[Sequenc
     payload = [[row[k] for k in ROW_FIELDS], row["bytes"], described]
     text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_checksum(row: Mapping[str, Any] | sqlite3.Row) -> str:
+    """sha256 (hex) of a run's name, config JSON text, source and creation time."""
+    text = json.dumps([row[k] for k in RUN_FIELDS], separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def run_damage(row: sqlite3.Row, label: str) -> str | None:
+    """What is wrong with a ``runs`` row, or None; a run created before checksums (``checksum``
+    NULL or no such column) is taken as it is."""
+    stored = row["checksum"] if "checksum" in row.keys() else None
+    if stored is None or stored == run_checksum(row):
+        return None
+    return (
+        f"run {row['name']!r} in {label} is damaged: its config checksum does not match (its "
+        "config, source or creation time was changed after it was created)"
+    )
+
+
+def read_run(row: sqlite3.Row, label: str) -> RunInfo:
+    """The RunInfo of a ``runs`` row (with its checkpoint count), its checksum verified:
+    CheckpointDamagedError naming the run, with the fix, when it does not match."""
+    problem = run_damage(row, label)
+    if problem is not None:
+        raise CheckpointDamagedError(f"{problem}: {verify_hint(label)}")
+    return run_info(row)
 
 
 def _object(text: str | None, what: str, column: str, required: bool) -> dict[str, Any] | None:
@@ -117,7 +146,8 @@ def quick_check(conn: sqlite3.Connection) -> list[str]:
 
 
 def verify_database(conn: sqlite3.Connection, label: str, run: str | None) -> VerifyReport:
-    """SQLite's integrity_check, then every checkpoint's checksums: a report, never a raise.
+    """SQLite's integrity_check, every run's and checkpoint's checksums, and a rebuild of each
+    checkpoint's model and loop: a report, never a raise.
 
     A table SQLite cannot walk (a garbled b-tree page) is reported as damage, with the
     checkpoints that could be read before it still verified. CheckpointError only for a
@@ -138,6 +168,15 @@ def verify_database(conn: sqlite3.Connection, label: str, run: str | None) -> Ve
             raise CheckpointError(
                 f"no run {run!r} in {label} (see `spela-stream runs --db {label}`)"
             )
+    run_notes: list[str] = []
+    try:
+        sql, params = "SELECT * FROM runs", () if run is None else (run,)
+        for row in _named(conn, sql + ("" if run is None else " WHERE name = ?"), params):
+            problem = run_damage(row, label)
+            if problem is not None:
+                run_notes.append(problem)
+    except sqlite3.Error as exc:
+        integrity.append(f"SQLite cannot read the runs table: {describe(exc)}")
     rows: list[tuple[int, str, str | None]] = []
     try:
         has = "checksum" in {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
@@ -153,17 +192,32 @@ def verify_database(conn: sqlite3.Connection, label: str, run: str | None) -> Ve
         integrity.append(
             f"SQLite cannot read the checkpoints table past row {len(rows)}: {describe(exc)}"
         )
+    from storage.rebuild import rebuild_loop  # loads torch: only when there is one to rebuild
+
     notes: list[str] = []
+    unusable: list[str] = []
     for cid, owner, _ in rows:
         try:
-            read_checked(conn, owner, cid, label)
+            ck = read_checked(conn, owner, cid, label)
         except CheckpointDamagedError as exc:
             notes.append(str(exc))
+            continue
+        try:  # checksums that hold over a state this code cannot use: as bad for a resume
+            rebuild_loop(ck, f"checkpoint {cid} of run {owner!r} in {label}")
+        except CheckpointError as exc:
+            unusable.append(str(exc))
     return VerifyReport(
         path=label,
         integrity=integrity,
         checkpoints=len(rows),
-        intact=len(rows) - len(notes),
+        intact=len(rows) - len(notes) - len(unusable),
         unchecked=[cid for cid, _, checksum in rows if checksum is None],
-        damaged=notes,
+        damaged=run_notes + notes,
+        unusable=unusable,
     )
+
+
+def _named(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[sqlite3.Row]:
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    return cursor.execute(sql, params).fetchall()

@@ -65,11 +65,13 @@ class VerifyReport:
     unchecked: list[int]  # ids saved before checksums existed (read, but not verifiable)
     damaged: list[str]  # one note per damaged checkpoint, naming run, id and what
     readable: bool = True  # False when SQLite cannot open the file at all
+    # one note per checkpoint whose checksums hold but whose state cannot be rebuilt
+    unusable: list[str] = field(default_factory=list)
 
     @property
     def sound(self) -> bool:
-        """True when SQLite finds nothing wrong and no checkpoint is damaged."""
-        return not self.integrity and not self.damaged
+        """True when SQLite finds nothing wrong and every checkpoint is intact and usable."""
+        return not self.integrity and not self.damaged and not self.unusable
 
 
 def parse_json(text: str | None, what: str) -> Any:

@@ -19,7 +19,7 @@ It lives in ``storage`` because it must see the store; the core stays free of SQ
 ...     with open_source(run.source, skip=run.skip) as stream:
 ...         last = run.learn(stream, limit=500)
 >>> first.samples, run.skip, last.samples, f"{last.accuracy:.4f}"
-(200, 200, 500, '0.6613')
+(200, 200, 500, '0.7074')
 """
 
 from __future__ import annotations
@@ -28,16 +28,19 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
-from spela_stream.errors import CheckpointError, SpelaError
-from spela_stream.model import SpelaMLP
+from spela_stream.errors import CheckpointError, ConfigError, SpelaError
+from spela_stream.model import AUTO, SpelaMLP
 from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential, Report
+from spela_stream.rejects import Rejects
+from spela_stream.sources import BadRecordError
 from spela_stream.sources.resume import FileMarker, file_of, resume_skip
 from spela_stream.stopping import StopGuard
 
+from .rebuild import rebuild_loop
 from .records import Checkpoint, CheckpointInfo
-from .session import rebuild_loop
 from .store import CheckpointStore
 from .store import pick_run as pick
 
@@ -86,7 +89,12 @@ def _usable(
 
 class Run:
     """A run of a store: a loop, the source it reads, when to checkpoint, and ``skip`` (records
-    of the source a resumed run passes over). Build one with ``start`` or ``resume``."""
+    of the source a resumed run passes over). Build one with ``start`` or ``resume``.
+
+    ``on_error="skip"`` passes over bad records (a reader's, and samples the model refuses):
+    counted, the first ten logged, their raw text appended to ``rejects`` when given. A reader
+    takes ``on_bad`` (None unless skipping); a service, which never stops on a bad line,
+    ``rejects``."""
 
     def __init__(
         self,
@@ -102,8 +110,14 @@ class Run:
         keep: int | None = 3,
         checkpoint_every: int | None = None,
         checkpoint_seconds: float | None = 60.0,
+        on_error: str = "raise",
+        rejects: Path | None = None,
         log: Callable[[str], None] = _stderr,
     ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ConfigError(f"`on_error` {on_error!r}: give raise or skip")
+        if rejects is not None and on_error != "skip":
+            raise ConfigError("`rejects` needs `on_error` skip (with raise, a bad record stops)")
         self.store = store
         self.loop = loop
         self.source = source
@@ -113,6 +127,8 @@ class Run:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_seconds = checkpoint_seconds
         self.log = log
+        self.rejects = Rejects(loop, rejects, log)  # every bad record goes through it
+        self.skipping = on_error == "skip"
         self.saved = saved  # the checkpoint a resumed run started from
         self.checkpoint: int | None = None if saved is None else saved.id
         self._name = name
@@ -122,6 +138,8 @@ class Run:
         self._guard: StopGuard | None = None
         self._saved_at = self._state() if saved is not None else None
         self._marker: FileMarker | None = None
+        if store.wal_damage is not None:  # SQLite's recovery dropped it without a word
+            log(f"warning: {store.wal_damage}")
 
     @property
     def name(self) -> str:
@@ -129,6 +147,11 @@ class Run:
         if self._name is None:
             raise CheckpointError("the run has no name before it is created (call create)")
         return self._name
+
+    @property
+    def on_bad(self) -> Callable[[BadRecordError], None] | None:
+        """A reader's ``on_error``: the run's ``rejects`` when skipping, else None (raise)."""
+        return self.rejects if self.skipping else None
 
     # ------------------------------------------------------------------ start and resume
 
@@ -211,12 +234,22 @@ class Run:
     ) -> Report:
         """Learn ``stream`` test-then-train to its end (or ``limit`` samples in all); returns
         the final report. Checkpointed on the policy, at the end, on errors and signals."""
+        reports = self.reports(stream, every=every, doubling=doubling, limit=limit)
+        return self.drive(reports, guard=guard, on_report=on_report)
+
+    def reports(
+        self, stream: Iterable[Any], *, every: int = 1000, doubling: bool = False,
+        limit: int | None = None,
+    ) -> Reports:  # fmt: skip
+        """The loop over ``stream`` for ``drive``: a report every ``every`` samples (and at
+        each doubling); when skipping, a sample the model refuses is a reject, not the end."""
+        refused = self.rejects.refused if self.skipping else None
 
         def reports(policy: CheckpointPolicy, g: StopGuard) -> Iterable[Report]:
             return self.loop.run(stream, every=every, doubling=doubling, limit=limit,
-                                 checkpoint=policy, guard=g)  # fmt: skip
+                                 checkpoint=policy, guard=g, on_error=refused)  # fmt: skip
 
-        return self.drive(reports, guard=guard, on_report=on_report)
+        return reports
 
     def drive(
         self,
@@ -232,6 +265,7 @@ class Run:
             self._guard = g
             self.create()
             stack.enter_context(self._lease())
+            stack.enter_context(self.rejects)  # its files close on every way out
             policy = CheckpointPolicy(lambda _: self.save(), self.checkpoint_every,
                                       self.checkpoint_seconds)  # fmt: skip
             try:
@@ -276,6 +310,7 @@ class Run:
             mark = self._mark()
             if mark is not None:
                 metrics[MARK_KEY] = mark
+            built = self._built_config()
             cid = self.store.save(
                 self.create(),
                 state=loop.model.state_dict(),
@@ -286,11 +321,22 @@ class Run:
                 metrics=metrics,
                 history=loop.history[:n],
                 keep=self.keep,
+                config=built,
             )
+            if built is not None:
+                self.config = built
             del loop.history[:n]
             self.checkpoint = cid
             self._saved_at = self._state()
         return cid
+
+    def _built_config(self) -> dict[str, Any] | None:
+        """The run's config with the widths its model built, once a run started with
+        ``hidden="auto"`` has seen its first sample (None: nothing to change)."""
+        hidden = self.loop.model.hidden
+        if self.config.get("hidden") != AUTO or not hidden:
+            return None
+        return {**self.config, "hidden": list(hidden)}
 
     def save_changes(self) -> int | None:
         """Checkpoint if anything changed since the last one (a resume that failed on its first

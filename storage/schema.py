@@ -35,6 +35,7 @@ WAL_LIMIT = 64 * 2**20
 # up to this size: past it, the one-time rewrite and its temporary copy cost more than waiting.
 REPAGE_LIMIT = 256 * 2**20
 _LOG = logging.getLogger("storage")
+CHECKED = ("checkpoints", "runs")  # tables with a checksum column, added to older files
 TABLES = frozenset({"meta", "runs", "checkpoints", "tensors", "history", "leases"})
 SQLITE_MAGIC = b"SQLite format 3\x00"
 MARK_SCAN = 2**20  # where to look for our schema's name in a file whose SQLite header is gone
@@ -61,7 +62,9 @@ CREATE TABLE IF NOT EXISTS runs (
     created TEXT NOT NULL,          -- ISO 8601, UTC
     updated TEXT NOT NULL,          -- time of the latest checkpoint
     samples INTEGER NOT NULL DEFAULT 0,
-    summary TEXT                    -- JSON: the latest metrics summary, or NULL
+    summary TEXT,                   -- JSON: the latest metrics summary (NULL before any)
+    checksum TEXT                   -- sha256 over name config source created (integrity.py);
+                                    -- NULL in a run created before checksums existed
 );
 CREATE TABLE IF NOT EXISTS checkpoints (
     id INTEGER PRIMARY KEY AUTOINCREMENT,   -- never reused, so newer is larger
@@ -105,13 +108,17 @@ def _not_ours(label: str, why: str) -> CheckpointError:
     return CheckpointError(f"{label} is not a spela-stream database ({why}; use another --db)")
 
 
+def verify_hint(label: str) -> str:
+    """What to do about damage in the database ``label``."""
+    return (
+        f"run `spela-stream checkpoints verify --db {label}` to see what is intact, or restore "
+        "the file from a copy"
+    )
+
+
 def damaged(label: str, why: str) -> DatabaseDamagedError:
     """The error for a database of ours that SQLite cannot read: say so, and how to recover."""
-    return DatabaseDamagedError(
-        f"{label} is damaged ({why}): run `spela-stream checkpoints verify --db {label}` "
-        "to see what is intact, or restore the file from a copy",
-        why,
-    )
+    return DatabaseDamagedError(f"{label} is damaged ({why}): {verify_hint(label)}", why)
 
 
 def describe(exc: sqlite3.Error) -> str:
@@ -158,18 +165,21 @@ def _check_schema(db: Database, label: str, tables: set[str]) -> None:
 def _migrate(conn: sqlite3.Connection, tables: set[str]) -> None:
     """Bring a schema-1 file written before checksums and leases up to date, in place.
 
-    Both changes only add (a NULL-able column, a table), so older spela-streams still read the
-    file: the schema version stays 1. Checkpoints saved before have a NULL checksum and are
-    reported as unchecked, not damaged.
+    The changes only add (NULL-able columns, a table), so older spela-streams still read the
+    file: the schema version stays 1. Runs and checkpoints saved before have a NULL checksum
+    and are taken as they are (checkpoints reported as unchecked), not called damaged.
     """
-    columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
-    if "checksum" in columns and "leases" in tables:
+
+    def missing() -> list[str]:
+        columns = {t: {r[1] for r in conn.execute(f"PRAGMA table_info({t})")} for t in CHECKED}
+        return [t for t, names in columns.items() if "checksum" not in names]
+
+    if not missing() and "leases" in tables:
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        columns = {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
-        if "checksum" not in columns:
-            conn.execute("ALTER TABLE checkpoints ADD COLUMN checksum TEXT")
+        for table in missing():
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN checksum TEXT")
         conn.execute(LEASES_DDL)
         conn.execute("COMMIT")
     except BaseException:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spela_stream.errors import CheckpointError, SpelaError
-from spela_stream.model import SpelaMLP
 from spela_stream.prequential import Prequential
 
-from .records import Checkpoint, CheckpointInfo, RunInfo
+from .rebuild import rebuild_loop
+from .records import CheckpointInfo, RunInfo
 from .store import CheckpointStore
 
 
@@ -48,6 +48,9 @@ class Session:
         return cid
 
 
+__all__ = ["Session", "load_loop", "rebuild_loop"]
+
+
 def load_loop(
     store: CheckpointStore, run: RunInfo, checkpoint: int | None = None, *, learn: bool = True
 ) -> tuple[Prequential, CheckpointInfo]:
@@ -60,17 +63,3 @@ def load_loop(
     ck = store.load(run.name, checkpoint)
     return rebuild_loop(ck, f"checkpoint {ck.info.id} of run {run.name!r} in {store.path}",
                         learn=learn), ck.info  # fmt: skip
-
-
-def rebuild_loop(ck: Checkpoint, what: str, *, learn: bool = True) -> Prequential:
-    """The model and loop a loaded checkpoint holds; a CheckpointError naming ``what`` when its
-    state cannot be used (no loop state, keys missing, duplicate labels)."""
-    if ck.metrics is None:
-        raise CheckpointError(f"{what} has no loop state")
-    try:
-        model = SpelaMLP.from_state(ck.state)
-        return Prequential.resumed(model, ck.metrics, learn=learn)
-    except (SpelaError, KeyError, TypeError, ValueError) as exc:  # a state this code cannot use
-        why = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
-        msg = f"{what} cannot be resumed: its state is incomplete ({why})"
-        raise CheckpointError(msg) from None

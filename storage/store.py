@@ -20,17 +20,26 @@ from sqlite_utils import Database
 from spela_stream.errors import CheckpointDamagedError, CheckpointError, DatabaseDamagedError
 from storage import lease as leases
 from storage.codec import Tensor, dumps, encode_array
-from storage.integrity import quick_check, read_checked, row_checksum, verify_database
+from storage.integrity import (
+    RUN_FIELDS,
+    quick_check,
+    read_checked,
+    read_run,
+    row_checksum,
+    run_checksum,
+    verify_database,
+)
 from storage.lease import Lease
-from storage.records import Checkpoint, CheckpointInfo, RunInfo, VerifyReport, parse_json, run_info
+from storage.records import Checkpoint, CheckpointInfo, RunInfo, VerifyReport, parse_json
 from storage.schema import BUSY_TIMEOUT_S, damaged, describe, open_database
+from storage.walcheck import lost_in_wal
 from storage.walcopy import WalCopier, WalCopy
 
 MAX_LISTED = 10  # names or ids an error message lists
 
 
 # memory_bytes: the bytes of the latest checkpoint's tensors named memory.* (a continual memory).
-_RUN_SQL = """SELECT name, config, source, created, updated, samples, summary,
+_RUN_SQL = """SELECT r.*,
     (SELECT COUNT(*) FROM checkpoints c WHERE c.run = r.name) AS checkpoints,
     (SELECT COALESCE(SUM(length(t.data)), 0) FROM tensors t WHERE t.checkpoint =
         (SELECT MAX(c.id) FROM checkpoints c WHERE c.run = r.name) AND t.name GLOB 'memory.*')
@@ -97,6 +106,8 @@ class CheckpointStore:
         if readonly and create:
             raise CheckpointError(f"{self._label}: a store opened read-only cannot create")
         self.readonly = readonly
+        # before SQLite's recovery reads the log past a damaged frame and a writer overwrites it
+        self.wal_damage: str | None = lost_in_wal(self.path) if self.path.is_file() else None
         self.db: Database = open_database(path, create=create, readonly=readonly)
         self._closed = False
         self._wal: WalCopier | None = None  # started by the first save
@@ -159,17 +170,11 @@ class CheckpointStore:
                     f"run {name!r} already exists in {self._label} "
                     "(use --resume to continue it, or another --run)"
                 )
+            row = {"name": name, "config": config_json, "source": str(source), "created": now}
             self.db.table("runs").insert(
-                {
-                    "name": name,
-                    "config": config_json,
-                    "source": str(source),
-                    "created": now,
-                    "updated": now,
-                    "samples": 0,
-                    "summary": None,
-                }
-            )
+                {**row, "updated": now, "samples": 0, "summary": None,
+                 "checksum": run_checksum(row)}
+            )  # fmt: skip
         return name
 
     def delete_run(self, name: str) -> None:
@@ -182,18 +187,18 @@ class CheckpointStore:
         """The run called ``name``; CheckpointError listing the runs there are if none is."""
         with self._transaction("reading a run") as conn:
             self._require_run(conn, name)
-            return run_info(_rows(conn, _RUN_SQL + " WHERE name = ?", (name,))[0])
+            return read_run(_rows(conn, _RUN_SQL + " WHERE name = ?", (name,))[0], self._label)
 
     def latest_run(self) -> RunInfo | None:
         """The run updated most recently, or None in an empty database."""
         with self._transaction("reading runs") as conn:
             rows = _rows(conn, _RUN_SQL + " ORDER BY updated DESC, rowid DESC LIMIT 1")
-        return run_info(rows[0]) if rows else None
+        return read_run(rows[0], self._label) if rows else None
 
     def runs(self) -> list[RunInfo]:
         """Every run, oldest first."""
         with self._transaction("reading runs") as conn:
-            return [run_info(r) for r in _rows(conn, _RUN_SQL + " ORDER BY rowid")]
+            return [read_run(r, self._label) for r in _rows(conn, _RUN_SQL + " ORDER BY rowid")]
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -209,11 +214,13 @@ class CheckpointStore:
         metrics: Mapping[str, Any] | None = None,
         history: Sequence[Mapping[str, Any]] = (),
         keep: int | None = None,
+        config: Mapping[str, Any] | None = None,
     ) -> int:
         """Write a checkpoint, its history rows and the run's progress in one transaction.
 
         Every numpy array in ``state`` becomes a tensor row; the other values are kept as one
-        JSON object. With ``keep``, only the run's newest ``keep`` checkpoints remain.
+        JSON object. With ``keep``, only the run's newest ``keep`` checkpoints remain. A
+        ``config`` replaces the run's (a shape its first sample fixed, ``hidden="auto"``).
         Returns the new checkpoint's id.
         """
         if keep is not None and _int(keep, "keep") < 1:
@@ -229,6 +236,7 @@ class CheckpointStore:
             else:
                 rest[key] = value
         state_json = dumps(rest, "state")
+        config_json = None if config is None else dumps(dict(config), "config")
         metrics_json = summary_json = None
         if metrics is not None:
             metrics_json = dumps(dict(metrics), "metrics")
@@ -288,10 +296,17 @@ class CheckpointStore:
             if rows:
                 self.db.table("history").insert_all(rows)
             conn.execute(
-                "UPDATE runs SET samples = ?, updated = ?, summary = coalesce(?, summary)"
-                " WHERE name = ?",
-                (samples, now, summary_json, run),
+                "UPDATE runs SET samples = ?, updated = ?, summary = coalesce(?, summary),"
+                " config = coalesce(?, config) WHERE name = ?",
+                (samples, now, summary_json, config_json, run),
             )
+            if config_json is not None:  # the run's checksum covers its config: keep it true
+                fields = ", ".join(RUN_FIELDS)
+                kept = conn.execute(f"SELECT {fields} FROM runs WHERE name = ?", (run,)).fetchone()
+                conn.execute(
+                    "UPDATE runs SET checksum = ? WHERE name = ?",
+                    (run_checksum(dict(zip(RUN_FIELDS, kept, strict=True))), run),
+                )
         if self._wal is None:
             self.db.conn.execute("PRAGMA wal_autocheckpoint = 0")  # the copier does it instead
             self._wal = WalCopier(str(self.path), BUSY_TIMEOUT_S)
@@ -339,10 +354,14 @@ class CheckpointStore:
     def verify(self, run: str | None = None) -> VerifyReport:
         """Check the whole file (SQLite's integrity_check) and every checkpoint's checksums.
 
-        Damage, SQLite's or a checksum's, is reported, not raised (``VerifyReport.sound``).
+        Damage, SQLite's, a checksum's or committed transactions lost in a damaged WAL (as found
+        when the store was opened), is reported, not raised (``VerifyReport.sound``).
         """
         with self._transaction("verifying the database") as conn:
-            return verify_database(conn, self._label, run)
+            report = verify_database(conn, self._label, run)
+        if self.wal_damage is None:
+            return report
+        return replace(report, integrity=[self.wal_damage, *report.integrity])
 
     def check(self) -> None:
         """DatabaseDamagedError unless SQLite's quick_check finds the file sound (a quick look

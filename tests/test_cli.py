@@ -75,7 +75,7 @@ def test_app_help() -> None:
 
 
 def test_all_commands_exist() -> None:
-    assert COMMANDS == ["checkpoints", "eval", "learn", "plot", "predict", "runs", "send"]
+    assert COMMANDS == ["checkpoints", "eval", "fleet", "learn", "plot", "predict", "runs", "send"]
 
 
 @pytest.mark.parametrize("name", COMMANDS)
@@ -94,7 +94,8 @@ def test_learn_has_the_documented_options() -> None:
     ):  # fmt: skip
         assert option in out, option
     # Help text in [brackets] is eaten as rich markup; the defaults must show.
-    for text in ("Layer widths (default: 1024,1024; camera and images: 1024)",
+    for text in ("Layer widths, or auto (default: auto = 512,512 up to 64 input features, else "
+                 "1024,1024; camera and images: 1024)",
                  "Local step size (default: 10)", "(default: last)"):  # fmt: skip
         assert text in out, text
 
@@ -112,7 +113,8 @@ def test_bad_hidden_exits_2(hidden: str) -> None:
     ("args", "message"),
     [(["--report", "x"], "report"), (["--lr", "0"], "lr"), (["--lr", "-1"], "lr"),
      (["--every", "0"], "every"), (["--keep", "-1"], "keep"), (["--on-error", "x"], "on-error"),
-     (["--format", "xls"], "format")],
+     (["--format", "xls"], "format"),
+     (["--rejects", "r.txt"], "Invalid value: --rejects needs --on-error skip")],
 )  # fmt: skip
 def test_bad_option_values_exit_2(args: list[str], message: str) -> None:
     result = runner.invoke(app, ["learn", "--hidden", "8", "--limit", "5", *args])

@@ -14,13 +14,14 @@ import typer.main
 from typer.testing import CliRunner, Result
 
 from cli.app import app
-from cli.plot import CurveView, axis_scale, source_name
 from storage import CheckpointStore
+from storage.plot import CurveView, axis_scale, source_name
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
 GROUP = typer.main.get_command(app)
-COMMANDS = [[name] for name in sorted(GROUP.commands)] + [["checkpoints", "verify"]]
+COMMANDS = [[name] for name in sorted(GROUP.commands)] + [["checkpoints", "verify"]] + [
+    ["fleet", "server"], ["fleet", "device"]]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +66,9 @@ def test_learn_help_is_grouped_and_short() -> None:
     out = runner.invoke(app, ["learn", "--help"], env={"COLUMNS": "80"}).stdout
     for panel in ("Model", "Input", "Checkpoints", "Output", "Camera and images", "Service"):
         assert f"─ {panel}" in out, panel
-    assert len(out.splitlines()) < 140  # it was about 210 at 80 columns
+    # it was about 210 at 80 columns; 138 under typer 0.29 (rich 15), 142 under the typer 0.20
+    # (rich 14) that the fleet extra's flwr brings
+    assert len(out.splitlines()) < 145
 
 
 @pytest.mark.parametrize("name", ["eval", "predict", "plot"])
@@ -88,16 +91,27 @@ def test_version() -> None:
     [
         (["learn", "--format", "xml"], "Error: Invalid value for '--format': 'xml' is not one of"),
         (["learn", "--resume", "true"], "a flag such as --resume takes no value"),
-        (["learn", "--lr", "x"], "Error: Invalid value for '--lr': not a number"),
-        (["learn", "--nope"], "Error: No such option: --nope"),
+        # click's own wording differs between the typer versions spela-stream admits: typer
+        # 0.29 (its own validation, reworded) and 0.20 (the fleet extra: flwr needs typer<0.21)
+        (
+            ["learn", "--lr", "x"],
+            (
+                "Error: Invalid value for '--lr': not a number",
+                "Error: Invalid value for '--lr': 'x' is not a valid float.",
+            ),
+        ),
+        (["learn", "--nope"], ("Error: No such option: --nope", "Error: No such option '--nope'")),
         (["nope"], "Error: No such command 'nope'"),
     ],
 )
-def test_usage_errors_are_error_lines_not_boxes(args: list[str], needle: str) -> None:
+def test_usage_errors_are_error_lines_not_boxes(
+    args: list[str], needle: str | tuple[str, ...]
+) -> None:
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
-    assert needle in result.stderr, result.stderr
+    needles = (needle,) if isinstance(needle, str) else needle
+    assert any(n in result.stderr for n in needles), result.stderr
     assert "╭" not in result.stderr and "Value error" not in result.stderr
     assert "Input should be" not in result.stderr
     assert re.fullmatch(r"Try '.+ --help' for help\.", result.stderr.splitlines()[-1])
@@ -135,6 +149,12 @@ def message_strings(path: Path) -> list[str]:
     ]
 
 
+# The flags of flwr's own commands (flower-superlink, flower-supernode, flwr run), which
+# spela_stream/fleet_procs.py starts: theirs, not spela-stream's.
+FLWR_FLAGS = {"--insecure", "--host", "--port", "--disable-runtime-dependency-installation",
+              "--superlink", "--node-config", "--format", "--run-config"}  # fmt: skip
+
+
 def test_every_flag_a_message_names_exists() -> None:
     flags = flags_of_app()
     named: dict[str, set[str]] = {}
@@ -144,7 +164,11 @@ def test_every_flag_a_message_names_exists() -> None:
                 for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*[a-z]", text):
                     named.setdefault(flag, set()).add(path.name)
     assert "--features" in named or "--label-column" in named  # the scan finds messages
-    unknown = {f: sorted(where) for f, where in named.items() if f not in flags}
+    unknown = {
+        f: sorted(where)
+        for f, where in named.items()
+        if f not in flags and not (where == {"fleet_procs.py"} and f in FLWR_FLAGS)
+    }
     assert unknown == {}
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from spela_stream.errors import ModelError
-from spela_stream.fleet import Update, adopt, merge, shared_keys, union_labels
+from spela_stream.fleet import Update, adopt, merge, rebase, shared_keys, union_labels
 from spela_stream.model import SpelaMLP
 from spela_stream.scaling import Standardiser
 
@@ -28,7 +28,8 @@ def test_layers_are_averaged_weighted_by_samples_learned(blobs: Any) -> None:
     merged = merge(None, {"a": Update(a.state_dict(), 30), "b": Update(b.state_dict(), 60)})
     for key in ("layers.0.weight", "layers.1.bias"):
         expected = (30 * a.state_dict()[key] + 60 * b.state_dict()[key]) / 90
-        np.testing.assert_allclose(merged.state[key], expected, rtol=1e-6)
+        # float32 sums in another order: within an ulp of values near 1 (1.2e-7)
+        np.testing.assert_allclose(merged.state[key], expected, rtol=1e-6, atol=1e-7)
     assert merged.learned == 90 and merged.devices == 2
     assert merged.bytes_in == sum(
         a.state_dict()[k].nbytes + b.state_dict()[k].nbytes for k in shared_keys(a.state_dict())
@@ -161,3 +162,129 @@ def test_a_class_skewed_fleet_beats_its_isolated_devices(blobs: Any) -> None:
     best_alone = max(accuracy(m) for m in isolated)
     assert best_alone < 0.3  # two classes of eight
     assert accuracy(one) - 0.2 < accuracy(final) > best_alone + 0.25  # 0.71, 0.565, 0.29
+
+
+def test_rebase_keeps_what_a_device_learned_while_the_fleet_merged(blobs: Any) -> None:
+    """A device sends its update, learns 20 more samples while the fleet merges it with
+    another's, then rebases: its weights are the merge plus its change since the update, and
+    its input statistics are those of one standardiser over every sample (base, both updates,
+    the 20 new ones)."""
+    X, y = blobs(n=130)
+    base = trained(X[:40], y[:40]).state_dict()
+    mine = trained(X[40:70], y[40:70], base)
+    sent = mine.state_dict()
+    other = trained(X[70:110], y[70:110], base).state_dict()
+    merged = merge(base, {"me": Update(sent, 30), "other": Update(other, 40)}).state
+    for row, label in zip(X[110:], y[110:], strict=True):
+        mine.learn_one(row.astype(np.float32), label)
+    now = mine.state_dict()
+    state = rebase(now, sent, merged)
+    for key in ("layers.0.weight", "layers.1.bias"):
+        np.testing.assert_allclose(state[key], merged[key] + (now[key] - sent[key]), rtol=1e-5)
+    one = Standardiser(X.shape[1])
+    for row in X:
+        one.update(row.astype(np.float32).astype(np.float64))
+    assert int(state["scaler.count"]) == 130
+    np.testing.assert_allclose(state["scaler.mean"], one.mean, rtol=1e-9)
+    np.testing.assert_allclose(state["scaler.m2"], one.m2, rtol=1e-9)
+    assert SpelaMLP.from_state(state).predict_one(X[0].astype(np.float32)) is not None
+
+
+def test_a_fresh_device_is_pooled_from_nothing(blobs: Any) -> None:
+    """A device new to the fleet sends statistics of its own samples only (``fresh``): the
+    merge adds them to the fleet's instead of taking the fleet's out of them first."""
+    X, y = blobs(n=90)
+    base = trained(X[:40], y[:40]).state_dict()
+    old = trained(X[40:60], y[40:60], base).state_dict()
+    new = trained(X[60:], y[60:]).state_dict()
+    merged = merge(base, {"old": Update(old, 20), "new": Update(new, 30, fresh=True)})
+    one = Standardiser(X.shape[1])
+    for row in X:
+        one.update(row.astype(np.float32).astype(np.float64))
+    assert int(merged.state["scaler.count"]) == 90
+    np.testing.assert_allclose(merged.state["scaler.mean"], one.mean, rtol=1e-9)
+
+
+def test_fleet_commands_name_the_extra_when_flwr_is_missing(monkeypatch: Any) -> None:
+    import importlib.util
+
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "flwr" else real(name, *a))  # fmt: skip
+    for args in (["fleet", "server"], ["fleet", "device", "--superlink", "h:1", "--name", "a"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 1, result.output
+        assert "Error: " in result.output and "pip install 'spela-stream[fleet]'" in result.output
+
+
+def readout_state(means: Any, labels: list[Any], hits: float) -> dict[str, Any]:
+    """A state that holds only a class-mean readout (``readout.ClassMeans``) and its labels."""
+    return {"labels": labels, "readout.hits": np.array([[0.5, hits]]),
+            **{f"readout.0.{k}": v for k, v in means.state().items()}}  # fmt: skip
+
+
+def test_class_means_merge_to_those_of_one_readout_that_saw_every_sample() -> None:
+    """The fleet's readout knows classes a, b; device x (from it) sees a and c, device y (from
+    it) sees b, device z is new (fresh) and met c before a, so its rows are the other way
+    round. The merged class means and counts are those of one readout that folded every
+    sample in, in the fleet's label order; the hit rates are averaged as the layers are."""
+    from spela_stream.readout import ClassMeans
+
+    rng = np.random.default_rng(0)
+    samples = {name: (rng.normal(size=(n, 4)), k) for name, n, k in (
+        ("base", 12, [0, 1]), ("x", 9, [0, 2]), ("y", 7, [1]), ("z", 5, [1, 0]))}  # fmt: skip
+    one, base = ClassMeans(4), ClassMeans(4)
+    states: dict[str, dict[str, Any]] = {}
+    for name, (h, ks) in samples.items():
+        k = np.asarray([ks[j % len(ks)] for j in range(len(h))])
+        own = base if name == "base" else (
+            ClassMeans(4) if name == "z" else ClassMeans.from_state(base.state()))  # fmt: skip
+        own.update(h, k)
+        fleet_k = np.asarray({"z": [2, 0]}.get(name, [0, 1, 2]))[k]  # z's labels: c, a
+        one.update(h, fleet_k)
+        labels = {"base": ["a", "b"], "z": ["c", "a"]}.get(name, ["a", "b", "c"])
+        states[name] = readout_state(own, labels, {"base": 0.2, "x": 0.4, "y": 0.6}.get(name, 0.8))
+    merged = merge(states["base"], {
+        "x": Update(states["x"], 9), "y": Update(states["y"], 7),
+        "z": Update(states["z"], 5, fresh=True)}, readouts=True).state  # fmt: skip
+    assert merged["labels"] == ["a", "b", "c"]
+    np.testing.assert_array_equal(merged["readout.0.counts"], one.counts)
+    np.testing.assert_allclose(merged["readout.0.means"], one.means, rtol=1e-12, atol=1e-12)
+    n = {name: int(st["readout.0.n"]) for name, st in states.items()}
+    assert int(merged["readout.0.n"]) == n["x"] + n["y"] - n["base"] + n["z"]
+    np.testing.assert_allclose(merged["readout.hits"], [[0.5, (9 * 0.4 + 7 * 0.6 + 5 * 0.8) / 21]])
+    state = adopt({"labels": ["a", "b", "c"]}, merged)  # a device takes the fleet's readout
+    np.testing.assert_array_equal(state["readout.0.means"], merged["readout.0.means"])
+
+
+def test_a_fleet_that_pools_readouts_carries_them_to_every_device(blobs: Any) -> None:
+    """Two devices learn different classes from scratch; by default the merge has no readout
+    and a device that adopts it drops its own; pooled, the merge's readout holds every
+    class's mean (counts add up), a device that adopts it predicts from it, and rebase pools
+    what a device's readout folded in since its update on top of the fleet's."""
+    X, labels = blobs(n=120)
+    y = np.asarray(labels)
+    a = trained(X[:60][y[:60] < 2], [k for k in labels[:60] if k < 2])
+    b = trained(X[:60][y[:60] >= 2], [k for k in labels[:60] if k >= 2], {
+        **SpelaMLP(hidden=(16, 8), seed=0, memory=50).state_dict(), "labels": [0, 1]})  # fmt: skip
+    sa, sb = a.state_dict(), b.state_dict()
+    plain = merge(None, {"a": Update(sa, 1), "b": Update(sb, 1)}).state
+    assert not any(k.startswith("readout.") for k in plain)  # by default: not pooled
+    assert not any(k.startswith("readout.") for k in adopt(sa, plain))  # and dropped
+    merged = merge(None, {"a": Update(sa, 1), "b": Update(sb, 1)}, readouts=True).state
+    counts = merged["readout.0.counts"]
+    assert len(counts) == len(merged["labels"]) == 3
+    assert int(counts.sum()) == int(sa["readout.0.counts"].sum() + sb["readout.0.counts"].sum())
+    for row, label in zip(X[60:], labels[60:], strict=True):
+        a.learn_one(row.astype(np.float32), label)
+    now = a.state_dict()
+    state = rebase(now, sa, merged)
+    added = now["readout.0.counts"] - np.pad(sa["readout.0.counts"], (0, 1))
+    np.testing.assert_array_equal(state["readout.0.counts"], counts + added)
+    model = SpelaMLP.from_state(adopt(sa, merged))
+    assert model.means_readout is not None and len(model.means_readout.layers[0].counts) == 3
+    assert model.predict_one(X[0].astype(np.float32)) in merged["labels"]

@@ -98,6 +98,7 @@ def test_resumed_from_a_checkpoint_it_continues_bit_identical(tmp_path: Path) ->
         resumed.learn_one(row, int(label))
     a, b = unbroken.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
+    assert {"readout.hits", "readout.0.means", "readout.0.counts"} <= a.keys()  # the readout too
     for key, value in a.items():
         if isinstance(value, np.ndarray):
             assert np.array_equal(value, b[key]), key
@@ -108,8 +109,8 @@ def test_resumed_from_a_checkpoint_it_continues_bit_identical(tmp_path: Path) ->
 def test_defaults_keep_old_classes_on_a_class_incremental_stream() -> None:
     # 5 Gaussian classes, 300 samples each, one class after another; held-out 100 per class.
     # Measured (hidden 64x64, otherwise defaults): old classes 0-3 held-out accuracy 1.000 with
-    # the memory, 0.6875 with memory=0 (the forgetting the memory is there to stop; 0.415 before
-    # the hidden statistics slowed after a new class).
+    # the memory, 0.7875 with memory=0 (the forgetting the memory is there to stop; 0.6875 with
+    # readout=False too, 0.415 before the hidden statistics slowed after a new class).
     X, y, Xt, yt = _blobs(5, 300, seed=4)
     scores = {}
     for memory in (1000, 0):
@@ -119,7 +120,7 @@ def test_defaults_keep_old_classes_on_a_class_incremental_stream() -> None:
         old = yt < 4
         scores[memory] = float(np.mean(np.array(model.predict_many(Xt[old])) == yt[old]))
     assert scores[1000] >= 0.95
-    assert scores[0] <= 0.75
+    assert scores[0] <= 0.80
 
 
 @pytest.mark.parametrize(

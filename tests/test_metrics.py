@@ -188,3 +188,25 @@ def test_a_version_1_state_resumes_with_per_class_figures_from_then_on() -> None
     del old["per_class"]
     back = StreamMetrics.from_state(old)
     assert back.reported.n == 1 and back.per_class.classes() == []
+
+
+def test_rolling_accuracy_equals_rivers_rolling_and_survives_a_resume() -> None:
+    """The window's accuracy, counted when read, is River's ``Rolling(Accuracy)`` exactly."""
+    import random
+
+    from river import metrics as river_metrics
+    from river import utils
+
+    from spela_stream.metrics import Track
+
+    rng = random.Random(3)
+    track, river = Track(window=50), utils.Rolling(river_metrics.Accuracy, window_size=50)
+    for i in range(400):
+        y, p = rng.choice([0, 1, "a"]), rng.choice([0, 1, "a"])
+        track.update(y, p)
+        river.update(y, p)
+        if i % 7 == 0:
+            assert track.rolling == river.get()
+    again = Track(window=50)
+    again.load(track.state())
+    assert again.rolling == track.rolling == river.get() and again.n == track.n == 400

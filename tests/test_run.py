@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from spela_stream.datasets import iter_mnist
-from spela_stream.errors import CheckpointError, InputError
+from spela_stream.errors import CheckpointError, ConfigError, InputError, SourceError
 from spela_stream.model import SpelaMLP
 from spela_stream.stopping import Interrupted, StopGuard
 from storage import CheckpointStore
@@ -100,3 +100,34 @@ def test_resume_passes_over_a_checkpoint_it_cannot_use(
                    where="@60", metrics=metrics)  # fmt: skip
         with pytest.raises(CheckpointError, match=f"of run 'o' in .*cannot be resumed.*{why}"):
             Run.resume(store, "o")
+
+
+def test_a_run_skips_bad_records_and_keeps_them_without_the_cli(tmp_path: Path) -> None:
+    # The bad-record policy is the Run's: a reader's bad line and a sample the model refuses
+    # (a label of another kind) are counted, logged and kept in `rejects`, and the run goes on.
+    from spela_stream.sources import open_source
+
+    data = tmp_path / "d.csv"
+    rows = [f"{i % 3}.5,{i % 2}.25,{i % 2}" for i in range(30)]
+    rows[4] = "1,2"  # line 5: too few fields
+    rows[9] = "0.5,0.5,yes"  # line 10: a text label in a run of integer labels
+    data.write_text("\n".join(rows) + "\n")
+    bad = tmp_path / "bad.csv"
+    notes: list[str] = []
+    with CheckpointStore(tmp_path / "r.db") as store:
+        run = Run.start(store, SpelaMLP(hidden=(8,), seed=0), str(data), name="b",
+                        on_error="skip", rejects=bad, log=notes.append)  # fmt: skip
+        with open_source(str(data), header=False, on_error=run.on_bad) as src:
+            report = run.learn(src)
+        assert (report.samples, report.rejected, report.position) == (28, 2, 30)
+        assert store.load("b").info.position == 30
+    assert bad.read_text().splitlines() == ["1,2"]  # a refused sample has no raw text to keep
+    assert [n.split(":")[0] for n in notes] == [f"skipped {data} line 5", f"skipped {data} line 10"]
+    with CheckpointStore(tmp_path / "r.db") as store:
+        with pytest.raises(ConfigError, match="`rejects` needs `on_error` skip"):
+            Run.start(store, SpelaMLP(hidden=(8,)), str(data), rejects=bad)
+        run = Run.resume(store, "b", log=notes.append)  # raise, the default: no handler
+        assert run.on_bad is None
+        with open_source(str(data), header=False, on_error=run.on_bad) as src:
+            with pytest.raises(SourceError, match="line 5"):
+                run.learn(src)  # read from its start (skip 0): the bad line stops it

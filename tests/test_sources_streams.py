@@ -226,3 +226,70 @@ def test_mnist_idx_with_sibling_labels() -> None:
     assert src.format == "idx" and len(samples) == 10_000
     assert [s.y for s in samples[:5]] == [7, 2, 1, 0, 4]
     np.testing.assert_array_equal(samples[3].x, next(iter(open_source("builtin:mnist", skip=3))).x)
+
+
+# --- the batch parse (issue 15): lines read together give what each line alone gives ----------
+
+BATCH_FIELDS = st.sampled_from(
+    ["0", "7", "-3", "0.5", "-0.25", ".5", "5.", "1e3", "+2.5E-1", " 12 ", "1e999", "nan", "",
+     "-", ".", "1e", "1_0", "x", '"4"', "1.2.3", "--1", "99999999999999999999", "٣"]
+)  # fmt: skip
+BATCH_LABELS = st.sampled_from(["a", "UP", "7", "", '"q"', "é", '"a,b"'])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    rows=st.lists(
+        st.tuples(st.lists(BATCH_FIELDS, min_size=2, max_size=4), BATCH_LABELS),
+        min_size=8,
+        max_size=40,
+    ),
+    label_first=st.booleans(),
+)
+@example(rows=[(["1", "2"], "a")] * 9 + [(["0.5", "nan"], "b")], label_first=False)
+def test_batch_parse_equals_the_line_parse(
+    rows: list[tuple[list[str], str]], label_first: bool
+) -> None:
+    lines = [",".join([lab, *f] if label_first else [*f, lab]) for f, lab in rows]
+    data = ("\n".join(["2,3,a"] + lines) + "\n").encode()  # a first line that fixes width 3
+    kw: dict[str, Any] = {"header": False, "label_column": "0" if label_first else None}
+    batched, bad = stdin_read(data, **kw)
+    with open_source("-", stdin=io.BytesIO(data), **kw) as src:  # the same, a line at a time
+        alone: list[Any] = []
+        for i, line in enumerate(data.split(b"\n")[:-1]):
+            item = src.parse(i, f"<stdin> line {i + 1}", line)  # type: ignore[attr-defined]
+            alone.append(item)
+    got = sorted([(s.index, s.where, s.x.tolist(), s.y, type(s.y)) for s in batched]
+                 + [(b.index, b.where, str(b)) for b in bad])  # fmt: skip
+    want = sorted([(s.index, s.where, s.x.tolist(), s.y, type(s.y)) if isinstance(s, Sample)
+                   else (s.index, s.where, str(s)) for s in alone])  # fmt: skip
+    assert got == want
+    assert all(s.x.dtype == np.float32 for s in batched)
+
+
+def test_a_long_file_is_read_in_batches_with_every_position_right(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    body = "".join(f"{i},{i * 0.125},{'UP' if i % 3 else 'DOWN'}\r\n" for i in range(20_000))
+    path.write_text("a,b,class\n" + body + "1,x,UP\n5,6,DOWN", newline="")
+    bad: list[BadRecordError] = []
+    with open_source(str(path), on_error=bad.append) as src:
+        samples = list(src)
+    assert len(samples) == 20_001 and [b.where for b in bad] == [f"{path} line 20002"]
+    assert "field 2 ('b') is 'x', not a number" in str(bad[0])
+    assert samples[12_345].x.tolist() == [12345.0, np.float32(12345 * 0.125)]
+    assert samples[12_345].where == f"{path} line 12347" and samples[12_345].y == "DOWN"
+    assert samples[-1].x.tolist() == [5.0, 6.0] and samples[-1].index == 20_001
+
+
+@pytest.mark.parametrize("via", ["file", "stdin"])
+def test_a_header_only_stream_is_refused_by_the_opener(tmp_path: Path, via: str) -> None:
+    data = b"f0,f1,kind\n\n"
+    path = tmp_path / "h.csv"
+    path.write_bytes(data)
+    name = str(path) if via == "file" else "<stdin>"
+    with pytest.raises(SourceError) as info:
+        if via == "file":
+            open_source(str(path))
+        else:
+            open_source("-", stdin=io.BytesIO(data))
+    assert str(info.value) == f"{name}: no records (only a header line; give a stream with data)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,19 @@ from spela_stream.prequential import Prequential
 from storage import CheckpointStore
 from storage.session import Session, load_loop
 
-STATE = {"labels": [0, 1], "w": np.arange(6, dtype=np.float32).reshape(2, 3)}
-METRICS = {"samples": 2000, "summary": {"accuracy": 0.75}}
+
+def _learned() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A real model's state (labels [0, 1]) and its loop's state, whose summary says 0.75."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(20, 3)), [0, 1] * 10
+    loop = Prequential(SpelaMLP(hidden=(4,), seed=0, memory=0))
+    list(loop.run(zip(X, y, strict=True), every=20))
+    metrics = loop.state()
+    metrics["summary"] = {**metrics.get("summary", {}), "accuracy": 0.75}
+    return loop.model.state_dict(), metrics
+
+
+STATE, METRICS = _learned()
 
 
 def _save(store: CheckpointStore, run: str, n: int) -> int:
@@ -69,12 +81,15 @@ def test_a_changed_checkpoint_column_is_damage(
     assert "checksum does not match" in message
 
 
+ONE_TENSOR = "rowid = (SELECT min(rowid) FROM tensors WHERE checkpoint = ?)"
+
+
 @pytest.mark.parametrize(
     "change",
     [
-        "UPDATE tensors SET shape = '[3,2]' WHERE checkpoint = ?",
-        "UPDATE tensors SET dtype = '<i4' WHERE checkpoint = ?",
-        "UPDATE tensors SET name = 'v' WHERE checkpoint = ?",
+        f"UPDATE tensors SET shape = '[3,2]' WHERE {ONE_TENSOR}",
+        f"UPDATE tensors SET dtype = '<i4' WHERE {ONE_TENSOR}",
+        f"UPDATE tensors SET name = 'v' WHERE {ONE_TENSOR}",
         "DELETE FROM tensors WHERE checkpoint = ?",
         "INSERT INTO tensors SELECT ?, 'extra', dtype, shape, data, checksum FROM tensors LIMIT 1",
     ],
@@ -99,6 +114,26 @@ def test_load_falls_back_to_the_newest_intact_checkpoint(saved: tuple[Path, list
         _sql(path, "UPDATE checkpoints SET samples = 0")
         with pytest.raises(CheckpointDamagedError, match="every checkpoint of run 'w'.* 2 older"):
             store.load("w")
+
+
+def test_a_changed_run_config_is_damage(saved: tuple[Path, list[int]]) -> None:
+    # A run's config (its model options, a camera run's backbone) is read on every resume of a
+    # run without checkpoints and by eval/predict of frames: one changed byte must not pass.
+    path, ids = saved
+    with CheckpointStore(path) as store:
+        store.create_run("v", {"hidden": [8]}, "s.csv")
+    _sql(path, "UPDATE runs SET config = replace(config, '8', '9') WHERE name = 'v'")
+    with CheckpointStore(path) as store:
+        assert store.run("w").config == {}  # the other run is sound
+        for read in (lambda: store.run("v"), store.runs, store.latest_run):
+            with pytest.raises(CheckpointDamagedError) as caught:
+                read()
+            message = str(caught.value)
+            assert f"run 'v' in {path} is damaged: its config" in message
+            assert f"spela-stream checkpoints verify --db {path}" in message
+        report = store.verify()
+        assert not report.sound and (report.checkpoints, report.intact) == (3, 3)
+        assert len(report.damaged) == 1 and report.damaged[0].startswith("run 'v' in ")
 
 
 def test_verify_reports_sound_and_damaged(saved: tuple[Path, list[int]]) -> None:
@@ -139,9 +174,41 @@ def test_duplicate_labels_and_empty_metrics_refuse_to_resume(tmp_path: Path) -> 
             load_loop(store, store.run("w"), learn=False)
 
 
+def test_verify_rebuilds_every_checkpoint_and_reports_unusable_ones(tmp_path: Path) -> None:
+    # Checksums that hold over a state this code cannot rebuild (a duplicate label list saved
+    # with its checksum recomputed): verify called it sound while --resume passed it over.
+    from typer.testing import CliRunner
+
+    from cli.app import app
+
+    path = tmp_path / "runs.db"
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    with CheckpointStore(path) as store:
+        loop = Prequential(SpelaMLP(hidden=(8,), seed=0))
+        list(loop.run(zip(X, y.tolist(), strict=True), every=20))
+        good = Session(store, store.create_run("w", {}, "s.csv"), loop, "s.csv").save()
+        ck = store.load("w")
+        bad = store.save("w", state={**ck.state, "labels": [0, 0]}, samples=40, source="s.csv",
+                         position=40, where="@40", metrics=ck.metrics)  # fmt: skip
+        report = store.verify()
+    assert (
+        not report.sound and report.damaged == [] and (report.checkpoints, report.intact) == (2, 1)
+    )
+    assert len(report.unusable) == 1
+    assert re.match(rf"checkpoint {bad} of run 'w' in {re.escape(str(path))} cannot be resumed",
+                    report.unusable[0]), report.unusable  # fmt: skip
+    result = CliRunner().invoke(app, ["checkpoints", "verify", "--db", str(path)])
+    assert result.exit_code == 1, result.output
+    assert f"unusable: checkpoint {bad} of run 'w'" in result.output
+    assert f"checkpoint {good} " not in result.output
+    assert result.output.endswith(f"{path}: DAMAGED; 1 of 2 checkpoints intact\n")
+
+
 def _downgrade(path: Path) -> None:
     """Make the file what a spela-stream before checksums and leases wrote."""
     _sql(path, "ALTER TABLE checkpoints DROP COLUMN checksum")
+    _sql(path, "ALTER TABLE runs DROP COLUMN checksum")
     _sql(path, "DROP TABLE leases")
 
 
@@ -149,7 +216,7 @@ def test_an_older_database_is_migrated_on_open(saved: tuple[Path, list[int]]) ->
     path, ids = saved
     _downgrade(path)
     with CheckpointStore(path, create=False, readonly=True) as store:  # migrates nothing
-        assert store.load("w").info.id == ids[2]
+        assert store.load("w").info.id == ids[2] and store.run("w").config == {}
         assert store.verify().unchecked == ids
     with sqlite3.connect(path) as conn:
         assert "checksum" not in {r[1] for r in conn.execute("PRAGMA table_info(checkpoints)")}
@@ -160,8 +227,10 @@ def test_an_older_database_is_migrated_on_open(saved: tuple[Path, list[int]]) ->
         with store.writer("w"):
             pass
     _sql(path, "UPDATE checkpoints SET position = 1 WHERE id = ?", new)
+    _sql(path, "UPDATE runs SET config = '{\"hidden\":[4]}'")  # created unchecked: read so
     with CheckpointStore(path, create=False) as store:
         assert store.load("w").info.id == ids[2]  # the old, unchecked one: nothing to check it by
+        assert store.run("w").config == {"hidden": [4]}
 
 
 def test_checkpoints_verify_command(saved: tuple[Path, list[int]]) -> None:

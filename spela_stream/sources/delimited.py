@@ -4,10 +4,15 @@ Fields are split on the delimiter; a line holding a double quote goes through th
 instead, so quoted fields (``"a,b"``, a quoted label) work at no cost to plain lines. A record
 line never spans two physical lines (a quoted newline is not supported).
 
-Speed: a line of plain integers (MNIST as CSV) or plain decimals is parsed by whole-line numpy
-calls (``numparse``); other numbers go through ``float`` once the line is known to be plain
-ASCII without underscores (``numparse.number``'s rule); only a line that fails all of these is
-re-read field by field to say which field is wrong.
+Speed: the lines one read brings (``Lines.batches``: a file's blocks, what a pipe has sent) are
+parsed together when they are plain (digits, sign, point, exponent, spaces and the delimiter in
+the features; a label without quotes): integers by one ``np.fromstring`` over the batch, other
+numbers by one ``np.loadtxt`` (numpy's C parser, the very rounding of ``float``), one finiteness
+check for the batch, labels from a small cache. A line that is not plain, or a batch the parsers
+refuse, is parsed alone: plain integers by a whole-line numpy call, wide plain decimals likewise
+(``numparse``), other numbers through ``float`` once the line is known to be plain ASCII without
+underscores (``numparse.number``'s rule); only a line that fails all of these is re-read field by
+field to say which field is wrong. Every path gives what ``float(field)`` gives, cast to float32.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import SourceError
+from ..inputs import MAX_ABS, Label
 from .base import (
     INT_LITERAL,
     BadRecordError,
@@ -29,6 +35,11 @@ from .base import (
 )
 from .numparse import is_strict, number, plain_decimals, plain_ints
 from .textio import Lines, LineSource, decode, decode_lossy, not_utf8
+
+BATCH_MIN = 8  # lines parsed together at least; fewer (a pipe's lines as they come) one by one
+DECIMALS_MIN = 64  # features from which a lone line of decimals is parsed by numpy, not float()
+LABELS_CACHED = 4096  # distinct label texts remembered (a stream of unique labels stops there)
+_PLAIN = b"0123456789+-.eE \n"  # the bytes of a plain batch's features, besides the delimiter
 
 
 def split_fields(text: str, sep: str) -> list[str]:
@@ -93,11 +104,11 @@ class DelimitedSource(LineSource):
         skip: int,
         on_error: OnError | None,
         n_features: int | None = None,
-        header_only: bool = False,
     ) -> None:
         """``n_features``, when known (a trained model's width), lets a record of exactly that
-        many fields and no ``label_column`` be read as unlabelled (input to predict);
-        ``header_only`` takes a lone header line (a layout given up front) as no error."""
+        many fields and no ``label_column`` be read as unlabelled (input to predict). A header
+        with no record after it is no error here (a layout given up front, a service's first
+        line); ``open_source`` refuses such a file or stdin."""
         super().__init__(lines, fmt, skip=skip, on_error=on_error)
         self._sep = "," if fmt == "csv" else "\t"
         self._sepb = self._sep.encode()
@@ -118,10 +129,6 @@ class DelimitedSource(LineSource):
                 f"{self.name}: the first line has 1 field, so no features beside the label (is the "
                 f"delimiter right? {fmt} splits on {self._sep!r}; pass `fmt` to choose)"
             )
-        if header and not header_only and lines.peek_content(0) is None:  # as an empty file is
-            raise SourceError(
-                f"{self.name}: no records (only a header line; give a stream with data)"
-            )
         unlabelled = (is_no_label(label_column) and "none" not in (self.columns or [])) or (
             label_column is None and n_features is not None and self.width == n_features
         )
@@ -134,6 +141,8 @@ class DelimitedSource(LineSource):
         self._last = self.width - 1
         if self.columns is not None:
             self.feature_names = [c for j, c in enumerate(self.columns) if j != self._label]
+        self._plain = _PLAIN + self._sepb
+        self._labels: dict[bytes, Label | None] = {}  # label text -> label (``label_token``)
 
     @property
     def n_features(self) -> int:
@@ -147,8 +156,75 @@ class DelimitedSource(LineSource):
         return raw.count(self._sepb) + 1
 
     def _items(self) -> Iterator[Sample | BadRecordError]:
-        for index, where, raw in self._records():
-            yield self.parse(index, where, raw)
+        for batch in self._record_batches():
+            if len(batch) < BATCH_MIN or self._label not in (0, self._last, self.width):
+                for index, where, raw in batch:
+                    yield self.parse(index, where, raw)
+            else:
+                yield from self.parse_many(batch)
+
+    def parse_many(self, batch: list[tuple[int, str, bytes]]) -> list[Sample | BadRecordError]:
+        """Record lines ``(index, where, raw)`` parsed together, as ``parse`` parses each."""
+        sep, li, nfeat, labels = self._sepb, self._label, self._nfeat, self._labels
+        feats: list[bytes] = []
+        ys: list[Label | None] = []
+        rows: list[int] = []  # the batch's lines that look plain, parsed together
+        for k, (_, _, raw) in enumerate(batch):
+            lab: bytes | None
+            if li == self._last:
+                feat, cut, lab = raw.rpartition(sep)
+            elif li == 0:
+                lab, cut, feat = raw.partition(sep)
+            else:
+                feat, cut, lab = raw, sep, None
+            if not cut or feat.count(sep) != nfeat - 1:
+                continue  # the width is wrong: ``parse`` says how
+            y: Label | None = None
+            if lab is not None:
+                if lab in labels:
+                    y = labels[lab]
+                else:
+                    text = decode(lab)
+                    if text is None or '"' in text:
+                        continue  # not UTF-8, or quoted: ``parse`` reads it
+                    y = label_token(text)
+                    if len(labels) < LABELS_CACHED:
+                        labels[lab] = y
+            feats.append(feat)
+            ys.append(y)
+            rows.append(k)
+        out: list[Sample | BadRecordError | None] = [None] * len(batch)
+        if feats:
+            joined = b"\n".join(feats)
+            if joined.translate(None, self._plain):  # some line is not plain: drop those
+                keep = [j for j, f in enumerate(feats) if not f.translate(None, self._plain)]
+                feats = [feats[j] for j in keep]
+                ys, rows = [ys[j] for j in keep], [rows[j] for j in keep]
+                joined = b"\n".join(feats)
+            X = self._numbers(joined, len(feats)) if feats else None
+            if X is not None:
+                good = (np.abs(X) <= MAX_ABS).all(axis=1).tolist()  # False for NaN and infinity
+                for k, x, y, ok in zip(rows, X.astype(np.float32), ys, good, strict=True):
+                    if ok:
+                        index, where, _ = batch[k]
+                        out[k] = Sample(x, y, index, where)
+        return [item if item is not None else self.parse(*batch[k]) for k, item in enumerate(out)]
+
+    def _numbers(self, joined: bytes, n: int) -> np.ndarray | None:
+        """The (n, features) values of ``n`` plain lines joined by newlines (float32 when all are
+        integers, else float64), or None when a field is not a number (the lines are then parsed
+        one by one, to say which)."""
+        sep = self._sepb
+        flat = plain_ints(joined.replace(b"\n", sep), sep, n * self._nfeat)
+        if flat is not None:
+            return flat.reshape(n, self._nfeat)
+        try:
+            return np.loadtxt(
+                joined.decode("ascii").split("\n"), delimiter=self._sep, dtype=np.float64,
+                comments=None, quotechar=None, ndmin=2,
+            )  # fmt: skip
+        except ValueError:
+            return None
 
     def parse(self, index: int, where: str, raw: bytes) -> Sample | BadRecordError:
         """One record line (without its newline) as a Sample, or the error saying what is wrong;
@@ -176,7 +252,7 @@ class DelimitedSource(LineSource):
         if cut < 0 or feat.count(sep) != self._nfeat - 1:
             return self._parse_slowly(index, where, raw)
         x = plain_ints(feat, sep, self._nfeat)
-        if x is None:
+        if x is None and self._nfeat >= DECIMALS_MIN:  # narrower: numpy's calls cost more
             x = plain_decimals(feat, sep, self._nfeat)
         if x is None:
             if not is_strict(feat):  # 1_000, non-ASCII digits: the slow path names the field

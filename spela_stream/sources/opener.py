@@ -177,10 +177,15 @@ def _open_text(
         if kind in BINARY:  # only reachable from gzip-wrapped binaries on stdin
             raise SourceError(f"{name}: {kind} data cannot be streamed; pass a file path")
         if kind in ("csv", "tsv"):
-            return DelimitedSource(
+            src = DelimitedSource(
                 lines, kind, label_column=label_column, header=header, skip=skip,
                 on_error=on_error, n_features=n_features,
             )  # fmt: skip
+            if src.columns is not None and lines.peek_content(0) is None:  # as an empty one is
+                raise SourceError(
+                    f"{name}: no records (only a header line; give a stream with data)"
+                )
+            return src
         if kind == "jsonl":
             return JsonLinesSource(lines, label_column=label_column, skip=skip, on_error=on_error)
         if kind == "arff":

@@ -105,8 +105,7 @@ class LineParser:
         try:
             self._csv = DelimitedSource(_lines(raw, "the layout's columns"), "csv",
                                         label_column=self.label_column, header=True, skip=0,
-                                        on_error=None, n_features=self.n_features,
-                                        header_only=True)  # fmt: skip
+                                        on_error=None, n_features=self.n_features)  # fmt: skip
         except SourceError as exc:
             raise ConfigError(str(exc)) from None
         self._header = raw
@@ -190,7 +189,6 @@ class LineParser:
             source = DelimitedSource(
                 _lines(raw, where), fmt, label_column=self.label_column, header=self.header,
                 skip=0, on_error=None, n_features=self.n_features,
-                header_only=True,  # one line at a time: a header comes before its records
             )  # fmt: skip
         except SourceError as exc:  # the layout is not fixed: the next CSV line tries again
             problem = str(exc).removeprefix(f"{where}: ")

@@ -1,7 +1,9 @@
 """Byte streams for the text readers: files, gzip (by magic bytes) and stdin, read line by line.
 
-Nothing here reads ahead more than the lines a reader asks to peek at, so stdin yields each
-record as soon as its line arrives.
+Nothing here waits for more than the lines a reader asks to peek at, so stdin yields each
+record as soon as its line arrives. ``Lines.batches`` hands over lines in the groups one read
+brings (``read1``: a file in blocks of ``CHUNK`` bytes, a pipe what has arrived), so a reader can
+parse many lines at once without ever waiting for a line that has not come.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from .base import BadRecordError, OnError, RecordProblem, Sample, Source
 GZIP_MAGIC = b"\x1f\x8b"
 _BOM = b"\xef\xbb\xbf"
 _READ_ERRORS = (OSError, EOFError, zlib.error, ValueError)  # gzip: BadGzipFile, EOFError, zlib
+CHUNK = 1 << 16  # bytes asked of one read by ``Lines.batches``
 
 
 class _Prefixed(io.RawIOBase):
@@ -144,6 +147,52 @@ class Lines:
         while (line := self._read()) is not None:
             yield line
 
+    def batches(self) -> Iterator[list[tuple[int, bytes]]]:
+        """The lines not yet consumed, as ``__iter__`` gives them, in lists: the peeked ones, then
+        the complete lines of each read of up to ``CHUNK`` bytes. A read returns what has arrived
+        (``read1``), so stdin hands over each line as soon as its newline is in."""
+        if self._ahead:
+            yield list(self._ahead)
+            self._ahead.clear()
+        read1 = getattr(self.stream, "read1", None)
+        if read1 is None:  # a bare stream: a line at a time
+            while (line := self._read()) is not None:
+                yield [line]
+            return
+        pending: list[bytes] = []  # the start of a line whose newline has not arrived
+        while True:
+            try:
+                data = read1(CHUNK)
+            except _READ_ERRORS as exc:
+                count = self._count
+                raise SourceError(f"{self.name}: cannot read after line {count}: {exc}") from None
+            if not data:
+                break
+            if b"\n" not in data:
+                pending.append(data)
+                continue
+            parts = data.split(b"\n")
+            cr = b"\r" in data
+            if pending:
+                pending.append(parts[0])
+                parts[0] = b"".join(pending)
+                cr = cr or b"\r" in parts[0]
+            tail = parts.pop()  # after the last newline: b"" or the start of the next line
+            pending = [tail] if tail else []
+            yield self._numbered(parts, cr)
+        if pending:
+            yield self._numbered([b"".join(pending)], True)
+
+    def _numbered(self, parts: list[bytes], returns: bool) -> list[tuple[int, bytes]]:
+        """One read's lines, numbered on from the count, without a trailing CR (or line 1's BOM)."""
+        start = self._count
+        if start == 0 and parts[0].startswith(_BOM):
+            parts[0] = parts[0][len(_BOM) :]
+        self._count += len(parts)
+        if returns:
+            return [(start + i, p.rstrip(b"\r")) for i, p in enumerate(parts, 1)]
+        return list(enumerate(parts, start + 1))
+
     def close(self) -> None:
         """Close the handles this reader opened."""
         for handle in reversed(self._owned):
@@ -200,6 +249,20 @@ class LineSource(Source):
             if index >= self._skip:
                 yield index, f"{self.name} line {lineno}", raw
             index += 1
+
+    def _record_batches(self) -> Iterator[list[tuple[int, str, bytes]]]:
+        """``_records`` in the groups ``Lines.batches`` reads (none empty)."""
+        index, skip, name, is_record = 0, self._skip, self.name, self._is_record
+        for batch in self.lines.batches():
+            out = []
+            for lineno, raw in batch:
+                if not is_record(raw):
+                    continue
+                if index >= skip:
+                    out.append((index, f"{name} line {lineno}", raw))
+                index += 1
+            if out:
+                yield out
 
     def close(self) -> None:
         """Close the file (stdin stays open)."""

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from spela_stream.display import shape_text
 from spela_stream.errors import CheckpointError, ConfigError
-from storage.records import RunInfo
+
+from .records import RunInfo
 
 MAX_CLASS_CURVES = 10  # more lines than this are not readable in one panel
 
@@ -92,7 +94,7 @@ def learning_curve(
     ax.set_ylim(0, 1)
     ax.set_xlabel("samples")
     ax.set_ylabel("prequential accuracy")
-    hidden = ",".join(str(w) for w in run.config.get("hidden", []))
+    hidden = shape_text(run.config.get("hidden", []))
     ax.set_title(f"{run.name}: SPELA {hidden} on {source_name(run.source)}")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)

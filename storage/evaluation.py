@@ -1,0 +1,69 @@
+"""Score and use a saved run without learning: its loop from the store, the evaluation report.
+
+``eval`` and ``predict`` on the command line are these calls plus printing; a library user gets
+the same figures: ``evaluation(info.name, ck.id, "test.csv", saved, open_source("test.csv"))``
+after ``info, saved, ck = load_saved("runs.db")``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spela_stream.prequential import Prequential
+from spela_stream.sources import Source
+from spela_stream.stopping import StopGuard
+
+from .records import CheckpointInfo, RunInfo
+from .session import load_loop
+from .store import CheckpointStore, pick_run
+
+
+def load_saved(
+    db: Path | str, run: str | None = None, checkpoint: int | None = None
+) -> tuple[RunInfo, Prequential, CheckpointInfo]:
+    """The run ``run`` (default: the latest) in ``db``, read only, and its loop rebuilt from a
+    checkpoint (default: its latest) to score, not to learn."""
+    with CheckpointStore(Path(db), create=False, readonly=True) as store:
+        info = pick_run(store, run)
+        loop, ck = load_loop(store, info, checkpoint, learn=False)
+    return info, loop, ck
+
+
+def evaluation(
+    run: str,
+    checkpoint: int,
+    source: str,
+    saved: Prequential,
+    src: Source,
+    *,
+    window: int = 1000,
+    limit: int | None = None,
+    guard: StopGuard | None = None,
+) -> dict[str, Any]:
+    """Score ``saved``'s model on ``src`` (named ``source``) without learning: accuracy, kappa,
+    the calibration error, each layer, recall and confusion, and the saved run's own per-class
+    stream figures beside them. The dict is what ``eval --json`` prints."""
+    loop = Prequential(saved.model, window=window, learn=False)
+    for _ in loop.run(src, every=1 << 62, limit=limit, guard=guard):
+        pass
+    m = loop.metrics
+    classes, cm = m.reported.confusion()
+    recall = m.reported.recall()
+    fig = saved.metrics.per_class.figures(recall)
+    return {
+        "run": run,
+        "checkpoint": checkpoint,
+        "source": source,
+        "samples": loop.samples,
+        **m.reported.summary(),
+        "ece": m.calibration.get(),  # expected calibration error of the confidence, 15 bins
+        "layers": [t.summary() for t in m.layers],
+        "recall": [[c, r] for c, r in recall.items()],
+        "classes": classes,
+        "confusion": cm,
+        "stream": {
+            **saved.metrics.per_class.summary(),
+            "per_class": [[c, f] for c, f in fig.items()],
+        },
+    }

@@ -1,0 +1,84 @@
+"""storage.evaluation and storage.opening: scoring a saved run and opening one, from Python."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spela_stream.datasets import iter_mnist
+from spela_stream.display import evaluation_text, summary_lines
+from spela_stream.errors import ConfigError
+from spela_stream.model import SpelaMLP
+from storage import CheckpointStore
+from storage.evaluation import evaluation, load_saved
+from storage.opening import made_db, open_run
+from storage.run import Run
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "r.db"
+    with CheckpointStore(path) as store:
+        Run.start(store, SpelaMLP(hidden=(16,), seed=0), "builtin:mnist", name="m").learn(
+            iter_mnist(300)
+        )
+    return path
+
+
+def test_evaluation_scores_without_learning(db: Path) -> None:
+    info, saved, ck = load_saved(db)
+    assert (info.name, ck.samples) == ("m", 300)
+    first = evaluation(info.name, ck.id, "mnist", saved, iter_mnist(200), limit=150)
+    again = evaluation(info.name, ck.id, "mnist", saved, iter_mnist(200), limit=150)
+    assert first == again  # nothing learned between the two
+    assert first["samples"] == 150
+    hits = sum(row[i] for i, row in enumerate(first["confusion"]))
+    assert first["accuracy"] == pytest.approx(hits / 150)
+    assert [c for c, _ in first["recall"]] == first["classes"]
+    text = evaluation_text(first).splitlines()
+    assert text[0] == f"run m checkpoint {ck.id} on mnist: 150 samples"
+    assert text[1].startswith(f"accuracy {first['accuracy']:.4f}  kappa")
+    assert "confusion (rows: truth, columns: prediction)" in text
+
+
+def test_open_run_refuses_model_options_on_resume_and_says_where_it_goes_on(db: Path) -> None:
+    news: list[str] = []
+    with CheckpointStore(db) as store:
+        with pytest.raises(ConfigError, match="--lr cannot change a resumed run"):
+            open_run(store, "", model={"lr": 1.0}, resume=True)
+        run = open_run(store, "", model={"lr": None}, resume=True, log=news.append)
+    assert run.name == "m" and run.skip == 300 and run.saved is not None
+    where = run.saved.where or "start"
+    assert news == [
+        f"resuming run 'm' from checkpoint {run.saved.id}: 300 samples, {where} of "
+        "builtin:mnist; reading builtin:mnist after its first 300 records"
+    ]
+
+
+def test_open_run_new_checks_resume_only_options(tmp_path: Path) -> None:
+    with CheckpointStore(tmp_path / "n.db") as store:
+        with pytest.raises(ConfigError, match="--skip goes with --resume"):
+            open_run(store, "", model={}, skip=3)
+        run = open_run(store, "", model={"hidden": (8,)}, name="n")
+    assert run.source == "builtin:mnist" and run.name == "n"
+
+
+def test_made_db_removes_a_database_left_without_runs(tmp_path: Path) -> None:
+    path = tmp_path / "fresh.db"
+    with pytest.raises(RuntimeError), made_db(path):
+        CheckpointStore(path).close()
+        raise RuntimeError("failed before any run")
+    assert not path.exists()
+
+
+def test_summary_lines_for_stdout_and_stderr(tmp_path: Path) -> None:
+    with CheckpointStore(tmp_path / "s.db") as store:
+        run = Run.start(store, SpelaMLP(hidden=(8,), seed=0), "builtin:mnist", name="s")
+        r = run.learn(iter_mnist(40))
+    out, err = summary_lines(r, "builtin:mnist", "s", "s.db", None)
+    assert out == f"accuracy {r.accuracy:.4f} after 40 samples of builtin:mnist"
+    assert err.startswith("done: 40 samples (40 learned, 0 rejected), kappa ")
+    assert err.endswith("; checkpoint of run 's' in s.db")
+    out, err = summary_lines(r, "x", "s", "s.db", "SIGINT", json_out=True)
+    assert out.startswith('{"kind": "summary"') and err.startswith("stopped by SIGINT: ")

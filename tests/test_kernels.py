@@ -1,0 +1,136 @@
+"""The compiled per-sample step (numba) against torch's: same weights, predictions and state."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from spela_stream import SpelaMLP
+from spela_stream import compiled as compiled_step
+from spela_stream.errors import ConfigError
+
+needs_numba = pytest.mark.skipif(not compiled_step.AVAILABLE, reason="numba does not import")
+
+N = 300
+
+
+def _stream(n: int, d: int, n_classes: int, seed: int) -> tuple[np.ndarray, list[int]]:
+    gen = np.random.default_rng(seed)
+    centres = gen.normal(size=(n_classes, d)) * 2.0
+    y = gen.integers(0, n_classes, n)
+    X = centres[y] + gen.normal(size=(n, d))
+    X[:, 0] = X[:, 0] * 100 + 50  # a feature of its own scale: the standardiser matters
+    return X, y.tolist()
+
+
+def _pair(**params: Any) -> tuple[SpelaMLP, SpelaMLP]:
+    return SpelaMLP(**params, compiled=True), SpelaMLP(**params, compiled=False)
+
+
+def _assert_same_state(a: SpelaMLP, b: SpelaMLP, atol: float = 2e-4) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        if isinstance(sa[key], np.ndarray) and sa[key].dtype.kind == "f":
+            scale = max(1.0, float(np.abs(sb[key]).max(initial=0.0)))
+            np.testing.assert_allclose(sa[key], sb[key], rtol=1e-3, atol=atol * scale, err_msg=key)
+        else:
+            assert np.array_equal(np.asarray(sa[key]), np.asarray(sb[key])), key
+
+
+CONFIGS = [
+    {"hidden": (16,), "lr": 0.5},
+    {"hidden": (32, 24, 16), "report": "vote"},
+    {"hidden": (24, 24), "hidden_decay": None, "readout": False, "adapt": False},
+    {"hidden": (32, 32), "fourier": 16, "memory": 50, "replay_every": 5},
+    {"hidden": (20, 20), "report": "early_exit", "calibrate": False, "standardise": False},
+]
+
+
+@needs_numba
+@pytest.mark.parametrize("params", CONFIGS)
+def test_compiled_step_equals_torch_step(params: dict[str, Any]) -> None:
+    X, y = _stream(N, 6, 4, seed=1)
+    fast, slow = _pair(**params, seed=3)
+    assert fast.uses_compiled and not slow.uses_compiled
+    agree = 0
+    for xi, yi in zip(X, y, strict=True):
+        pf, ps = fast.predict_learn_one(xi, yi), slow.predict_learn_one(xi, yi)
+        assert pf is not None and ps is not None
+        agree += pf.label == ps.label
+        assert pf.confidence == pytest.approx(ps.confidence, abs=1e-3) or pf.label != ps.label
+    assert agree >= N - 3  # a near tie may flip on float32 rounding; nothing more
+    _assert_same_state(fast, slow)
+
+
+@needs_numba
+def test_new_classes_midstream_and_dict_features_that_grow() -> None:
+    fast, slow = _pair(hidden=(16, 16), seed=0)
+    gen = np.random.default_rng(5)
+    agree = 0
+    for i in range(N):
+        n_classes = 2 + i // 100  # a class arrives at 100 and at 200: slowed statistics
+        row = {f"f{j}": float(gen.normal()) for j in range(3 + (i >= 150))}
+        label = int(gen.integers(0, n_classes))
+        pf, ps = fast.predict_learn_one(row, label), slow.predict_learn_one(row, label)
+        assert pf is not None and ps is not None
+        agree += pf.label == ps.label
+    assert agree >= N - 3
+    assert fast.layers[1].input_norm is not None and fast.layers[1].input_norm.slow_until > 0
+    _assert_same_state(fast, slow)
+    assert fast.predict_many([{"f0": 1.0, "f1": 0.0}]) == slow.predict_many(
+        [{"f0": 1.0, "f1": 0.0}]
+    )
+
+
+@needs_numba
+def test_a_checkpoint_resumes_on_either_path() -> None:
+    X, y = _stream(2 * N, 5, 3, seed=2)
+    first = SpelaMLP(hidden=(24, 24), compiled=True)
+    for xi, yi in zip(X[:N], y[:N], strict=True):
+        first.learn_one(xi, yi)
+    state = first.state_dict()
+    ref = SpelaMLP(hidden=(24, 24), compiled=False)
+    for xi, yi in zip(X[:N], y[:N], strict=True):
+        ref.learn_one(xi, yi)
+    assert state.keys() == ref.state_dict().keys()  # one format on both paths
+    fast = SpelaMLP.from_state(state, compiled=True)
+    slow = SpelaMLP.from_state(state, compiled=False)
+    for xi, yi in zip(X[N:], y[N:], strict=True):
+        fast.learn_one(xi, yi)
+        slow.learn_one(xi, yi)
+    _assert_same_state(fast, slow)
+
+
+@needs_numba
+def test_compiled_is_the_cpu_default_and_a_runtime_choice() -> None:
+    model = SpelaMLP(hidden=(8,))
+    assert model.compiled is None and model.uses_compiled
+    assert "compiled" not in model.config()
+    assert not SpelaMLP(hidden=(8,), dtype="float64").uses_compiled
+    assert model.clone({"compiled": False}).uses_compiled is False
+    wide = SpelaMLP(hidden=(600,))
+    wide.learn_one(np.ones(500), "a")  # 300,000 weights: past MAX_WEIGHTS, torch's BLAS
+    assert not wide.uses_compiled
+    assert SpelaMLP.from_state(wide.state_dict(), compiled=True).uses_compiled
+
+
+def test_without_numba_the_default_falls_back_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled_step, "AVAILABLE", False)
+    model = SpelaMLP(hidden=(8,))
+    assert not model.uses_compiled
+    model.learn_one(np.ones(3), "a")
+    assert model.n_learned == 1
+    with pytest.raises(ConfigError, match="numba"):
+        SpelaMLP(compiled=True)
+
+
+@needs_numba
+def test_learn_many_keeps_torch() -> None:
+    X, y = _stream(64, 4, 3, seed=4)
+    fast, slow = _pair(hidden=(16,))
+    fast.learn_many(X, y)
+    slow.learn_many(X, y)
+    _assert_same_state(fast, slow, atol=1e-6)
