@@ -100,17 +100,20 @@ def server(
 def _server(folder: Path, rounds: int, port: int, min_devices: int, wait: float,
             round_timeout: float, labels: list[Any], restarts: int) -> None:  # fmt: skip
     from spela_stream.fleet_procs import FleetServer
+    from spela_stream.stopping import StopGuard
 
     config = {"rounds": rounds, "min-devices": min_devices, "wait": wait,
               "round-timeout": round_timeout, "labels": json.dumps(labels)}  # fmt: skip
     fleet = FleetServer(folder, config, port, restarts, log=lambda m: typer.echo(m, err=True))
-    try:
-        fleet.start()
-        typer.echo(json.dumps({"event": "listening", "superlink": fleet.address}), err=True)
-        for row in fleet.rows():
-            typer.echo(json.dumps(row))
-    finally:
-        fleet.stop()
+    with StopGuard() as guard:  # SIGTERM, Ctrl-C: the finally ends Flower's processes
+        try:
+            fleet.start()
+            typer.echo(json.dumps({"event": "listening", "superlink": fleet.address}), err=True)
+            for row in fleet.rows():
+                typer.echo(json.dumps(row))
+        finally:
+            with guard.busy():  # a second signal does not cut the ending short
+                fleet.stop()
 
 
 @app.command(cls=Command)
@@ -182,6 +185,7 @@ def _device(superlink: str, name: str, source: str, db: Path, hidden: tuple[int,
                 log(f"device {name!r}: learning {run.source} into {db}, fleet at {superlink}")
                 with open_source(run.source, skip=run.skip) as stream:
                     report = run.learn(link.wrap(stream), every=every, guard=guard)
+                link.settle()  # the SuperNode stays until the answer to the last message left
         finally:
             link.close()
             end_strays(folder / "flwr-home")

@@ -86,6 +86,7 @@ class DeviceLink:
         self._sock.settimeout(0.2)
         self.address = f"127.0.0.1:{self._sock.getsockname()[1]}"
         self._closed = threading.Event()
+        self._delivered = threading.Event()  # the answer to the server's last message left
         self._thread = threading.Thread(target=self._accept, name=f"fleet-{name}", daemon=True)
         self._thread.start()
 
@@ -109,8 +110,23 @@ class DeviceLink:
                 self._asks.put(ask)
                 if ask.done.wait(self.answer_within):
                     send_frame(conn, ask.answer)
+                    if self.final:  # the answer to the last message: once the ClientApp has
+                        conn.recv(1)  # it (it closes), its SuperNode has it to send on
+                        self._delivered.set()
             except (OSError, FleetError):
                 return  # the ClientApp went; the round goes on without this device
+
+    def settle(self, timeout: float = 10.0, relay: float = 5.0) -> bool:
+        """After the server's last message: wait (up to ``timeout`` seconds) until its answer
+        reached the ClientApp, then ``relay`` seconds for the SuperNode to send it on (it polls
+        for replies every 0.5 s) and the ServerApp to take it (every 0.25 s): a SuperNode
+        stopped with the answer in hand loses it. Whether it was delivered."""
+        if not self.final:
+            return False
+        delivered = self._delivered.wait(timeout)
+        if delivered:
+            time.sleep(relay)
+        return delivered
 
     def close(self) -> None:
         """Stop listening."""

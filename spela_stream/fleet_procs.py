@@ -229,29 +229,33 @@ def server_apps(home: Path) -> list[int]:
 
 def end_strays(home: Path, grace: float = 10.0) -> list[int]:
     """End every process whose environment names ``home`` as its FLWR_HOME (what a SuperLink
-    or SuperNode that was killed leaves behind: SuperExec, ServerApp, ClientApp): SIGTERM, and
-    SIGKILL to those still there after ``grace`` seconds; their ids."""
+    or SuperNode that was killed leaves behind: SuperExec, ServerApp, ClientApp, each detached
+    in a session of its own): SIGTERM, then, for those still there after ``grace`` seconds, a
+    freeze and SIGKILL. Frozen (SIGSTOP) until no new one appears, none can start another while
+    the rest are killed, so none is missed. Their ids."""
+    ended = _marked(home)
+    for pid in ended:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _marked(home) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    frozen: set[int] = set()
+    while fresh := set(_marked(home)) - frozen:  # a fork seen mid-sweep is frozen next pass
+        for pid in fresh:
+            _signal(pid, signal.SIGSTOP)
+        frozen |= fresh
+        time.sleep(0.05)
+    for pid in frozen:
+        _signal(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _marked(home) and time.monotonic() < deadline:  # until the kernel has them gone
+        time.sleep(0.05)
+    return sorted(set(ended) | frozen)
 
-    def find() -> list[int]:
-        return _marked(home)
 
-    ended: list[int] = []
-    for _ in range(3):  # again: a SuperExec may start a ServerApp while the last pass ran
-        found = find()
-        if not found:
-            break
-        ended += found
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while (left := find()) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.5)
-    return ended
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
 
 
 class FleetServer:
@@ -276,8 +280,11 @@ class FleetServer:
         self._log = log or (lambda message: None)
 
     def start(self) -> None:
-        """Start the SuperLink, wait until it listens, submit the run."""
+        """End what a killed server left on this folder (its SuperLink, SuperExec, ServerApp),
+        start the SuperLink, wait until it listens, submit the run."""
         (self.folder / "flwr-home").mkdir(parents=True, exist_ok=True)
+        if left := self.strays():
+            self._log(f"ended {len(left)} Flower processes a last server left in {self.folder}")
         self.link = superlink(self.port, self.folder).start()
         (self.folder / "superlink.pid").write_text(str(self.link.pid))
         wait_port(self.port, 60, self.link.proc)
@@ -313,8 +320,7 @@ class FleetServer:
                 self._log("the superlink went; starting it again (the fleet goes on from "
                           f"{self.folder / 'fleet.npz'})")  # fmt: skip
                 self.link.stop()
-                self.strays()  # the old run's ServerApp outlives a killed SuperLink
-                self.start()
+                self.start()  # which ends the old run's ServerApp: it outlives its SuperLink
             elif self._app_seen and not app:  # the ServerApp died, its SuperLink did not
                 self._app_gone()
             time.sleep(poll)

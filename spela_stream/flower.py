@@ -167,8 +167,25 @@ def rounds(grid: Grid, context: Context, folder: Path) -> None:
     nodes = list(grid.get_node_ids())
     final = model_record(model, done, contributions, final=True)
     msgs = [Message(final, dst_node_id=n, message_type="train") for n in nodes]
-    answered = [r for r in grid.send_and_receive(msgs, timeout=timeout) if not r.has_error()]
+    answered = [r for r in _send_and_receive(grid, msgs, timeout) if not r.has_error()]
     note(folder, {"event": "done", "round": done, "final_to": len(answered)})
+
+
+def _send_and_receive(grid: Grid, msgs: list[Message], timeout: float,
+                      poll: float = 0.25) -> list[Message]:  # fmt: skip
+    """``grid.send_and_receive``, looking for the replies every ``poll`` seconds, not 3: a
+    device stops its SuperNode soon after it answered the last message, and a reply the
+    SuperLink still holds for a node that left is lost."""
+    waiting = set(grid.push_messages(msgs))
+    until = time.monotonic() + timeout
+    replies: list[Message] = []
+    while waiting and time.monotonic() < until:
+        got = list(grid.pull_messages(waiting))
+        replies += got
+        waiting -= {r.metadata.reply_to_message_id for r in got}
+        if waiting:
+            time.sleep(poll)
+    return replies
 
 
 # ---------------------------------------------------------------------- the ClientApp

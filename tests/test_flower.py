@@ -157,8 +157,10 @@ def test_two_devices_learn_rounds_through_flower(fleet: Fleet, tmp_path: Path) -
     fleet.server(port, 2, "--min-devices", "2", "--round-timeout", "90")
     for d in range(2):
         fleet.device(f"d{d}", port, tmp_path / f"d{d}.csv", per_round=100)
-    rows = [r for r in fleet.rows(until=2) if "event" not in r]
+    every = list(fleet.rows(until=-1))  # to the ``done`` row
+    rows = [r for r in every if "event" not in r]
     assert [r["round"] for r in rows] == [1, 2]
+    assert every[-1] == {"event": "done", "round": 2, "final_to": 2}, every
     assert [(r["answered"], r["devices"], r["learned"]) for r in rows] == [(2, 2, 200)] * 2
     assert rows[0]["bytes_down"] == 0 and rows[1]["bytes_down"] == rows[1]["bytes_up"] > 0
     arrays, meta = fleet_model(tmp_path)
@@ -278,3 +280,39 @@ def test_a_serverapp_killed_past_its_restarts_ends_the_server_naming_the_fix(
     assert "Error: the fleet's ServerApp died and its --restarts (0) are used up" in err, err
     assert "run `spela-stream fleet server` again with --dir" in err and "fleet.npz" in err, err
     assert [r["round"] for r in rows if "event" not in r] == [1], rows
+
+
+def test_the_server_killed_and_run_again_on_its_dir_goes_on_from_its_model(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """``fleet server`` itself is killed (SIGKILL: no cleanup of its own) after round 2; run
+    again with the same ``--dir`` and port it ends what its last life left (no ServerApp of it
+    survives), goes on from ``fleet.npz`` (a ``resumed`` row at round 2), runs rounds 3 and 4
+    only, and the devices, which kept their SuperNodes, take part; the fleet's input statistics
+    count each sample merged in either life once."""
+    from spela_stream.fleet_procs import server_apps
+
+    X, y = load_mnist(400)
+    for d in range(2):
+        write_csv(tmp_path / f"d{d}.csv", X[d::2], y[d::2])
+    port = free_port()
+    home = tmp_path / "fleet" / "flwr-home"
+    fleet.server(port, 4, "--min-devices", "2", "--round-timeout", "40", "--wait", "90")
+    for d in range(2):
+        fleet.device(f"d{d}", port, tmp_path / f"d{d}.csv", per_round=40)
+    first = [r for r in fleet.rows(until=2, timeout=600) if "event" not in r]
+    assert [r["round"] for r in first] == [1, 2], first
+    old_apps = server_apps(home)
+    fleet.kill("server")
+    fleet.server(port, 4, "--min-devices", "2", "--round-timeout", "40", "--wait", "90")
+    second = list(fleet.rows(until=4, timeout=600))
+    assert second[0] == {"event": "resumed", "round": 2}, second
+    assert not set(old_apps) & set(server_apps(home)), "the first server's ServerApp lives on"
+    rounds = [r for r in second if "event" not in r]
+    assert [r["round"] for r in rounds] == [3, 4], second
+    arrays, meta = fleet_model(tmp_path)
+    assert meta["round"] == 4
+    assert int(arrays["scaler.count"]) == sum(r.get("learned", 0) for r in first + rounds)
+    for d in range(2):
+        out, _ = fleet.procs[f"d{d}"].communicate(timeout=180)
+        assert json.loads(out.splitlines()[-1])["samples"] == 200
