@@ -17,13 +17,12 @@ import torch
 
 from spela_stream.display import announced, ticking
 from spela_stream.errors import ConfigError
-from spela_stream.features import make_backbone
+from spela_stream.features import backbone_spec, make_backbone
 from spela_stream.model import SpelaMLP
 from spela_stream.sources import Source
 from spela_stream.sources.frames import EmbeddedSource, is_frame_spec, open_frames
 from spela_stream.sources.labels import FixedLabel, LabelChannel, LabelPolicy, LabelTrack
 from storage import CheckpointStore
-from storage.frames import backbone_spec
 from storage.records import RunInfo
 from storage.run import Run
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import typer
 
+from spela_stream.plot import CurveView
 from storage import CheckpointStore
-from storage.plot import CurveView
 from storage.store import pick_run, verify_file
 
 from .output import human_bytes, plural, shape_text, table
@@ -62,7 +62,7 @@ def list_checkpoints(db: Path, run: str | None, json_out: bool) -> None:
 def plot(db: Path, run: str | None, output: Path, view: CurveView | None = None) -> None:
     """Write a run's learning curve as a PNG (matplotlib loads only here); with no ``run``,
     say on stderr which run it is."""
-    from storage.plot import learning_curve
+    from spela_stream.plot import learning_curve
 
     with CheckpointStore(db, create=False, readonly=True) as store:
         info = pick_run(store, run)

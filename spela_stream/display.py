@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from spela_stream.model import Prediction
     from spela_stream.prequential import Prequential, Report
     from spela_stream.sources import Sample, Source
+
+
+class NamedRun(Protocol):
+    """What the library reads of a saved run (``storage.records.RunInfo`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+
 
 HEADER = (
     "  samples  cum.acc roll.acc   kappa    label     pred  samples/s    model  forget"

@@ -1,4 +1,4 @@
-"""storage.frames.backbone_spec and spela_stream.display.announced, used from Python."""
+"""spela_stream.features.backbone_spec and spela_stream.display.announced, used from Python."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 
 from spela_stream.display import announced
 from spela_stream.errors import ConfigError
+from spela_stream.features import backbone_spec
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import Prequential
 from spela_stream.sources import Sample
-from storage.frames import backbone_spec
 from storage.records import RunInfo
 
 
