@@ -258,6 +258,40 @@ def summary_lines(
     return out, err
 
 
+def frames_summary_lines(
+    r: Report,
+    before: tuple[int, int],
+    counts: dict[str, int],
+    labels: object,
+    source: str,
+    run: str,
+    db: object,
+    stopped: str | None,
+    *,
+    json_out: bool = False,
+) -> tuple[str | None, str]:
+    """A finished frames run's summary, ``before`` its (samples, learned) when it began and
+    ``counts`` the frames read, dropped and skipped. stdout keeps one format: with ``json_out``
+    a summary object with the counts; else the accuracy line only when this run learned frames
+    and predicted none (the predictions, JSON lines, are then the product), else None. The
+    stderr line has the counts and the classes."""
+    learned = r.learned - before[1]
+    predicted = r.samples - before[0] - learned
+    out: str | None = None
+    if json_out:
+        out = json.dumps({**json.loads(report_json(r, kind="summary")), **counts})
+    elif learned and not predicted:
+        out = f"accuracy {r.accuracy:.4f} after {plural(r.samples, 'sample')} of {source}"
+    why = f"stopped by {stopped}" if stopped else "done"
+    err = (
+        f"{why}: {plural(r.samples, 'frame')} ({r.learned} learned, "
+        f"{r.samples - r.learned} predicted), accuracy {r.accuracy:.4f}, "
+        f"{counts['dropped']} dropped (the learner fell behind), {counts['skipped']} passed over "
+        f"by --fps; classes {labels}; checkpoint of run {run!r} in {db}"
+    )
+    return out, err
+
+
 def announced(
     src: Iterable[Sample], loop: Prequential, *, out: TextIO, changes: bool = False
 ) -> Iterator[Sample]:
