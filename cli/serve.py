@@ -11,16 +11,14 @@ paho-mqtt is loaded only for an ``mqtt://`` source (``spela_stream.sources.mqtt`
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from spela_stream.client import send as send_lines
+from spela_stream.client import send_file
 from spela_stream.display import plural
 from spela_stream.errors import ConfigError
 from spela_stream.sources.tcp import LineServer, parse_url, url_of
-from spela_stream.sources.textio import open_binary, text_lines
 from spela_stream.stopping import StopGuard
 
 from .options import Input, LearnOptions, PredictOptions, ServeOptions
@@ -124,28 +122,9 @@ def predict(opts: PredictOptions) -> None:
 
 def send(to: str, path: str, window: int) -> None:
     """Stream a file (or stdin) to a service; its replies go to stdout in order."""
-    host, port = parse_url(to)
-    if path == "-":
-        lines = text_lines(sys.stdin.buffer, "<stdin>", [])
-    else:
-        handle = open_binary(Path(path), path)
-        lines = text_lines(handle, path, [handle])
-    out = sys.stdout.buffer
-    flush = path == "-"  # a pipe's reader wants each answer as its question arrives
-
-    def write(reply: bytes) -> None:
-        out.write(reply)
-        if flush:
-            out.flush()
-
-    with StopGuard():
-        try:
-            result = send_lines(host, port, (raw for _, raw in lines), write, window=window)
-        finally:
-            lines.close()
-            out.flush()
+    result = send_file(to, path, sys.stdout.buffer, window=window)
     typer.echo(
-        f"sent {plural(result.sent, 'line')} to {url_of((host, port))}: "
+        f"sent {plural(result.sent, 'line')} to {url_of(parse_url(to))}: "
         f"{plural(result.answered, 'reply', 'replies')}, {plural(result.errors, 'error')}",
         err=True,
     )

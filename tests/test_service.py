@@ -3,6 +3,8 @@ at once, delayed labels, bad and overlong lines, disconnects mid-line, control l
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import socket
 import threading
@@ -19,7 +21,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spela_stream.client import send
+from spela_stream.client import send, send_file
 from spela_stream.errors import ConfigError, SourceError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import CheckpointPolicy, Prequential, Report
@@ -789,3 +791,21 @@ def test_listen_on_mqtt_names_its_broker_in_the_url() -> None:
     pytest.importorskip("paho.mqtt")
     with pytest.raises(ConfigError, match=r"^`host` is for tcp://"):
         listen("mqtt://127.0.0.1/t", host="0.0.0.0")
+
+
+def test_send_file_streams_a_gzip_file_and_writes_the_replies_in_order(
+    blobs: Any, tmp_path: Path
+) -> None:
+    X, y = blobs(n=30)
+    path = tmp_path / "l.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(csv_lines(X, y)) + "\n").encode()))
+    out = io.BytesIO()
+    with serving(Prequential(model())) as running:
+        result = send_file(running.server.url, str(path), out)
+        running.stop()
+    replies = [json.loads(r) for r in out.getvalue().splitlines()]
+    assert (result.sent, result.answered, result.errors) == (30, 30, 0)
+    assert [r["learned"] for r in replies] == [False] + [True] * 29  # one reply a line, in order
+    assert replies[0]["label"] is None and not any("error" in r for r in replies)
+    with pytest.raises(SourceError, match="none.csv: no such file"):
+        send_file("tcp://127.0.0.1:9", str(tmp_path / "none.csv"), out)
