@@ -23,8 +23,8 @@ from typing import Annotated, Any, NoReturn
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from spela_stream.plot import CurveView
 from spela_stream.sources.tcp import MAX_LINE, PENDING, WINDOW
-from storage.plot import CurveView
 
 from . import fleet, listing
 from .flags import (

@@ -16,11 +16,12 @@ from spela_stream.model import SpelaMLP
 from spela_stream.prequential import StopGuard
 from spela_stream.sources import Source
 from spela_stream.sources.tcp import SCHEME as TCP
-from storage.evaluation import evaluation, load_saved
+from storage.evaluation import evaluation, load_saved, open_scored
 from storage.records import RunInfo
+from storage.run import finish
 
 from . import camera, serve
-from .learning import finish, learning, summary_line
+from .learning import learning, summary_line
 from .options import EvalOptions, Input, LearnOptions, Output, PredictOptions
 from .output import Progress
 
@@ -49,8 +50,10 @@ def learn(opts: LearnOptions) -> None:
 
 
 def _opened(inp: Input, run: RunInfo, model: SpelaMLP) -> Source:
-    """The source to score: frames through the run's own backbone, or ``inp.open``."""
-    return camera.open_input(inp, run, model)
+    """The source to score (``storage.evaluation.open_scored``)."""
+    labels = inp.frames.labels if inp.frames is not None else None
+    return open_scored(inp.source, run, model, fmt=inp.fmt, label_column=inp.label_column,
+                       header=inp.header, features=inp.features, labels=labels)  # fmt: skip
 
 
 def evaluate(opts: EvalOptions) -> None:

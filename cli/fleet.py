@@ -151,6 +151,7 @@ def _device(superlink: str, name: str, source: str, db: Path, hidden: tuple[int,
             every: int) -> None:  # fmt: skip
     import torch
 
+    from spela_stream.display import report_json
     from spela_stream.fleet_device import DeviceLink
     from spela_stream.fleet_procs import Keeper, end_strays, free_port, supernode
     from spela_stream.model import SpelaMLP
@@ -158,8 +159,6 @@ def _device(superlink: str, name: str, source: str, db: Path, hidden: tuple[int,
     from spela_stream.stopping import StopGuard
     from storage import CheckpointStore
     from storage.run import Run
-
-    from .output import report_json
 
     torch.set_num_threads(1)
 

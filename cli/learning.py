@@ -1,8 +1,8 @@
 """What every ``learn`` path shares: its run from the options, and the summary.
 
 The file, camera and TCP paths each open ``learning`` (the store, the stop guard and the run the
-options name, ``storage.opening``), build their stream and hand it to ``finish``, which drives
-the library's ``Run`` (the lifecycle: checkpoints, bad records, the writer lease) and prints.
+options name, ``storage.opening``), build their stream and hand it to ``storage.run.finish``,
+which drives the library's ``Run`` (the lifecycle: checkpoints, bad records, the writer lease).
 Nothing here loads torch until a run is made.
 """
 
@@ -12,19 +12,16 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import typer
-
 from spela_stream.display import summary_lines
-from spela_stream.errors import SpelaError
-from spela_stream.stopping import Interrupted, StopGuard
+from spela_stream.stopping import StopGuard
 from storage import CheckpointStore
 from storage.opening import made_db, open_run
-from storage.run import Reports, Run
+from storage.run import Run
 
 from .options import LearnOptions
-from .output import Progress, plural
+from .output import Progress
 
-__all__ = ["finish", "learning", "summary_line"]
+__all__ = ["learning", "summary_line"]
 
 
 @contextlib.contextmanager
@@ -51,37 +48,6 @@ def learning(
             on_error=opts.on_error.value, rejects=opts.rejects, log=progress.log,
         )  # fmt: skip
         yield run, guard
-
-
-def finish(
-    run: Run,
-    reports: Reports,
-    progress: Progress,
-    guard: StopGuard,
-    summary: Callable[[str | None], None],
-    *,
-    reading: str | None = None,
-) -> None:
-    """Make the run (its source has opened), say what it learns (``reading``, default its
-    source), drive it, then print ``summary(stopped)``; a signal exits 128 + its number after
-    the checkpoint and the summary, a failure after the checkpoint."""
-    run.create()
-    progress.log(f"learning {reading or run.source} into {run.store.path} run {run.name!r}")
-    try:
-        run.drive(reports, guard=guard, on_report=progress.report)
-    except Interrupted as stop:
-        progress.close()
-        summary(stop.args[0])
-        raise typer.Exit(stop.exit_code) from None
-    except SpelaError:
-        progress.close()
-        if run.discarded:
-            progress.log(f"run {run.name!r} removed: it failed before its first record")
-        else:
-            progress.log(f"checkpointed {plural(run.loop.samples, 'sample')} of run {run.name!r}")
-        raise
-    progress.close()
-    summary(None)
 
 
 def summary_line(run: Run, opts: LearnOptions, progress: Progress, stopped: str | None) -> None:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ParamSpec
+from typing import Any, ParamSpec
 
 import typer
 
@@ -24,9 +24,6 @@ from spela_stream.sources.tcp import MAX_LINE, PENDING
 from spela_stream.stopping import Interrupted
 
 from .output import flagged
-
-if TYPE_CHECKING:
-    from spela_stream.model import SpelaMLP
 
 P = ParamSpec("P")
 
@@ -78,22 +75,13 @@ class Input:
     frames: FrameOptions | None = None  # camera and images sources only
 
     def open(
-        self,
-        skip: int = 0,
-        on_error: Callable[[BadRecordError], None] | None = None,
-        model: SpelaMLP | None = None,
+        self, skip: int = 0, on_error: Callable[[BadRecordError], None] | None = None
     ) -> Source:
-        """Open the source, skipping ``skip`` records (a resumed run's position). Given a trained
-        ``model``, CSV records as wide as its input are read as unlabelled."""
-        return open_source(
-            self.source,
-            fmt=self.fmt,
-            label_column=self.label_column,  # a name, an index ("0", "-1") or "none"
-            header=self.header,
-            n_features=self.features or (model.n_features if model is not None else None),
-            skip=skip,
-            on_error=on_error,
-        )
+        """Open the source (``open_source``), skipping ``skip`` records (a resumed run's
+        position); eval and predict open theirs with ``storage.evaluation.open_scored``."""
+        return open_source(self.source, fmt=self.fmt, label_column=self.label_column,
+                           header=self.header, n_features=self.features, skip=skip,
+                           on_error=on_error)  # fmt: skip
 
 
 @dataclass(frozen=True)

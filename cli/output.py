@@ -7,10 +7,8 @@ import re
 from typing import Any
 
 from spela_stream import display
-from spela_stream.display import HEADER, human_bytes, plural, report_json, row, shape_text, table
 
-__all__ = ["HEADER", "Progress", "flagged", "human_bytes", "plural", "report_json", "row",
-           "shape_text", "table"]  # fmt: skip
+__all__ = ["Progress", "flagged"]
 
 # The library names its parameters in backticks (`n_features`); the CLI says which flag sets each.
 FLAGS = {
@@ -23,6 +21,11 @@ FLAGS = {
     "backbone": "--backbone",
     "on_error": "--on-error",
     "rejects": "--rejects",
+    "host": "--host",
+    "publish": "--publish",
+    "label": "--label",
+    "labels": "--labels",
+    "label_port": "--label-port",
 }
 
 

@@ -11,77 +11,54 @@ paho-mqtt is loaded only for an ``mqtt://`` source (``spela_stream.sources.mqtt`
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
-from spela_stream.client import send as send_lines
+from spela_stream.client import send_file
+from spela_stream.display import plural
 from spela_stream.errors import ConfigError
-from spela_stream.sources.delimited import is_no_label
-from spela_stream.sources.layout import Layout
 from spela_stream.sources.tcp import LineServer, parse_url, url_of
-from spela_stream.sources.textio import open_binary, text_lines
 from spela_stream.stopping import StopGuard
 
 from .options import Input, LearnOptions, PredictOptions, ServeOptions
-from .output import plural
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
     from spela_stream.prequential import CheckpointPolicy, Report
     from spela_stream.sources.endpoint import Endpoint
+    from spela_stream.sources.layout import Layout
     from storage.run import Run
 
     from .output import Progress
 
 
 def _layout(input_: Input, serve: ServeOptions) -> Layout | None:
-    """The layout ``--features`` and ``--columns`` give a service (None: neither)."""
-    if input_.features is None and serve.columns is None:
-        return None
-    labelled = not is_no_label(input_.label_column)
+    """The layout ``--features`` and ``--columns`` give a service (``service.layout_of``)."""
+    from spela_stream.service import layout_of
+
     try:
-        return Layout(input_.features, serve.columns, labelled=labelled)
+        return layout_of(input_.features, serve.columns, input_.label_column)
     except ConfigError as exc:  # the library names its parameters; the flags are these
         message = str(exc).replace("features=", "--features ").replace("columns", "--columns")
         raise ConfigError(message) from None
 
 
-MQTT = "mqtt://"
-
-
 def _listen(input_: Input, serve: ServeOptions) -> Endpoint:
-    """The socket server or MQTT subscription ``input_.source`` names, open and announced."""
-    mqtt = input_.source.startswith(MQTT)
-    if input_.fmt is not None:
-        kind = "mqtt://" if mqtt else "tcp://"
-        raise ConfigError(f"--format does not apply to {kind} (a line starting with {{ is JSON)")
-    if not mqtt:
-        if serve.publish is not None:
-            raise ConfigError("--publish goes with mqtt:// (tcp:// replies to each client)")
-        server = LineServer(*parse_url(input_.source, serve.host), max_line=serve.max_line)
-        typer.echo(f"listening on {server.url}", err=True)  # even with --quiet: clients need it
-        return server
-    from spela_stream.sources import mqtt as mq
+    """The endpoint ``input_.source`` names, open, announced on stderr even with --quiet."""
+    from spela_stream.service import listen
 
-    if serve.host is not None:
-        raise ConfigError("--host is for tcp://; an mqtt:// source names its broker in the URL")
-    host, port, topic = mq.parse_url(input_.source)
-    # a fresh client id per process: a second learner of the same run must not take over the
-    # first one's connection (MQTT drops the older client of an id) before its lease says no
-    bridge = mq.MqttBridge(host, port, topic, publish=serve.publish, max_line=serve.max_line)
-    answers = f", answering on {serve.publish}" if serve.publish else ""
-    typer.echo(f"subscribed to {bridge.url}{answers}", err=True)
-    return bridge
+    return listen(input_.source, fmt=input_.fmt, host=serve.host, max_line=serve.max_line,
+                  publish=serve.publish, log=lambda m: typer.echo(m, err=True))  # fmt: skip
 
 
 def learn(opts: LearnOptions, run: Run, guard: StopGuard, progress: Progress) -> None:
     """Serve test-then-train on a socket until a shutdown line, ``--limit`` or a signal."""
-    from spela_stream.service import Service
+    from spela_stream.service import MQTT, Service
+    from storage.run import finish
 
-    from .learning import finish, summary_line
+    from .learning import summary_line
 
     if opts.skip:
         kind = "mqtt://" if run.source.startswith(MQTT) else "tcp://"
@@ -116,7 +93,7 @@ def predict(opts: PredictOptions) -> None:
     """Answer each line with a prediction of the saved model; nothing is learned or saved."""
     import torch
 
-    from spela_stream.service import Service
+    from spela_stream.service import MQTT, Service
     from storage import CheckpointStore
     from storage.session import load_loop
     from storage.store import pick_run
@@ -145,28 +122,9 @@ def predict(opts: PredictOptions) -> None:
 
 def send(to: str, path: str, window: int) -> None:
     """Stream a file (or stdin) to a service; its replies go to stdout in order."""
-    host, port = parse_url(to)
-    if path == "-":
-        lines = text_lines(sys.stdin.buffer, "<stdin>", [])
-    else:
-        handle = open_binary(Path(path), path)
-        lines = text_lines(handle, path, [handle])
-    out = sys.stdout.buffer
-    flush = path == "-"  # a pipe's reader wants each answer as its question arrives
-
-    def write(reply: bytes) -> None:
-        out.write(reply)
-        if flush:
-            out.flush()
-
-    with StopGuard():
-        try:
-            result = send_lines(host, port, (raw for _, raw in lines), write, window=window)
-        finally:
-            lines.close()
-            out.flush()
+    result = send_file(to, path, sys.stdout.buffer, window=window)
     typer.echo(
-        f"sent {plural(result.sent, 'line')} to {url_of((host, port))}: "
+        f"sent {plural(result.sent, 'line')} to {url_of(parse_url(to))}: "
         f"{plural(result.answered, 'reply', 'replies')}, {plural(result.errors, 'error')}",
         err=True,
     )

@@ -9,12 +9,17 @@ it has answered them all.
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 from .errors import SourceError
-from .sources.tcp import WINDOW, url_of
+from .sources.tcp import WINDOW, parse_url, url_of
+from .sources.textio import open_binary, text_lines
+from .stopping import StopGuard
 
 CONNECT_TIMEOUT_S = 10.0
 
@@ -113,3 +118,28 @@ def send(
             f"{result.sent} replies (was it shut down or interrupted?)"
         )
     return result
+
+
+def send_file(to: str, path: str, out: BinaryIO, *, window: int = WINDOW) -> SendResult:
+    """Stream the lines of the file ``path`` (``-``: stdin; gzip too) to the service at ``to``
+    (``tcp://HOST:PORT``) with ``send``, writing its replies to ``out`` in order; from stdin
+    each is flushed as it comes (a pipe's reader wants each answer as its question arrives)."""
+    host, port = parse_url(to)
+    if path == "-":
+        lines = text_lines(sys.stdin.buffer, "<stdin>", [])
+    else:
+        handle = open_binary(Path(path), path)
+        lines = text_lines(handle, path, [handle])
+    flush = path == "-"
+
+    def write(reply: bytes) -> None:
+        out.write(reply)
+        if flush:
+            out.flush()
+
+    with StopGuard():
+        try:
+            return send(host, port, (raw for _, raw in lines), write, window=window)
+        finally:
+            lines.close()
+            out.flush()

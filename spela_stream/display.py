@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from spela_stream.model import Prediction
     from spela_stream.prequential import Prequential, Report
     from spela_stream.sources import Sample, Source
+
+
+class NamedRun(Protocol):
+    """What the library reads of a saved run (``storage.records.RunInfo`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+
 
 HEADER = (
     "  samples  cum.acc roll.acc   kappa    label     pred  samples/s    model  forget"
@@ -242,6 +254,40 @@ def summary_lines(
         f"{why}: {plural(r.samples, 'sample')} ({r.learned} learned, {r.rejected} rejected), kappa "
         f"{r.kappa:.4f}, layers {' '.join(f'{a:.4f}' for a in r.layer_accuracy)}, "
         f"{plural(r.drifts, 'drift')}; checkpoint of run {run!r} in {db}"
+    )
+    return out, err
+
+
+def frames_summary_lines(
+    r: Report,
+    before: tuple[int, int],
+    counts: dict[str, int],
+    labels: object,
+    source: str,
+    run: str,
+    db: object,
+    stopped: str | None,
+    *,
+    json_out: bool = False,
+) -> tuple[str | None, str]:
+    """A finished frames run's summary, ``before`` its (samples, learned) when it began and
+    ``counts`` the frames read, dropped and skipped. stdout keeps one format: with ``json_out``
+    a summary object with the counts; else the accuracy line only when this run learned frames
+    and predicted none (the predictions, JSON lines, are then the product), else None. The
+    stderr line has the counts and the classes."""
+    learned = r.learned - before[1]
+    predicted = r.samples - before[0] - learned
+    out: str | None = None
+    if json_out:
+        out = json.dumps({**json.loads(report_json(r, kind="summary")), **counts})
+    elif learned and not predicted:
+        out = f"accuracy {r.accuracy:.4f} after {plural(r.samples, 'sample')} of {source}"
+    why = f"stopped by {stopped}" if stopped else "done"
+    err = (
+        f"{why}: {plural(r.samples, 'frame')} ({r.learned} learned, "
+        f"{r.samples - r.learned} predicted), accuracy {r.accuracy:.4f}, "
+        f"{counts['dropped']} dropped (the learner fell behind), {counts['skipped']} passed over "
+        f"by --fps; classes {labels}; checkpoint of run {run!r} in {db}"
     )
     return out, err
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 import abc
 import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
+from .display import NamedRun
 from .errors import ConfigError, SourceError
 
 BACKBONES = ("efficientnet-lite0", "none")
@@ -146,3 +147,30 @@ def make_backbone(name: str, size: int | None = None, threads: int | None = None
     backbone = RawPixels(size) if name == "none" else EfficientNetLite0(size)
     backbone.threads = threads
     return backbone
+
+
+def backbone_spec(
+    run: NamedRun | None, backbone: str | None = None, size: int | None = None
+) -> dict[str, Any]:
+    """The backbone a frames run embeds with, the one kept in its config (``frames``) so that
+    ``--resume``, ``eval`` and ``predict`` embed frames the way the run learned them: its own
+    (asking another is an error), or for a new run (``run`` None) ``backbone`` (default: the
+    first) at ``size`` (default: its own)."""
+    asked = {"backbone": backbone, "size": size}
+    if run is None:
+        name = backbone or BACKBONES[0]
+        return {"backbone": name, "size": size or DEFAULT_SIZE.get(name, 0)}
+    saved = run.config.get("frames")
+    if not isinstance(saved, Mapping):
+        raise ConfigError(
+            f"run {run.name!r} learned from {run.source}, not from frames through a backbone; "
+            "learn a camera or images source into a new --run"
+        )
+    for key, value in asked.items():
+        if value is not None and value != saved.get(key):
+            raise ConfigError(
+                f"--{key} {value}: run {run.name!r} embeds frames with {saved['backbone']} at "
+                f"{saved['size']} px, and a run keeps its backbone (drop --{key}, or use a new "
+                "--run)"
+            )
+    return dict(saved)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import queue
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -52,9 +53,10 @@ from .sources.delimited import is_no_label
 from .sources.endpoint import Endpoint, LineRequest
 from .sources.layout import CONFIRM, HELD_MAX, Held, Layout
 from .sources.records import Control, HeaderLine, LateLabel, LineParser
-from .sources.tcp import PENDING
+from .sources.tcp import MAX_LINE, PENDING, LineServer, parse_url
 from .sources.textio import decode_lossy
 
+MQTT = "mqtt://"
 TICK_S = 0.2  # how often a quiet service looks at signals and the checkpoint clock
 FLUSH_EVERY = 32  # replies per wake-up of the I/O thread while requests keep coming
 
@@ -400,3 +402,53 @@ class Service:
             **asdict(self.counts),
             **asdict(self.server.stats),
         }
+
+
+def layout_of(
+    features: int | None, columns: tuple[str, ...] | None, label_column: str | None = None
+) -> Layout | None:
+    """The layout a service is told up front: ``features`` wide and/or named by ``columns``,
+    labelled unless ``label_column`` is ``none``; None when neither is given (the first lines
+    of one width fix it)."""
+    if features is None and columns is None:
+        return None
+    return Layout(features, columns, labelled=not is_no_label(label_column))
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def listen(
+    source: str,
+    *,
+    fmt: str | None = None,
+    host: str | None = None,
+    max_line: int = MAX_LINE,
+    publish: str | None = None,
+    log: Callable[[str], None] = _stderr,
+) -> Endpoint:
+    """The endpoint ``source`` names, open: a ``LineServer`` for ``tcp://HOST:PORT`` (``host``
+    overriding the URL's), or an MQTT subscription for ``mqtt://HOST:PORT/TOPIC`` answering on
+    topic ``publish`` (paho-mqtt loads only then). ``log`` hears where it listens, for clients."""
+    mqtt = source.startswith(MQTT)
+    if fmt is not None:
+        kind = "mqtt://" if mqtt else "tcp://"
+        raise ConfigError(f"`fmt` does not apply to {kind} (a line starting with {{ is JSON)")
+    if not mqtt:
+        if publish is not None:
+            raise ConfigError("`publish` goes with mqtt:// (tcp:// replies to each client)")
+        server = LineServer(*parse_url(source, host), max_line=max_line)
+        log(f"listening on {server.url}")
+        return server
+    from .sources import mqtt as mq
+
+    if host is not None:
+        raise ConfigError("`host` is for tcp://; an mqtt:// source names its broker in the URL")
+    broker, port, topic = mq.parse_url(source)
+    # a fresh client id per process: a second learner of the same run must not take over the
+    # first one's connection (MQTT drops the older client of an id) before its lease says no
+    bridge = mq.MqttBridge(broker, port, topic, publish=publish, max_line=max_line)
+    answers = f", answering on {publish}" if publish else ""
+    log(f"subscribed to {bridge.url}{answers}")
+    return bridge

@@ -8,15 +8,20 @@ after ``info, saved, ck = load_saved("runs.db")``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from spela_stream.errors import ConfigError
 from spela_stream.prequential import Prequential
-from spela_stream.sources import Source
+from spela_stream.sources import Source, open_source
+from spela_stream.sources.frames import is_frame_spec
 from spela_stream.stopping import StopGuard
 
 from .records import CheckpointInfo, RunInfo
 from .session import load_loop
 from .store import CheckpointStore, pick_run
+
+if TYPE_CHECKING:
+    from spela_stream.model import SpelaMLP
 
 
 def load_saved(
@@ -67,3 +72,35 @@ def evaluation(
             "per_class": [[c, f] for c, f in fig.items()],
         },
     }
+
+
+def open_scored(
+    source: str,
+    run: RunInfo,
+    model: SpelaMLP,
+    *,
+    fmt: str | None = None,
+    label_column: str | None = None,
+    header: bool | None = None,
+    features: int | None = None,
+    labels: str | Path | None = None,
+) -> Source:
+    """The stream a saved ``run`` scores (eval) or answers (predict): frames through the run's
+    own backbone (labelled by the track ``labels``; a frames run takes nothing else), or records
+    ``features`` wide, by default as wide as ``model``'s input (so that CSV records of that
+    width read as unlabelled)."""
+    if not is_frame_spec(source):
+        if "frames" in run.config:
+            raise ConfigError(
+                f"run {run.name!r} learned frames through a backbone; score it on a camera:PATH "
+                "or images:DIR source"
+            )
+        return open_source(source, fmt=fmt, label_column=label_column, header=header,
+                           n_features=features or model.n_features)  # fmt: skip
+    from spela_stream.features import backbone_spec, make_backbone
+    from spela_stream.sources.frames import open_frames
+    from spela_stream.sources.labels import LabelTrack
+
+    spec = backbone_spec(run)
+    track = LabelTrack.read(labels) if labels is not None else None
+    return open_frames(source, make_backbone(spec["backbone"], spec["size"]), labels=track)

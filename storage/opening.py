@@ -111,3 +111,13 @@ def resume_news(run: Run) -> list[str]:
             f"{run.skip + 1} on (the records before it count as learned)"
         )
     return news
+
+
+def resumes_frames(db: Path, name: str | None = None) -> bool:
+    """Whether the run a resume of ``db`` goes on (``name``, or the latest) learned frames
+    through a backbone (``frames`` in its config); False when there is no such run or file."""
+    if not db.exists():
+        return False
+    with CheckpointStore(db, create=False, readonly=True) as store:
+        latest = store.latest_run() if name is None else store.run(name)
+        return latest is not None and "frames" in latest.config

@@ -29,8 +29,9 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from spela_stream.display import plural
 from spela_stream.errors import CheckpointError, ConfigError, SpelaError
 from spela_stream.model import AUTO, SpelaMLP
 from spela_stream.prequential import CheckpointPolicy, Interrupted, Prequential, Report
@@ -43,6 +44,9 @@ from .rebuild import rebuild_loop
 from .records import Checkpoint, CheckpointInfo
 from .store import CheckpointStore
 from .store import pick_run as pick
+
+if TYPE_CHECKING:
+    from spela_stream.display import Progress
 
 _LOG = logging.getLogger("spela_stream.run")
 MARK_KEY = "source_mark"  # the loop state's key for the file mark (spela_stream.sources.resume)
@@ -352,3 +356,35 @@ class Run:
         if self._marker is None or self._marker.path != path:
             self._marker = FileMarker(path)
         return self._marker.mark(self.loop.where)
+
+
+def finish(
+    run: Run,
+    reports: Reports,
+    progress: Progress,
+    guard: StopGuard,
+    summary: Callable[[str | None], None],
+    *,
+    reading: str | None = None,
+) -> None:
+    """Make ``run`` (its source has opened), say on ``progress`` what it learns (``reading``,
+    default its source), drive it through ``reports``, then call ``summary(stopped)``. A signal
+    re-raises ``Interrupted`` after the checkpoint and ``summary(signal name)`` (the command line
+    exits 128 + its number); a failure re-raises after the checkpoint, saying what was kept."""
+    run.create()
+    progress.log(f"learning {reading or run.source} into {run.store.path} run {run.name!r}")
+    try:
+        run.drive(reports, guard=guard, on_report=progress.report)
+    except Interrupted as stop:
+        progress.close()
+        summary(stop.args[0])
+        raise
+    except SpelaError:
+        progress.close()
+        if run.discarded:
+            progress.log(f"run {run.name!r} removed: it failed before its first record")
+        else:
+            progress.log(f"checkpointed {plural(run.loop.samples, 'sample')} of run {run.name!r}")
+        raise
+    progress.close()
+    summary(None)

@@ -14,8 +14,8 @@ import typer.main
 from typer.testing import CliRunner, Result
 
 from cli.app import app
+from spela_stream.plot import CurveView, axis_scale, source_name
 from storage import CheckpointStore
-from storage.plot import CurveView, axis_scale, source_name
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from spela_stream.datasets import iter_mnist
-from spela_stream.display import evaluation_text, summary_lines
+from spela_stream.display import evaluation_text, frames_summary_lines, summary_lines
 from spela_stream.errors import ConfigError
 from spela_stream.model import SpelaMLP
 from storage import CheckpointStore
-from storage.evaluation import evaluation, load_saved
-from storage.opening import made_db, open_run
+from storage.evaluation import evaluation, load_saved, open_scored
+from storage.opening import made_db, open_run, resumes_frames
 from storage.run import Run
 
 
@@ -82,3 +84,43 @@ def test_summary_lines_for_stdout_and_stderr(tmp_path: Path) -> None:
     assert err.endswith("; checkpoint of run 's' in s.db")
     out, err = summary_lines(r, "x", "s", "s.db", "SIGINT", json_out=True)
     assert out.startswith('{"kind": "summary"') and err.startswith("stopped by SIGINT: ")
+
+
+# ---------------------------------------------------------------- moved out of cli/ (issue 12)
+
+
+def test_open_scored_reads_records_as_wide_as_the_model(db: Path, tmp_path: Path) -> None:
+    info, saved, _ = load_saved(db)
+    data = tmp_path / "x.csv"
+    data.write_text(",".join(["0"] * 784) + "\n" + ",".join(["1"] * 784) + "\n")
+    with open_scored(str(data), info, saved.model) as src:
+        samples = list(src)
+    assert [s.y for s in samples] == [None, None] and samples[1].x.shape == (784,)
+    with pytest.raises(ConfigError, match="run 'm' learned from builtin:mnist, not from frames"):
+        open_scored("images:nowhere", info, saved.model)
+    framed = replace(info, config={**info.config, "frames": {"backbone": "none", "size": 28}})
+    with pytest.raises(ConfigError, match="run 'm' learned frames through a backbone; score it"):
+        open_scored(str(data), framed, saved.model)
+
+
+def test_resumes_frames_reads_the_run_a_resume_goes_on(db: Path, tmp_path: Path) -> None:
+    assert not resumes_frames(tmp_path / "none.db")
+    assert not resumes_frames(db) and not resumes_frames(db, "m")
+    with CheckpointStore(db) as store:
+        store.create_run("cam", {**store.run("m").config, "frames": {"backbone": "none"}}, "c:0")
+    assert resumes_frames(db) and resumes_frames(db, "cam") and not resumes_frames(db, "m")
+
+
+def test_frames_summary_lines_keep_stdout_to_one_format(tmp_path: Path) -> None:
+    with CheckpointStore(tmp_path / "s.db") as store:
+        r = Run.start(store, SpelaMLP(hidden=(8,), seed=0), "x", name="s").learn(iter_mnist(40))
+    counts = {"frames_read": 45, "dropped": 2, "skipped": 3}
+    out, err = frames_summary_lines(r, (0, 0), counts, [0, 1], "camera:0", "s", "s.db", None)
+    assert out == f"accuracy {r.accuracy:.4f} after 40 samples of camera:0"
+    assert err == (f"done: 40 frames (40 learned, 0 predicted), accuracy {r.accuracy:.4f}, 2 "
+                   "dropped (the learner fell behind), 3 passed over by --fps; classes [0, 1]; "
+                   "checkpoint of run 's' in s.db")  # fmt: skip
+    assert frames_summary_lines(r, (0, 40), counts, [], "c", "s", "s.db", None)[0] is None
+    out, err = frames_summary_lines(r, (0, 0), counts, [], "c", "s", "d", "SIGINT", json_out=True)
+    assert out is not None and json.loads(out)["kind"] == "summary"
+    assert {k: json.loads(out)[k] for k in counts} == counts and err.startswith("stopped by SIGINT")

@@ -1,19 +1,21 @@
-"""storage.frames.backbone_spec and spela_stream.display.announced, used from Python."""
+"""spela_stream.features.backbone_spec and spela_stream.display.announced, used from Python."""
 
 from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from spela_stream.display import announced
 from spela_stream.errors import ConfigError
+from spela_stream.features import backbone_spec
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import Prequential
 from spela_stream.sources import Sample
-from storage.frames import backbone_spec
+from spela_stream.sources.labels import FixedLabel, LabelChannel, LabelTrack, label_policy
 from storage.records import RunInfo
 
 
@@ -42,3 +44,25 @@ def test_announced_writes_predictions_of_unlabelled_samples_only() -> None:
     rows = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [r["index"] for r in rows] == [1, 2]
     assert {r["kind"] for r in rows} == {"prediction"} and rows[0]["label"] == 1
+
+
+def test_label_policy_takes_one_way_of_labelling(tmp_path: Path) -> None:
+    assert label_policy() is None
+    fixed = label_policy(label="cat")
+    assert isinstance(fixed, FixedLabel) and fixed(0) == fixed(9) == "cat"
+    track = tmp_path / "t.txt"
+    track.write_text("0,2,a\n2,4,b\n")
+    read = label_policy(labels=track)
+    assert isinstance(read, LabelTrack) and [read(i) for i in range(4)] == ["a", "a", "b", "b"]
+    with pytest.raises(ConfigError, match=r"^`label` and `label_port`: give one way"):
+        label_policy(label="cat", label_port=0)
+    with pytest.raises(ConfigError, match=r"^`label` and `labels` and `label_port`: give one way"):
+        label_policy("cat", track, 0)
+    notes: list[str] = []
+    channel = label_policy(label_port=0, log=notes.append)
+    try:
+        assert isinstance(channel, LabelChannel) and channel.port > 0
+        assert notes == [f"label channel on 127.0.0.1:{channel.port}: send a line NAME to teach "
+                         f"NAME, - to stop (e.g. nc 127.0.0.1 {channel.port})"]  # fmt: skip
+    finally:
+        channel.close()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import json
 
-from cli.output import HEADER, Progress, human_bytes, report_json, row, table
+from cli.output import Progress
 from spela_stream.datasets import iter_mnist
+from spela_stream.display import HEADER, human_bytes, report_json, row, table
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import Prequential, Report
 

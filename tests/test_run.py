@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -11,11 +12,12 @@ from typing import Any
 import pytest
 
 from spela_stream.datasets import iter_mnist
+from spela_stream.display import Progress
 from spela_stream.errors import CheckpointError, ConfigError, InputError, SourceError
 from spela_stream.model import SpelaMLP
 from spela_stream.stopping import Interrupted, StopGuard
 from storage import CheckpointStore
-from storage.run import Run
+from storage.run import Run, finish
 
 
 def test_a_signal_inside_a_save_loses_no_history_rows(tmp_path: Path) -> None:
@@ -131,3 +133,57 @@ def test_a_run_skips_bad_records_and_keeps_them_without_the_cli(tmp_path: Path) 
         with open_source(str(data), header=False, on_error=run.on_bad) as src:
             with pytest.raises(SourceError, match="line 5"):
                 run.learn(src)  # read from its start (skip 0): the bad line stops it
+
+
+# ---------------------------------------------------------------- finish (issue 12)
+
+
+def _finished(
+    tmp_path: Path, stream: Any, stops: list[str | None], **learn: Any
+) -> tuple[Run, str]:
+    err = io.StringIO()
+    progress = Progress(err=err, live=False)
+    with CheckpointStore(tmp_path / "f.db") as store, StopGuard() as guard:
+        run = Run.start(store, SpelaMLP(hidden=(8,), seed=0), "builtin:mnist", name="f")
+        finish(run, run.reports(stream, every=20, **learn), progress, guard, stops.append,
+               reading="digits")  # fmt: skip
+    return run, err.getvalue()
+
+
+def test_finish_makes_drives_and_sums_up_a_run(tmp_path: Path) -> None:
+    stops: list[str | None] = []
+    run, err = _finished(tmp_path, iter_mnist(60), stops, limit=50)
+    assert stops == [None] and run.loop.samples == 50
+    assert err.startswith(f"learning digits into {tmp_path / 'f.db'} run 'f'\n")
+    assert err.count("\n") == 5  # the news line, the header and a row per 20 samples + the end
+    with CheckpointStore(tmp_path / "f.db") as store:
+        assert store.run("f").samples == 50
+
+
+def test_finish_sums_up_a_signal_after_the_checkpoint_and_raises_it(tmp_path: Path) -> None:
+    def signalled() -> Any:
+        for i, sample in enumerate(iter_mnist(100)):
+            if i == 30:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield sample
+
+    stops: list[str | None] = []
+    with pytest.raises(Interrupted) as stop:
+        _finished(tmp_path, signalled(), stops)
+    assert stop.value.exit_code == 130 and stops == ["SIGINT"]
+    with CheckpointStore(tmp_path / "f.db") as store:
+        assert store.run("f").samples == 30  # the 30 learned before the signal, checkpointed
+
+
+def test_finish_says_what_a_failure_kept(tmp_path: Path) -> None:
+    def failing() -> Any:
+        yield from iter_mnist(25)
+        raise SourceError("x.csv line 26: broken")
+
+    err = io.StringIO()
+    with pytest.raises(SourceError, match="line 26"):
+        with CheckpointStore(tmp_path / "f.db") as store, StopGuard() as guard:
+            run = Run.start(store, SpelaMLP(hidden=(8,), seed=0), "builtin:mnist", name="f")
+            finish(run, run.reports(failing()), Progress(err=err, live=False), guard,
+                   lambda _: pytest.fail("no summary after a failure"))  # fmt: skip
+    assert err.getvalue().splitlines()[-1] == "checkpointed 25 samples of run 'f'"

@@ -3,6 +3,8 @@ at once, delayed labels, bad and overlong lines, disconnects mid-line, control l
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import socket
 import threading
@@ -19,11 +21,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from spela_stream.client import send
+from spela_stream.client import send, send_file
 from spela_stream.errors import ConfigError, SourceError
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import CheckpointPolicy, Prequential, Report
-from spela_stream.service import Service
+from spela_stream.service import Service, layout_of, listen
 from spela_stream.sources.base import Sample
 from spela_stream.sources.layout import Layout
 from spela_stream.sources.records import Control, HeaderLine, LateLabel, LineParser
@@ -754,3 +756,56 @@ def test_a_stray_first_line_is_held_then_refused_and_the_model_is_the_good_lines
         reference.step(sample.x, sample.y)
     assert loop.metrics.reported.accuracy == reference.metrics.reported.accuracy
     assert states_equal_arrays(reference.model.state_dict(), loop.model.state_dict())
+
+
+# ---------------------------------------------------------------- endpoints (issue 12)
+
+
+def test_layout_of_is_none_unless_told_and_keeps_the_label() -> None:
+    assert layout_of(None, None) is None
+    assert layout_of(3, None) == Layout(3, None, labelled=True)
+    assert layout_of(None, ("a", "b", "y")).features == 2
+    assert layout_of(None, ("a", "b"), label_column="none").features == 2
+    with pytest.raises(ConfigError, match="features=5 disagrees with the 3 columns a, b, y"):
+        layout_of(5, ("a", "b", "y"))
+
+
+def test_listen_opens_a_line_server_and_says_where() -> None:
+    notes: list[str] = []
+    server = listen("tcp://127.0.0.1:0", host=None, max_line=64, log=notes.append)
+    try:
+        assert isinstance(server, LineServer)
+        assert notes == [f"listening on {server.url}"] and server.url.startswith("tcp://127.0.0.1:")
+    finally:
+        server.close()
+    with pytest.raises(ConfigError, match=r"^`fmt` does not apply to tcp://"):
+        listen("tcp://127.0.0.1:0", fmt="csv", log=notes.append)
+    with pytest.raises(ConfigError, match=r"^`fmt` does not apply to mqtt://"):
+        listen("mqtt://127.0.0.1/t", fmt="csv", log=notes.append)
+    with pytest.raises(ConfigError, match=r"^`publish` goes with mqtt://"):
+        listen("tcp://127.0.0.1:0", publish="out", log=notes.append)
+    assert len(notes) == 1  # nothing opened for a refusal
+
+
+def test_listen_on_mqtt_names_its_broker_in_the_url() -> None:
+    pytest.importorskip("paho.mqtt")
+    with pytest.raises(ConfigError, match=r"^`host` is for tcp://"):
+        listen("mqtt://127.0.0.1/t", host="0.0.0.0")
+
+
+def test_send_file_streams_a_gzip_file_and_writes_the_replies_in_order(
+    blobs: Any, tmp_path: Path
+) -> None:
+    X, y = blobs(n=30)
+    path = tmp_path / "l.csv.gz"
+    path.write_bytes(gzip.compress(("\n".join(csv_lines(X, y)) + "\n").encode()))
+    out = io.BytesIO()
+    with serving(Prequential(model())) as running:
+        result = send_file(running.server.url, str(path), out)
+        running.stop()
+    replies = [json.loads(r) for r in out.getvalue().splitlines()]
+    assert (result.sent, result.answered, result.errors) == (30, 30, 0)
+    assert [r["learned"] for r in replies] == [False] + [True] * 29  # one reply a line, in order
+    assert replies[0]["label"] is None and not any("error" in r for r in replies)
+    with pytest.raises(SourceError, match="none.csv: no such file"):
+        send_file("tcp://127.0.0.1:9", str(tmp_path / "none.csv"), out)

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import SourceError
+from ..errors import ConfigError, SourceError
 from ..inputs import Label
 from .base import label_token
 
@@ -182,3 +182,30 @@ class LabelChannel:
         """Stop listening (clients still connected are left to finish their line)."""
         self._closed.set()
         self._sock.close()
+
+
+def label_policy(
+    label: str | None = None,
+    labels: str | Path | None = None,
+    label_port: int | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> LabelPolicy | None:
+    """How frames are labelled, given at most one way: every frame as ``label``, the track in
+    the file ``labels``, or a ``LabelChannel`` on 127.0.0.1:``label_port`` (0: any free port,
+    which ``log`` hears with how to use it; the caller closes it); None (no way given) predicts."""
+    asked = {"label": label, "labels": labels, "label_port": label_port}
+    given = [f"`{name}`" for name, value in asked.items() if value is not None]
+    if len(given) > 1:
+        raise ConfigError(f"{' and '.join(given)}: give one way of labelling frames")
+    if label is not None:
+        return FixedLabel(label)
+    if labels is not None:
+        return LabelTrack.read(labels)
+    if label_port is not None:
+        channel = LabelChannel(label_port)
+        log(
+            f"label channel on 127.0.0.1:{channel.port}: send a line NAME to teach NAME, - to "
+            f"stop (e.g. nc 127.0.0.1 {channel.port})"
+        )
+        return channel
+    return None

@@ -1,7 +1,8 @@
 """A run's learning curve as a PNG: cumulative and rolling prequential accuracy, per layer, with
 drift points marked; below it, when the rows carry them, per-class rolling curves (at most
 ``MAX_CLASS_CURVES``: those lowest at the end, where a slipping class shows). Drawn with
-matplotlib's Agg backend (no display needed)."""
+matplotlib's Agg backend (no display needed). ``run`` is any record with a ``name``, ``source``
+and ``config`` (``storage.records.RunInfo``: ``CheckpointStore.run``)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from spela_stream.display import shape_text
-from spela_stream.errors import CheckpointError, ConfigError
-
-from .records import RunInfo
+from .display import NamedRun, shape_text
+from .errors import CheckpointError, ConfigError
 
 MAX_CLASS_CURVES = 10  # more lines than this are not readable in one panel
 
@@ -41,7 +40,7 @@ def source_name(source: str) -> str:
 
 
 def learning_curve(
-    history: list[dict[str, Any]], run: RunInfo, output: Path, view: CurveView | None = None
+    history: list[dict[str, Any]], run: NamedRun, output: Path, view: CurveView | None = None
 ) -> None:
     """Draw ``history`` (the rows a run checkpointed) into ``output``: a point per report row,
     joined by lines (the rows are what the run kept; there is nothing between them)."""
