@@ -465,12 +465,17 @@ class SpelaMLP(base.Classifier):
             if h_one is not None:
                 _, h_one, s = compiled_step.forward_one(layer, self._scratch(), i, h_one, n_classes)
                 assert s is not None
-                h_np = h_one[None, :]
             else:
                 _, h = layer.forward(layer.normalise(h))
                 s = layer.scores(h, n_classes)
             if self.means_readout is not None and i == len(self.layers) - 1:
-                s = self.means_readout.combine(0, s, h_np if one else h.cpu().numpy())
+                if h_one is not None:  # the class means as the compiled learning step scores
+                    means = compiled_step.readout_scores(
+                        self.means_readout.layers[0], h_one, n_classes
+                    )
+                    s = self.means_readout._chosen(0, s, means)
+                else:
+                    s = self.means_readout.combine(0, s, h.cpu().numpy())
             out.append(s)
             if stop_early and i + 1 < len(self.layers):
                 conf = self._softmax(s, temps[i]).max(axis=1)  # (B,) calibrated
@@ -603,17 +608,25 @@ class SpelaMLP(base.Classifier):
     ) -> tuple[list[np.ndarray], np.ndarray]:
         """The layers' part of ``_learn_matrix`` for one sample, through the compiled step."""
         assert self.scaler is not None
-        x = np.ascontiguousarray(self._scaled(batch)[0], dtype=np.float32)
-        if self.standardise:
-            self.scaler.update(batch)
+        buffers = self._scratch()
+        x = np.empty(self.layers[0].d_in, dtype=np.float32)
+        if not (
+            self.standardise
+            and self.expansion is None
+            and compiled_step.standardise_one(self.scaler, batch[0], x)
+        ):  # a missing feature, Fourier features or raw input: numpy's path
+            x = np.ascontiguousarray(self._scaled(batch)[0], dtype=np.float32)
+            if self.standardise:
+                self.scaler.update(batch)
         lrs = compiled_step.layer_lrs(self.layers, self.lr, REFERENCE_WIDTH, boost)
-        scores, out = compiled_step.step(self.layers, self._scratch(), x, k, known, score_now, lrs)
-        k_np = np.array([k], dtype=np.int64)
+        scores, out = compiled_step.step(self.layers, buffers, x, k, known, score_now, lrs)
         if self.means_readout is not None:
-            vec = self.means_readout.learn(0, scores[-1] if score_now else None, out[None, :], k_np)
+            vec = compiled_step.readout_learn(
+                self.means_readout, scores[-1] if score_now else None, out, k
+            )
             if score_now:
                 scores[-1] = vec
-        return scores, k_np
+        return scores, np.array([k], dtype=np.int64)
 
     def _watch(self, scores: np.ndarray, k: np.ndarray) -> None:
         """Feed the last layer's prequential errors (B, C scores) to the drift detector; on a

@@ -134,3 +134,45 @@ def test_learn_many_keeps_torch() -> None:
     fast.learn_many(X, y)
     slow.learn_many(X, y)
     _assert_same_state(fast, slow, atol=1e-6)
+
+
+@needs_numba
+def test_fused_readout_and_standardiser_equal_numpys() -> None:
+    """The compiled step's class-mean readout and input standardiser (one kernel each) give
+    numpy's numbers: the statistics exactly (elementwise arithmetic), the readout's cosines
+    within float64 rounding (sums in another order), the chosen readout and hits exactly."""
+    from spela_stream.readout import Readout
+    from spela_stream.scaling import Standardiser
+
+    gen = np.random.default_rng(3)
+    X, y = _stream(400, 6, 5, seed=3)
+    ref, fast = Standardiser(6, clip=5.0), Standardiser(6, clip=5.0)
+    out = np.empty(6, dtype=np.float32)
+    for row in X:
+        expect = ref.transform(row).astype(np.float32)
+        ref.update(row)
+        assert compiled_step.standardise_one(fast, row, out)
+        assert np.array_equal(out, expect)
+    for a, b in ((ref.mean, fast.mean), (ref.m2, fast.m2), (ref.counts, fast.counts)):
+        assert np.array_equal(a, b)
+    assert not compiled_step.standardise_one(fast, np.array([1.0, np.nan, 0, 0, 0, 0]), out)
+    assert fast.count == ref.count  # a missing value: nothing done, numpy's path takes it
+
+    ref_r, fast_r = Readout((16,)), Readout((16,))
+    for i, c in enumerate(gen.integers(0, 7, 600).tolist()):
+        h = (gen.normal(size=16) + c).astype(np.float32)
+        known = min(c + 2, 7) if i else 0
+        vec = gen.normal(size=(1, known)).astype(np.float32) if known else None
+        a = ref_r.learn(0, vec, h[None, :], np.array([c]))
+        b = compiled_step.readout_learn(fast_r, vec, h, c)
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            compiled_step.readout_scores(fast_r.layers[0], h, 7),
+            ref_r.layers[0].scores(h[None, :], 7),
+            rtol=1e-12,
+            atol=1e-12,
+        )
+    assert np.array_equal(ref_r.hits, fast_r.hits)
+    for key, arr in ref_r.state().items():
+        assert np.array_equal(arr, fast_r.state()[key]), key
