@@ -85,6 +85,33 @@ class Buffers:
         return self._views[i]
 
 
+def rehearse_one(
+    layers: list[SpelaLayer], buffers: Buffers, x: np.ndarray, k: int, lrs: list[float]
+) -> np.ndarray:
+    """Learn one stored float32 sample x (d_in,) of class k again on every layer: normalise,
+    forward and update, the input statistics left alone (``SpelaMLP._rehearse`` for a replay
+    of one); returns the last layer's output from before its update."""
+    assert kernels is not None
+    no_scores = np.empty(0, dtype=np.float32)
+    h = x
+    for i, layer in enumerate(layers):
+        w, b, v, mean, m2 = buffers.views(i, layer)
+        norm = layer.input_norm
+        norm_mode, denom, h_in = 0, 1.0, h
+        if norm is not None:
+            h_in = buffers.xin[i]
+            norm_mode = 1 if norm.count == 0 else 2
+            if norm.count:
+                denom = norm.weight if norm.decay is not None else float(norm.count)
+        y = np.empty(w.shape[0], dtype=np.float32)
+        kernels.layer_step(
+            w, b, v, k, h, h_in, mean, m2, norm_mode, denom, -1, no_scores,
+            buffers.z[i], y, buffers.g[i], lrs[i], LEAKY_SLOPE, 0, 0.0, 0.0, 0.0, 0,
+        )  # fmt: skip
+        h = y
+    return h
+
+
 def step(
     layers: list[SpelaLayer],
     buffers: Buffers,
@@ -206,6 +233,17 @@ def readout_scores(means: ClassMeans, h: np.ndarray, n_classes: int) -> np.ndarr
         means.means, means.counts, means.var, means.n, h, n_classes, _EPS, out[0]
     )
     return out
+
+
+def readout_rehearse(readout: Readout, h: np.ndarray, k: int) -> None:
+    """``readout.rehearse(0, h[None, :], [k])`` for one output h (d,)."""
+    assert kernels is not None
+    cm = readout.layers[0]
+    if k >= len(cm.counts):
+        cm._grow(k + 1)
+    cm.n = int(
+        kernels.readout_update(cm.means, cm.counts, cm.var, cm.n, h, k, MEAN_WINDOW, VAR_WINDOW)
+    )
 
 
 def readout_learn(readout: Readout, vec: np.ndarray | None, h: np.ndarray, k: int) -> np.ndarray:

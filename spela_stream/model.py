@@ -329,6 +329,15 @@ class SpelaMLP(base.Classifier):
     def _fit_calibration(self, layer_scores: list[np.ndarray], k: np.ndarray) -> None:
         """Fold a batch's prequential scores (B, C) per layer into the temperatures; a sample of
         a class new in this batch had no prediction and is left out."""
+        if len(k) == 1:  # one sample: no masking (the same rows), no copies
+            if k[0] >= layer_scores[0].shape[1]:
+                return
+            streams = list(layer_scores)
+            if self.report == "vote":
+                streams.append(np.mean(streams, axis=0))
+            for fit, one in zip(self.calibration, streams, strict=True):
+                fit.update(one, k)
+            return
         old = k < layer_scores[0].shape[1]
         if not old.any():
             return
@@ -662,6 +671,13 @@ class SpelaMLP(base.Classifier):
 
     def _rehearse(self, raw: np.ndarray, ks: np.ndarray) -> None:
         """Learn stored samples again: the layers update; input statistics and counts do not."""
+        if len(ks) == 1 and not REPLAY_OBSERVE and self.uses_compiled:  # a replay of one
+            x = np.ascontiguousarray(self._scaled(raw)[0], dtype=np.float32)
+            lrs = compiled_step.layer_lrs(self.layers, self.lr, REFERENCE_WIDTH, REPLAY_WEIGHT)
+            out = compiled_step.rehearse_one(self.layers, self._scratch(), x, int(ks[0]), lrs)
+            if self.means_readout is not None:
+                compiled_step.readout_rehearse(self.means_readout, out, int(ks[0]))
+            return
         with torch.inference_mode():
             k = torch.as_tensor(ks, device=self._torch_device)  # (B,)
             h = self._to_tensor(self._scaled(raw))

@@ -176,3 +176,24 @@ def test_fused_readout_and_standardiser_equal_numpys() -> None:
     assert np.array_equal(ref_r.hits, fast_r.hits)
     for key, arr in ref_r.state().items():
         assert np.array_equal(arr, fast_r.state()[key]), key
+
+
+@needs_numba
+def test_a_replay_of_one_sample_compiled_equals_torchs() -> None:
+    """``_rehearse`` of one stored sample takes the compiled step on the compiled path: the
+    layers and the class means move as torch's replay moves them, input statistics stay."""
+    X, y = _stream(200, 6, 4, seed=5)
+    a, b = _pair(hidden=(24, 16), seed=5, memory=50)
+    for xi, yi in zip(X, y, strict=True):
+        a.learn_one(xi, yi)
+    b = SpelaMLP.from_state(a.state_dict(), compiled=False)
+    assert a.uses_compiled and not b.uses_compiled
+    stats = [layer.input_norm.state() for layer in a.layers if layer.input_norm is not None]
+    for row, k in zip(X[:20], [a._index[v] for v in y[:20]], strict=True):
+        a._rehearse(row[None, :], np.array([k]))
+        b._rehearse(row[None, :], np.array([k]))
+    _assert_same_state(a, b, atol=1e-5)
+    after = [layer.input_norm.state() for layer in a.layers if layer.input_norm is not None]
+    for old, new in zip(stats, after, strict=True):
+        for key in old:
+            assert np.array_equal(old[key], new[key]), key
