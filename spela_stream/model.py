@@ -674,9 +674,9 @@ class SpelaMLP(base.Classifier):
         if len(ks) == 1 and not REPLAY_OBSERVE and self.uses_compiled:  # a replay of one
             x = np.ascontiguousarray(self._scaled(raw)[0], dtype=np.float32)
             lrs = compiled_step.layer_lrs(self.layers, self.lr, REFERENCE_WIDTH, REPLAY_WEIGHT)
-            out = compiled_step.rehearse_one(self.layers, self._scratch(), x, int(ks[0]), lrs)
+            last = compiled_step.rehearse_one(self.layers, self._scratch(), x, int(ks[0]), lrs)
             if self.means_readout is not None:
-                compiled_step.readout_rehearse(self.means_readout, out, int(ks[0]))
+                compiled_step.readout_rehearse(self.means_readout, last, int(ks[0]))
             return
         with torch.inference_mode():
             k = torch.as_tensor(ks, device=self._torch_device)  # (B,)
