@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .calibration import GRID, OnlineTemperature
 from .readout import _EPS, CHOICE_DECAY, MEAN_WINDOW, VAR_WINDOW, ClassMeans, Readout
 from .rule import LEAKY_SLOPE
 from .scaling import _TINY_STD, Standardiser
@@ -233,6 +234,22 @@ def readout_scores(means: ClassMeans, h: np.ndarray, n_classes: int) -> np.ndarr
         means.means, means.counts, means.var, means.n, h, n_classes, _EPS, out[0]
     )
     return out
+
+
+def calibration_update(fit: OnlineTemperature, scores: np.ndarray, k: int) -> None:
+    """``fit.update(scores[None, :], [k])`` for one sample's scores (C,), in one compiled call
+    (its sums in order: float64 rounding of numpy's)."""
+    assert kernels is not None
+    kernels.calibration_update(scores, k, GRID, fit.nll, fit.decay)
+    fit.n += 1
+
+
+def softmax_top(scores: np.ndarray, temperature: float) -> tuple[int, float]:
+    """The top class of softmax(scores / temperature) for one sample's scores (C,) and its
+    probability (``SpelaMLP._softmax`` then argmax, float64 rounding of numpy's)."""
+    assert kernels is not None
+    top, conf = kernels.softmax_top(scores, float(temperature))
+    return int(top), float(conf)
 
 
 def readout_rehearse(readout: Readout, h: np.ndarray, k: int) -> None:

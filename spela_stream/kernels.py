@@ -316,3 +316,40 @@ def readout_update(
         if n_c > 1:
             var[i] += (delta * (r - means[k, i]) - var[i]) / vstep
     return n
+
+
+@_compiled
+def calibration_update(
+    s: np.ndarray, k: int, grid: np.ndarray, nll: np.ndarray, decay: float
+) -> None:  # pragma: no cover - compiled
+    """``calibration.OnlineTemperature.update`` for one sample's scores s (C,) of true class k:
+    nll[g] = decay nll[g] + logsumexp(s / grid[g]) - s[k] / grid[g], per temperature."""
+    n = s.shape[0]
+    for g in range(grid.shape[0]):
+        t = grid[g]
+        top = float(s[0]) / t
+        for j in range(1, n):
+            top = max(top, float(s[j]) / t)
+        acc = 0.0
+        for j in range(n):
+            acc += math.exp(float(s[j]) / t - top)
+        nll[g] = nll[g] * decay + ((math.log(acc) + top) - float(s[k]) / t)
+
+
+@_compiled
+def softmax_top(s: np.ndarray, temperature: float) -> tuple[int, float]:  # pragma: no cover
+    """The top class of softmax(s / temperature) over s (C,) and its probability (the first
+    of equal probabilities, as numpy's argmax)."""
+    n = s.shape[0]
+    top = float(s[0]) / temperature
+    for j in range(1, n):
+        top = max(top, float(s[j]) / temperature)
+    acc = 0.0
+    for j in range(n):
+        acc += math.exp(float(s[j]) / temperature - top)
+    best, conf = 0, -1.0
+    for j in range(n):
+        p = math.exp(float(s[j]) / temperature - top) / acc
+        if p > conf:
+            best, conf = j, p
+    return best, conf

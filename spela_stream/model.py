@@ -335,8 +335,12 @@ class SpelaMLP(base.Classifier):
             streams = list(layer_scores)
             if self.report == "vote":
                 streams.append(np.mean(streams, axis=0))
+            compiled = self.uses_compiled
             for fit, one in zip(self.calibration, streams, strict=True):
-                fit.update(one, k)
+                if compiled:
+                    compiled_step.calibration_update(fit, one[0], int(k[0]))
+                else:
+                    fit.update(one, k)
             return
         old = k < layer_scores[0].shape[1]
         if not old.any():
@@ -507,6 +511,8 @@ class SpelaMLP(base.Classifier):
         """Apply the report policy to per-layer scores (B, C) of a batch, with each stream's
         temperature (calibrated, unless ``calibrate`` is off)."""
         temps = self._temperatures()  # one per layer, then the vote's
+        if layer_scores[0].shape[0] == 1 and self.uses_compiled:
+            return [self._choose_one(layer_scores, temps)]
         probs = [self._softmax(s, t) for s, t in zip(layer_scores, temps, strict=False)]
         preds = []
         for row in range(probs[0].shape[0]):
@@ -529,6 +535,31 @@ class SpelaMLP(base.Classifier):
                 chosen = len(probs) - 1
             preds.append(Prediction(labels[chosen], confs[chosen], chosen, labels, confs))
         return preds
+
+    def _choose_one(self, layer_scores: list[np.ndarray], temps: list[float]) -> Prediction:
+        """``_choose`` for one sample on the compiled path: each layer's top class and its
+        softmax probability in one compiled call (``kernels.softmax_top``)."""
+        top_of = compiled_step.softmax_top
+        tops, confs_l = [], []
+        for s, t in zip(layer_scores, temps, strict=False):
+            top, conf = top_of(s[0], t or self.temperature)
+            tops.append(top)
+            confs_l.append(conf)
+        confs = tuple(confs_l)
+        labels = tuple(self.labels[t] for t in tops)
+        if self.report == "vote":
+            summed = np.sum([s[0] for s in layer_scores], axis=0)
+            top, conf = top_of(summed, temps[-1] * len(layer_scores) or self.temperature)
+            return Prediction(self.labels[top], conf, -1, labels, confs)
+        if self.report == "confident":
+            chosen = int(np.argmax(confs))
+        elif self.report == "early_exit":  # the first confident layer; later ones unused
+            confident = [i for i, c in enumerate(confs) if c >= self.exit_threshold]
+            chosen = confident[0] if confident else len(confs) - 1
+            labels, confs = labels[: chosen + 1], confs[: chosen + 1]
+        else:
+            chosen = len(confs) - 1
+        return Prediction(labels[chosen], confs[chosen], chosen, labels, confs)
 
     def _predict_matrix(self, batch: np.ndarray) -> list[Prediction]:
         if not self.labels or self.n_features is None:
@@ -641,8 +672,13 @@ class SpelaMLP(base.Classifier):
         """Feed the last layer's prequential errors (B, C scores) to the drift detector; on a
         change, shorten the input standardiser's memory (the step boost follows the clock)."""
         assert self.detector is not None and self.scaler is not None
-        old = k < scores.shape[1]
-        errors = scores[old].argmax(axis=1) != k[old]
+        if len(k) == 1:  # one sample: its error alone (nothing when its class is new)
+            if k[0] >= scores.shape[1]:
+                return
+            errors = np.array([int(scores[0].argmax()) != k[0]])
+        else:
+            old = k < scores.shape[1]
+            errors = scores[old].argmax(axis=1) != k[old]
         if self.detector.observe(errors, self.n_learned) and drift_rules.SCALER_KEEP:
             self.scaler.shorten(drift_rules.SCALER_KEEP)
 

@@ -197,3 +197,27 @@ def test_a_replay_of_one_sample_compiled_equals_torchs() -> None:
     for old, new in zip(stats, after, strict=True):
         for key in old:
             assert np.array_equal(old[key], new[key]), key
+
+
+@needs_numba
+def test_compiled_calibration_and_softmax_equal_numpys() -> None:
+    """One sample's temperature fit and top softmax probability, compiled, give numpy's numbers
+    within float64 rounding (their sums run in order); the top class the same."""
+    from spela_stream.calibration import OnlineTemperature
+
+    gen = np.random.default_rng(7)
+    ref, fast = OnlineTemperature(), OnlineTemperature()
+    model = SpelaMLP()
+    for i in range(300):
+        n_classes = 1 + i % 12
+        s = gen.uniform(-1, 1, size=(1, n_classes)).astype(np.float32 if i % 2 else np.float64)
+        k = int(gen.integers(n_classes))
+        ref.update(s, np.array([k]))
+        compiled_step.calibration_update(fast, s[0], k)
+        t = ref.temperature(0.1)
+        assert fast.temperature(0.1) == pytest.approx(t, rel=1e-9)
+        p = model._softmax(s, t)[0]
+        top, conf = compiled_step.softmax_top(s[0], t)
+        assert top == int(p.argmax()) and conf == pytest.approx(float(p[top]), rel=1e-12)
+    assert fast.n == ref.n
+    np.testing.assert_allclose(fast.nll, ref.nll, rtol=1e-12)
