@@ -312,8 +312,10 @@ class SpelaMLP(base.Classifier):
             return False
         if self._torch_device.type != "cpu" or self.dtype != "float32":
             return False
-        small = all(layer.d_in * layer.d_out <= compiled_step.MAX_WEIGHTS for layer in self.layers)
-        return bool(self.compiled) or small
+        if self.compiled:
+            return True
+        limit = compiled_step.MAX_WEIGHTS
+        return all(layer.weight.numel() <= limit for layer in self.layers)
 
     @property
     def _n_streams(self) -> int:
