@@ -598,9 +598,15 @@ class SpelaMLP(base.Classifier):
             return self._after_learning(batch, k_np, scores, predict, predict_now, score_now)
         with torch.inference_mode():
             k = torch.tensor([self._index[y] for y in ys], device=self._torch_device)  # (B,)
-            h = self._to_tensor(self._scaled(batch))
-            if self.standardise:
-                self.scaler.update(batch)
+            one = None
+            if batch.shape[0] == 1:
+                one = self._standardise_one(batch, np.float32 if self.dtype == "float32" else float)
+            if one is not None:
+                h = torch.from_numpy(one)[None, :].to(self._torch_device)
+            else:
+                h = self._to_tensor(self._scaled(batch))
+                if self.standardise:
+                    self.scaler.update(batch)
             for i, layer in enumerate(self.layers):
                 h_in = layer.normalise(h)
                 z, out = layer.forward(h_in)
@@ -651,12 +657,8 @@ class SpelaMLP(base.Classifier):
         """The layers' part of ``_learn_matrix`` for one sample, through the compiled step."""
         assert self.scaler is not None
         buffers = self._scratch()
-        x = np.empty(self.layers[0].d_in, dtype=np.float32)
-        if not (
-            self.standardise
-            and self.expansion is None
-            and compiled_step.standardise_one(self.scaler, batch[0], x)
-        ):  # a missing feature, Fourier features or raw input: numpy's path
+        x = self._standardise_one(batch, np.float32)
+        if x is None:  # a missing feature, Fourier features or raw input: numpy's path
             x = np.ascontiguousarray(self._scaled(batch)[0], dtype=np.float32)
             if self.standardise:
                 self.scaler.update(batch)
@@ -669,6 +671,17 @@ class SpelaMLP(base.Classifier):
             if score_now:
                 scores[-1] = vec
         return scores, np.array([k], dtype=np.int64)
+
+    def _standardise_one(self, batch: np.ndarray, dtype: type) -> np.ndarray | None:
+        """The first layer's input for one sample (1, d) in ``dtype`` and the standardiser's
+        update, in one compiled call (the same numbers as ``_scaled`` then ``scaler.update``);
+        None, nothing done, where that does not apply: no numba, Fourier features, raw input,
+        or a missing feature."""
+        if not (compiled_step.AVAILABLE and self.standardise and self.expansion is None):
+            return None
+        assert self.scaler is not None
+        x: np.ndarray = np.empty(batch.shape[1], dtype=dtype)
+        return x if compiled_step.standardise_one(self.scaler, batch[0], x) else None
 
     def _watch(self, scores: np.ndarray, k: np.ndarray) -> None:
         """Feed the last layer's prequential errors (B, C scores) to the drift detector; on a

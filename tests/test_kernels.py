@@ -221,3 +221,32 @@ def test_compiled_calibration_and_softmax_equal_numpys() -> None:
         assert top == int(p.argmax()) and conf == pytest.approx(float(p[top]), rel=1e-12)
     assert fast.n == ref.n
     np.testing.assert_allclose(fast.nll, ref.nll, rtol=1e-12)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_paths_numbers_do_not_depend_on_numba(
+    monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """The torch path standardises one sample through the compiled kernel where numba imports:
+    elementwise, so every prediction and the whole state are the same bit for bit as without."""
+    X, y = _stream(N, 5, 3, seed=9)
+    # dicts, a feature missing now and then: numpy's path for that sample
+    rows = [
+        {f"f{j}": v for j, v in enumerate(x.tolist()) if i % 17 != 5 or j != 2}
+        for i, x in enumerate(X)
+    ]
+
+    def run() -> tuple[list[Any], dict[str, Any]]:
+        model = SpelaMLP(hidden=(16, 8), compiled=False, dtype=dtype, memory=40)
+        preds = [model.predict_learn_one(xi, yi) for xi, yi in zip(rows, y, strict=True)]
+        return preds, model.state_dict()
+
+    fast_preds, fast = run()
+    monkeypatch.setattr(compiled_step, "AVAILABLE", False)
+    ref_preds, ref = run()
+    assert fast_preds == ref_preds
+    assert fast.keys() == ref.keys()
+    for key in ref:
+        a, b = np.asarray(fast[key]), np.asarray(ref[key])
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), key
