@@ -39,6 +39,8 @@ GRID = np.geomspace(0.003, 10.0, 49)  # (G,) temperatures tried, about 18% apart
 DECAY = 0.999  # per scored sample: the fit follows about the last 1,000 predictions
 MIN_SAMPLES = 20  # before this many scored predictions the model's own temperature holds
 ECE_BINS = 15
+_LOG_GRID = [math.log(t) for t in GRID.tolist()]  # log of each grid temperature, as temperature()
+_LOG_STEP = math.log(GRID[1] / GRID[0])
 
 
 class OnlineTemperature:
@@ -51,6 +53,14 @@ class OnlineTemperature:
 
     def update(self, scores: np.ndarray, k: np.ndarray) -> None:
         """Fold predictions in: scores (B, C) of the known classes, true class indices k (B,)."""
+        if len(k) == 1:  # one sample: the same reductions on (G, C), without the batch axis
+            z1 = scores[0].astype(np.float64)[None, :] / GRID[:, None]  # (G, C)
+            top1 = z1.max(axis=1, keepdims=True)
+            lse1 = np.log(np.exp(z1 - top1).sum(axis=1)) + top1[:, 0]  # (G,)
+            self.nll *= self.decay
+            self.nll += lse1 - z1[:, int(k[0])]
+            self.n += 1
+            return
         z = scores.astype(np.float64)[:, None, :] / GRID[None, :, None]  # (B, G, C)
         top = z.max(axis=2, keepdims=True)
         lse = np.log(np.exp(z - top).sum(axis=2)) + top[:, :, 0]  # (B, G)
@@ -64,14 +74,13 @@ class OnlineTemperature:
         """The fitted temperature (``default`` until ``MIN_SAMPLES`` have been fitted)."""
         if self.n < MIN_SAMPLES:
             return default
-        i = int(np.argmin(self.nll))
+        i = int(self.nll.argmin())
         if i == 0 or i == len(GRID) - 1:
             return float(GRID[i])
-        lo, mid, hi = self.nll[i - 1 : i + 2]
+        lo, mid, hi = self.nll[i - 1 : i + 2].tolist()
         curve = lo - 2 * mid + hi
         shift = 0.5 * (lo - hi) / curve if curve > 0 else 0.0  # in grid steps, within +-0.5
-        step = math.log(GRID[1] / GRID[0])
-        return float(math.exp(math.log(GRID[i]) + shift * step))
+        return math.exp(_LOG_GRID[i] + shift * _LOG_STEP)
 
     def state(self) -> dict[str, np.ndarray]:
         """The fit as arrays."""

@@ -18,7 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .calibration import GRID, OnlineTemperature
+from .readout import _EPS, CHOICE_DECAY, MEAN_WINDOW, VAR_WINDOW, ClassMeans, Readout
 from .rule import LEAKY_SLOPE
+from .scaling import _TINY_STD, Standardiser
 
 if TYPE_CHECKING:
     from .layer import SpelaLayer
@@ -38,16 +41,76 @@ MAX_WEIGHTS = 512 * 512
 
 
 class Buffers:
-    """Per-layer scratch vectors (z, y, g and the normalised input), reused across samples."""
+    """Per-layer scratch vectors (z, y, g and the normalised input), reused across samples, and
+    the numpy views of each layer's tensors (fetched again whenever a tensor is replaced)."""
 
     def __init__(self, layers: list[SpelaLayer]) -> None:
         self.shapes = [(layer.d_in, layer.d_out) for layer in layers]
         self.xin = [np.empty(d_in, dtype=np.float32) for d_in, _ in self.shapes]
         self.z = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
         self.g = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
+        self._keys: list[tuple[object, ...] | None] = [None] * len(layers)
+        self._views: list[tuple[np.ndarray, ...]] = [()] * len(layers)
+        self._weights = [layer.weight for layer in layers]
 
     def fits(self, layers: list[SpelaLayer]) -> bool:
-        return self.shapes == [(layer.d_in, layer.d_out) for layer in layers]
+        """Whether these buffers serve ``layers``: the same weight tensors (a grown or loaded
+        layer gets new ones; learning updates them in place), else the same shapes."""
+        if len(layers) == len(self._weights) and all(
+            layer.weight is w for layer, w in zip(layers, self._weights, strict=True)
+        ):
+            return True
+        if self.shapes != [(layer.d_in, layer.d_out) for layer in layers]:
+            return False
+        self._weights = [layer.weight for layer in layers]
+        return True
+
+    def views(self, i: int, layer: SpelaLayer) -> tuple[np.ndarray, ...]:
+        """(weight, bias, vectors, input mean, input m2) of layer i as numpy views of its CPU
+        tensors (the mean and m2 of a layer without input statistics are empty)."""
+        norm = layer.input_norm
+        key = (layer.weight, layer.bias, layer.vectors) + (
+            () if norm is None else (norm.mean, norm.m2)
+        )
+        old = self._keys[i]
+        if (
+            old is None
+            or len(old) != len(key)
+            or any(a is not b for a, b in zip(old, key, strict=True))
+        ):
+            empty = np.empty(0)
+            stats = (empty, empty) if norm is None else (norm.mean.numpy(), norm.m2.numpy())
+            w, b, v = layer.weight.numpy(), layer.bias.numpy(), layer.vectors.numpy()
+            self._views[i] = (w, b, v, *stats)
+            self._keys[i] = key
+        return self._views[i]
+
+
+def rehearse_one(
+    layers: list[SpelaLayer], buffers: Buffers, x: np.ndarray, k: int, lrs: list[float]
+) -> np.ndarray:
+    """Learn one stored float32 sample x (d_in,) of class k again on every layer: normalise,
+    forward and update, the input statistics left alone (``SpelaMLP._rehearse`` for a replay
+    of one); returns the last layer's output from before its update."""
+    assert kernels is not None
+    no_scores = np.empty(0, dtype=np.float32)
+    h = x
+    for i, layer in enumerate(layers):
+        w, b, v, mean, m2 = buffers.views(i, layer)
+        norm = layer.input_norm
+        norm_mode, denom, h_in = 0, 1.0, h
+        if norm is not None:
+            h_in = buffers.xin[i]
+            norm_mode = 1 if norm.count == 0 else 2
+            if norm.count:
+                denom = norm.weight if norm.decay is not None else float(norm.count)
+        y = np.empty(w.shape[0], dtype=np.float32)
+        kernels.layer_step(
+            w, b, v, k, h, h_in, mean, m2, norm_mode, denom, -1, no_scores,
+            buffers.z[i], y, buffers.g[i], lrs[i], LEAKY_SLOPE, 0, 0.0, 0.0, 0.0, 0,
+        )  # fmt: skip
+        h = y
+    return h
 
 
 def step(
@@ -61,19 +124,42 @@ def step(
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Learn one float32 sample x (d_in,) of class k on every layer; returns each layer's scores
     (1, known) before its update (empty when not ``score``) and the last layer's output (d_out,),
-    also from before the update."""
+    also from before the update. One compiled call per layer (``kernels.layer_step``)."""
     assert kernels is not None
     out_scores: list[np.ndarray] = []
+    n_classes = known if score else -1
     h = x
     for i, layer in enumerate(layers):
-        h_in, y, s = forward_one(layer, buffers, i, h, known if score else -1)
-        if s is not None:
+        w, b, v, mean, m2 = buffers.views(i, layer)
+        norm = layer.input_norm
+        norm_mode, denom, obs_mode, keep, add, beta, count = 0, 1.0, 0, 0.0, 0.0, 0.0, 0
+        h_in = h
+        if norm is not None:
+            h_in = buffers.xin[i]
+            if norm.count == 0:
+                norm_mode = 1
+            else:
+                norm_mode = 2
+                denom = norm.weight if norm.decay is not None else float(norm.count)
+            norm._cache = None
+            if norm.decay is not None:  # TensorStandardiser.update's scalars, as _observe
+                beta = norm._decay_at(norm.count)
+                c0 = norm.weight
+                c1 = beta * c0 + (1.0 - beta)
+                obs_mode, keep, add = 1, beta * c0 / c1, (1.0 - beta) / c1
+                norm.weight = c1
+                norm.count += 1
+            else:
+                norm.count += 1
+                obs_mode, count = 2, norm.count
+        y = np.empty(w.shape[0], dtype=np.float32)  # handed on: a fresh array each sample
+        s = np.empty((1, max(n_classes, 0)), dtype=np.float32)
+        kernels.layer_step(
+            w, b, v, k, h, h_in, mean, m2, norm_mode, denom, n_classes, s[0],
+            buffers.z[i], y, buffers.g[i], lrs[i], LEAKY_SLOPE, obs_mode, keep, add, beta, count,
+        )  # fmt: skip
+        if score:
             out_scores.append(s)
-        w, b = layer.weight.numpy(), layer.bias.numpy()
-        v = layer.vectors.numpy()[k]
-        kernels.update(w, b, h_in, buffers.z[i], y, v, lrs[i], LEAKY_SLOPE, buffers.g[i])
-        if layer.input_norm is not None:
-            _observe(layer.input_norm, h)
         h = y
     return out_scores, h
 
@@ -124,3 +210,77 @@ def _observe(norm: object, h: np.ndarray) -> None:
 
 def layer_lrs(layers: list[SpelaLayer], lr: float, reference: int, boost: float) -> list[float]:
     return [lr * math.sqrt(layer.d_out / reference) * boost for layer in layers]
+
+
+def standardise_one(scaler: Standardiser, row: np.ndarray, out: np.ndarray) -> bool:
+    """``scaler.transform`` of one float64 row into float32 ``out``, then ``scaler.update``, in
+    one compiled call; False (nothing done) when the row misses a feature: the caller's path."""
+    assert kernels is not None
+    clip = -1.0 if scaler.clip is None else float(scaler.clip)
+    done = kernels.standardise_learn(
+        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, _TINY_STD, clip, out
+    )
+    if done:
+        scaler.count += 1
+        scaler._scale = None
+    return bool(done)
+
+
+def readout_scores(means: ClassMeans, h: np.ndarray, n_classes: int) -> np.ndarray:
+    """``means.scores`` for one output h (d,): (1, n_classes) float64."""
+    assert kernels is not None
+    out = np.empty((1, n_classes))
+    kernels.readout_scores(
+        means.means, means.counts, means.var, means.n, h, n_classes, _EPS, out[0]
+    )
+    return out
+
+
+def calibration_update(fit: OnlineTemperature, scores: np.ndarray, k: int) -> None:
+    """``fit.update(scores[None, :], [k])`` for one sample's scores (C,), in one compiled call
+    (its sums in order: float64 rounding of numpy's)."""
+    assert kernels is not None
+    kernels.calibration_update(scores, k, GRID, fit.nll, fit.decay)
+    fit.n += 1
+
+
+def softmax_top(scores: np.ndarray, temperature: float) -> tuple[int, float]:
+    """The top class of softmax(scores / temperature) for one sample's scores (C,) and its
+    probability (``SpelaMLP._softmax`` then argmax, float64 rounding of numpy's)."""
+    assert kernels is not None
+    top, conf = kernels.softmax_top(scores, float(temperature))
+    return int(top), float(conf)
+
+
+def readout_rehearse(readout: Readout, h: np.ndarray, k: int) -> None:
+    """``readout.rehearse(0, h[None, :], [k])`` for one output h (d,)."""
+    assert kernels is not None
+    cm = readout.layers[0]
+    if k >= len(cm.counts):
+        cm._grow(k + 1)
+    cm.n = int(
+        kernels.readout_update(cm.means, cm.counts, cm.var, cm.n, h, k, MEAN_WINDOW, VAR_WINDOW)
+    )
+
+
+def readout_learn(readout: Readout, vec: np.ndarray | None, h: np.ndarray, k: int) -> np.ndarray:
+    """``readout.learn(0, vec, h[None, :], [k])`` for one output h (d,): the reported scores
+    (1, C) before learning (the class vectors' ``vec`` or the class means' scores, whichever
+    hits more), the hit rates and the class means updated."""
+    assert kernels is not None
+    cm = readout.layers[0]
+    out = vec
+    if vec is not None:
+        means = readout_scores(cm, h, vec.shape[1])
+        out = readout._chosen(0, vec, means)  # before this sample's hits count
+        if k < vec.shape[1]:
+            hits = readout.hits
+            for j, s in enumerate((vec, means)):
+                hit = 1.0 if int(s[0].argmax()) == k else 0.0
+                hits[0, j] = CHOICE_DECAY * hits[0, j] + (1 - CHOICE_DECAY) * hit
+    if k >= len(cm.counts):
+        cm._grow(k + 1)
+    cm.n = int(
+        kernels.readout_update(cm.means, cm.counts, cm.var, cm.n, h, k, MEAN_WINDOW, VAR_WINDOW)
+    )
+    return out if out is not None else np.zeros((1, 0))

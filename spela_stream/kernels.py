@@ -145,3 +145,211 @@ def welford_update(
         d = r - mean[j]
         mean[j] += d / count
         m2[j] += d * (r - mean[j])
+
+
+@_compiled
+def layer_step(
+    w: np.ndarray,
+    b: np.ndarray,
+    v: np.ndarray,
+    k: int,
+    h: np.ndarray,
+    xin: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    norm_mode: int,
+    denom: float,
+    n_classes: int,
+    out_scores: np.ndarray,
+    z: np.ndarray,
+    y: np.ndarray,
+    g: np.ndarray,
+    lr: float,
+    slope: float,
+    obs_mode: int,
+    keep: float,
+    add: float,
+    beta: float,
+    count: int,
+) -> None:  # pragma: no cover - compiled
+    """One layer's whole per-sample step in one call, the kernels above in the torch path's
+    order: the input h normalised into xin (``norm_mode`` 0: xin is h itself, 1: zeros before
+    any statistics, 2: ``normalise`` with ``denom``), ``forward`` into z and y, ``scores`` of the
+    first n_classes into out_scores (none when n_classes < 0), ``update`` towards v[k], then the
+    raw h folded into the statistics (``obs_mode`` 0: none, 1: ``ema_update``, 2:
+    ``welford_update`` with ``count``)."""
+    if norm_mode == 1:
+        for j in range(xin.shape[0]):
+            xin[j] = 0.0
+    elif norm_mode == 2:
+        normalise(h, mean, m2, denom, xin)
+    forward(w, b, xin, slope, z, y)
+    if n_classes >= 0:
+        scores(v, y, n_classes, out_scores)
+    update(w, b, xin, z, y, v[k], lr, slope, g)
+    if obs_mode == 1:
+        ema_update(mean, m2, h, keep, add, beta)
+    elif obs_mode == 2:
+        welford_update(mean, m2, h, count)
+
+
+@_compiled
+def standardise_learn(
+    x: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    counts: np.ndarray,
+    count: int,
+    tiny: float,
+    clip: float,
+    out: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """``Standardiser.transform`` then ``update`` of one float64 row x, its output in float32
+    out; False, and nothing changed, when x holds a missing value (NaN): the caller's path then.
+    ``clip`` < 0: no clipping. Elementwise, so the same numbers as numpy's."""
+    d = x.shape[0]
+    for j in range(d):
+        if math.isnan(x[j]):
+            return False
+    for j in range(d):
+        if count == 0:
+            r = 0.0
+        else:
+            c = counts[j]
+            std = math.sqrt(m2[j] / max(c, 1))
+            scale = 1.0 / max(std, tiny) if std > tiny else 1.0
+            if c <= 0:
+                scale = 0.0
+            r = (x[j] - mean[j]) * scale
+            if math.isnan(r):
+                r = 0.0
+            if clip >= 0.0:
+                r = min(max(r, -clip), clip)
+        out[j] = r
+    for j in range(d):
+        counts[j] += 1
+        delta = x[j] - mean[j]
+        mean[j] += delta / counts[j]
+        m2[j] += delta * (x[j] - mean[j])
+    return True
+
+
+@_compiled
+def readout_scores(
+    means: np.ndarray,
+    counts: np.ndarray,
+    var: np.ndarray,
+    n: int,
+    h: np.ndarray,
+    n_classes: int,
+    eps: float,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """``readout.ClassMeans.scores`` for one output h (d,) into out (n_classes,): the cosine of
+    the standardised, centred output and class means; -1 for a class with no sample yet, 1 for
+    the only class seen. The same equations as numpy's, its sums in order."""
+    d = h.shape[0]
+    c = min(n_classes, counts.shape[0])
+    for j in range(n_classes):
+        out[j] = -1.0
+    n_seen = 0
+    for j in range(c):
+        if counts[j] > 0:
+            n_seen += 1
+    if n_seen == 0:
+        return
+    if n_seen == 1:
+        for j in range(c):
+            if counts[j] > 0:
+                out[j] = 1.0
+        return
+    scale = np.empty(d)
+    centre = np.zeros(d)
+    for i in range(d):
+        scale[i] = 1.0 / math.sqrt(var[i] + eps) if n else 1.0
+    for j in range(c):
+        if counts[j] > 0:
+            for i in range(d):
+                centre[i] += means[j, i]
+    for i in range(d):
+        centre[i] /= n_seen
+    q = np.empty(d)
+    qq = 0.0
+    for i in range(d):
+        q[i] = (h[i] - centre[i]) * scale[i]
+        qq += q[i] * q[i]
+    qn = math.sqrt(qq)
+    for j in range(c):
+        if counts[j] > 0:
+            pp = 0.0
+            dot = 0.0
+            for i in range(d):
+                p = (means[j, i] - centre[i]) * scale[i]
+                pp += p * p
+                dot += q[i] * p
+            out[j] = dot / max(qn * math.sqrt(pp), 1e-12)
+
+
+@_compiled
+def readout_update(
+    means: np.ndarray,
+    counts: np.ndarray,
+    var: np.ndarray,
+    n: int,
+    h: np.ndarray,
+    k: int,
+    mean_window: int,
+    var_window: int,
+) -> int:  # pragma: no cover - compiled
+    """``readout.ClassMeans.update`` for one output h (d,) of class k (counts already long
+    enough); returns the new n. Elementwise, so the same numbers as numpy's."""
+    counts[k] += 1
+    n_c = counts[k]
+    step = min(n_c, mean_window)
+    if n_c > 1:
+        n += 1
+    vstep = min(n, var_window)
+    for i in range(h.shape[0]):
+        r = float(h[i])
+        delta = r - means[k, i]
+        means[k, i] += delta / step
+        if n_c > 1:
+            var[i] += (delta * (r - means[k, i]) - var[i]) / vstep
+    return n
+
+
+@_compiled
+def calibration_update(
+    s: np.ndarray, k: int, grid: np.ndarray, nll: np.ndarray, decay: float
+) -> None:  # pragma: no cover - compiled
+    """``calibration.OnlineTemperature.update`` for one sample's scores s (C,) of true class k:
+    nll[g] = decay nll[g] + logsumexp(s / grid[g]) - s[k] / grid[g], per temperature."""
+    n = s.shape[0]
+    for g in range(grid.shape[0]):
+        t = grid[g]
+        top = float(s[0]) / t
+        for j in range(1, n):
+            top = max(top, float(s[j]) / t)
+        acc = 0.0
+        for j in range(n):
+            acc += math.exp(float(s[j]) / t - top)
+        nll[g] = nll[g] * decay + ((math.log(acc) + top) - float(s[k]) / t)
+
+
+@_compiled
+def softmax_top(s: np.ndarray, temperature: float) -> tuple[int, float]:  # pragma: no cover
+    """The top class of softmax(s / temperature) over s (C,) and its probability (the first
+    of equal probabilities, as numpy's argmax)."""
+    n = s.shape[0]
+    top = float(s[0]) / temperature
+    for j in range(1, n):
+        top = max(top, float(s[j]) / temperature)
+    acc = 0.0
+    for j in range(n):
+        acc += math.exp(float(s[j]) / temperature - top)
+    best, conf = 0, -1.0
+    for j in range(n):
+        p = math.exp(float(s[j]) / temperature - top) / acc
+        if p > conf:
+            best, conf = j, p
+    return best, conf

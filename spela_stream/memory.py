@@ -71,6 +71,7 @@ class ReplayMemory:
         self.recent_weight = 0.0  # the weight that average has had: 1 - RECENT_DECAY**seen
         self.pending = 0  # new samples learned since the last replay
         self.rng = np.random.default_rng(seed)
+        self._stored: np.ndarray | None = None  # class_counts() kept up to date by a full add
 
     def __len__(self) -> int:
         return self.size
@@ -95,8 +96,11 @@ class ReplayMemory:
             self.x[self.size] = x
             self.y[self.size] = k
             self.size += 1
+            self._stored = None
             return
-        counts = self.class_counts()
+        counts = self._stored
+        if counts is None or len(counts) < len(self.seen):  # counted once, then kept per add
+            counts = self._stored = self.class_counts()
         largest = counts.max()
         if counts[k] < largest:  # a minority class: evict a random sample of a largest class
             big = np.flatnonzero(counts == largest)
@@ -108,6 +112,8 @@ class ReplayMemory:
                 return
             slots = np.flatnonzero(self.y == k)
             slot = int(slots[int(self.rng.integers(len(slots)))])
+        counts[self.y[slot]] -= 1
+        counts[k] += 1
         self.x[slot] = x
         self.y[slot] = k
 

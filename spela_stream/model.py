@@ -312,8 +312,10 @@ class SpelaMLP(base.Classifier):
             return False
         if self._torch_device.type != "cpu" or self.dtype != "float32":
             return False
-        small = all(layer.d_in * layer.d_out <= compiled_step.MAX_WEIGHTS for layer in self.layers)
-        return bool(self.compiled) or small
+        if self.compiled:
+            return True
+        limit = compiled_step.MAX_WEIGHTS
+        return all(layer.weight.numel() <= limit for layer in self.layers)
 
     @property
     def _n_streams(self) -> int:
@@ -329,6 +331,19 @@ class SpelaMLP(base.Classifier):
     def _fit_calibration(self, layer_scores: list[np.ndarray], k: np.ndarray) -> None:
         """Fold a batch's prequential scores (B, C) per layer into the temperatures; a sample of
         a class new in this batch had no prediction and is left out."""
+        if len(k) == 1:  # one sample: no masking (the same rows), no copies
+            if k[0] >= layer_scores[0].shape[1]:
+                return
+            streams = list(layer_scores)
+            if self.report == "vote":
+                streams.append(np.mean(streams, axis=0))
+            compiled = self.uses_compiled
+            for fit, one in zip(self.calibration, streams, strict=True):
+                if compiled:
+                    compiled_step.calibration_update(fit, one[0], int(k[0]))
+                else:
+                    fit.update(one, k)
+            return
         old = k < layer_scores[0].shape[1]
         if not old.any():
             return
@@ -465,12 +480,17 @@ class SpelaMLP(base.Classifier):
             if h_one is not None:
                 _, h_one, s = compiled_step.forward_one(layer, self._scratch(), i, h_one, n_classes)
                 assert s is not None
-                h_np = h_one[None, :]
             else:
                 _, h = layer.forward(layer.normalise(h))
                 s = layer.scores(h, n_classes)
             if self.means_readout is not None and i == len(self.layers) - 1:
-                s = self.means_readout.combine(0, s, h_np if one else h.cpu().numpy())
+                if h_one is not None:  # the class means as the compiled learning step scores
+                    means = compiled_step.readout_scores(
+                        self.means_readout.layers[0], h_one, n_classes
+                    )
+                    s = self.means_readout._chosen(0, s, means)
+                else:
+                    s = self.means_readout.combine(0, s, h.cpu().numpy())
             out.append(s)
             if stop_early and i + 1 < len(self.layers):
                 conf = self._softmax(s, temps[i]).max(axis=1)  # (B,) calibrated
@@ -493,6 +513,8 @@ class SpelaMLP(base.Classifier):
         """Apply the report policy to per-layer scores (B, C) of a batch, with each stream's
         temperature (calibrated, unless ``calibrate`` is off)."""
         temps = self._temperatures()  # one per layer, then the vote's
+        if layer_scores[0].shape[0] == 1 and self.uses_compiled:
+            return [self._choose_one(layer_scores, temps)]
         probs = [self._softmax(s, t) for s, t in zip(layer_scores, temps, strict=False)]
         preds = []
         for row in range(probs[0].shape[0]):
@@ -515,6 +537,31 @@ class SpelaMLP(base.Classifier):
                 chosen = len(probs) - 1
             preds.append(Prediction(labels[chosen], confs[chosen], chosen, labels, confs))
         return preds
+
+    def _choose_one(self, layer_scores: list[np.ndarray], temps: list[float]) -> Prediction:
+        """``_choose`` for one sample on the compiled path: each layer's top class and its
+        softmax probability in one compiled call (``kernels.softmax_top``)."""
+        top_of = compiled_step.softmax_top
+        tops, confs_l = [], []
+        for s, t in zip(layer_scores, temps, strict=False):
+            top, conf = top_of(s[0], t or self.temperature)
+            tops.append(top)
+            confs_l.append(conf)
+        confs = tuple(confs_l)
+        labels = tuple(self.labels[t] for t in tops)
+        if self.report == "vote":
+            summed = np.sum([s[0] for s in layer_scores], axis=0)
+            top, conf = top_of(summed, temps[-1] * len(layer_scores) or self.temperature)
+            return Prediction(self.labels[top], conf, -1, labels, confs)
+        if self.report == "confident":
+            chosen = int(np.argmax(confs))
+        elif self.report == "early_exit":  # the first confident layer; later ones unused
+            confident = [i for i, c in enumerate(confs) if c >= self.exit_threshold]
+            chosen = confident[0] if confident else len(confs) - 1
+            labels, confs = labels[: chosen + 1], confs[: chosen + 1]
+        else:
+            chosen = len(confs) - 1
+        return Prediction(labels[chosen], confs[chosen], chosen, labels, confs)
 
     def _predict_matrix(self, batch: np.ndarray) -> list[Prediction]:
         if not self.labels or self.n_features is None:
@@ -551,9 +598,15 @@ class SpelaMLP(base.Classifier):
             return self._after_learning(batch, k_np, scores, predict, predict_now, score_now)
         with torch.inference_mode():
             k = torch.tensor([self._index[y] for y in ys], device=self._torch_device)  # (B,)
-            h = self._to_tensor(self._scaled(batch))
-            if self.standardise:
-                self.scaler.update(batch)
+            one = None
+            if batch.shape[0] == 1:
+                one = self._standardise_one(batch, np.float32 if self.dtype == "float32" else float)
+            if one is not None:
+                h = torch.from_numpy(one)[None, :].to(self._torch_device)
+            else:
+                h = self._to_tensor(self._scaled(batch))
+                if self.standardise:
+                    self.scaler.update(batch)
             for i, layer in enumerate(self.layers):
                 h_in = layer.normalise(h)
                 z, out = layer.forward(h_in)
@@ -603,24 +656,44 @@ class SpelaMLP(base.Classifier):
     ) -> tuple[list[np.ndarray], np.ndarray]:
         """The layers' part of ``_learn_matrix`` for one sample, through the compiled step."""
         assert self.scaler is not None
-        x = np.ascontiguousarray(self._scaled(batch)[0], dtype=np.float32)
-        if self.standardise:
-            self.scaler.update(batch)
+        buffers = self._scratch()
+        x = self._standardise_one(batch, np.float32)
+        if x is None:  # a missing feature, Fourier features or raw input: numpy's path
+            x = np.ascontiguousarray(self._scaled(batch)[0], dtype=np.float32)
+            if self.standardise:
+                self.scaler.update(batch)
         lrs = compiled_step.layer_lrs(self.layers, self.lr, REFERENCE_WIDTH, boost)
-        scores, out = compiled_step.step(self.layers, self._scratch(), x, k, known, score_now, lrs)
-        k_np = np.array([k], dtype=np.int64)
+        scores, out = compiled_step.step(self.layers, buffers, x, k, known, score_now, lrs)
         if self.means_readout is not None:
-            vec = self.means_readout.learn(0, scores[-1] if score_now else None, out[None, :], k_np)
+            vec = compiled_step.readout_learn(
+                self.means_readout, scores[-1] if score_now else None, out, k
+            )
             if score_now:
                 scores[-1] = vec
-        return scores, k_np
+        return scores, np.array([k], dtype=np.int64)
+
+    def _standardise_one(self, batch: np.ndarray, dtype: type) -> np.ndarray | None:
+        """The first layer's input for one sample (1, d) in ``dtype`` and the standardiser's
+        update, in one compiled call (the same numbers as ``_scaled`` then ``scaler.update``);
+        None, nothing done, where that does not apply: no numba, Fourier features, raw input,
+        or a missing feature."""
+        if not (compiled_step.AVAILABLE and self.standardise and self.expansion is None):
+            return None
+        assert self.scaler is not None
+        x: np.ndarray = np.empty(batch.shape[1], dtype=dtype)
+        return x if compiled_step.standardise_one(self.scaler, batch[0], x) else None
 
     def _watch(self, scores: np.ndarray, k: np.ndarray) -> None:
         """Feed the last layer's prequential errors (B, C scores) to the drift detector; on a
         change, shorten the input standardiser's memory (the step boost follows the clock)."""
         assert self.detector is not None and self.scaler is not None
-        old = k < scores.shape[1]
-        errors = scores[old].argmax(axis=1) != k[old]
+        if len(k) == 1:  # one sample: its error alone (nothing when its class is new)
+            if k[0] >= scores.shape[1]:
+                return
+            errors = np.array([int(scores[0].argmax()) != k[0]])
+        else:
+            old = k < scores.shape[1]
+            errors = scores[old].argmax(axis=1) != k[old]
         if self.detector.observe(errors, self.n_learned) and drift_rules.SCALER_KEEP:
             self.scaler.shorten(drift_rules.SCALER_KEEP)
 
@@ -649,6 +722,13 @@ class SpelaMLP(base.Classifier):
 
     def _rehearse(self, raw: np.ndarray, ks: np.ndarray) -> None:
         """Learn stored samples again: the layers update; input statistics and counts do not."""
+        if len(ks) == 1 and not REPLAY_OBSERVE and self.uses_compiled:  # a replay of one
+            x = np.ascontiguousarray(self._scaled(raw)[0], dtype=np.float32)
+            lrs = compiled_step.layer_lrs(self.layers, self.lr, REFERENCE_WIDTH, REPLAY_WEIGHT)
+            last = compiled_step.rehearse_one(self.layers, self._scratch(), x, int(ks[0]), lrs)
+            if self.means_readout is not None:
+                compiled_step.readout_rehearse(self.means_readout, last, int(ks[0]))
+            return
         with torch.inference_mode():
             k = torch.as_tensor(ks, device=self._torch_device)  # (B,)
             h = self._to_tensor(self._scaled(raw))

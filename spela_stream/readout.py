@@ -130,6 +130,12 @@ class Readout:
 
     def _hit(self, i: int, vec: np.ndarray, means: np.ndarray, k: np.ndarray) -> None:
         """Fold a batch's hits of both readouts into layer i's moving hit rates."""
+        if len(k) == 1:  # one sample: its hit is 0 or 1, as the mean below gives it
+            if k[0] < vec.shape[1]:
+                for j, s in enumerate((vec, means)):
+                    hit = 1.0 if int(s[0].argmax()) == k[0] else 0.0
+                    self.hits[i, j] = CHOICE_DECAY * self.hits[i, j] + (1 - CHOICE_DECAY) * hit
+            return
         old = k < vec.shape[1]
         if old.any():
             for j, s in enumerate((vec, means)):

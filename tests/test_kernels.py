@@ -134,3 +134,119 @@ def test_learn_many_keeps_torch() -> None:
     fast.learn_many(X, y)
     slow.learn_many(X, y)
     _assert_same_state(fast, slow, atol=1e-6)
+
+
+@needs_numba
+def test_fused_readout_and_standardiser_equal_numpys() -> None:
+    """The compiled step's class-mean readout and input standardiser (one kernel each) give
+    numpy's numbers: the statistics exactly (elementwise arithmetic), the readout's cosines
+    within float64 rounding (sums in another order), the chosen readout and hits exactly."""
+    from spela_stream.readout import Readout
+    from spela_stream.scaling import Standardiser
+
+    gen = np.random.default_rng(3)
+    X, y = _stream(400, 6, 5, seed=3)
+    ref, fast = Standardiser(6, clip=5.0), Standardiser(6, clip=5.0)
+    out = np.empty(6, dtype=np.float32)
+    for row in X:
+        expect = ref.transform(row).astype(np.float32)
+        ref.update(row)
+        assert compiled_step.standardise_one(fast, row, out)
+        assert np.array_equal(out, expect)
+    for a, b in ((ref.mean, fast.mean), (ref.m2, fast.m2), (ref.counts, fast.counts)):
+        assert np.array_equal(a, b)
+    assert not compiled_step.standardise_one(fast, np.array([1.0, np.nan, 0, 0, 0, 0]), out)
+    assert fast.count == ref.count  # a missing value: nothing done, numpy's path takes it
+
+    ref_r, fast_r = Readout((16,)), Readout((16,))
+    for i, c in enumerate(gen.integers(0, 7, 600).tolist()):
+        h = (gen.normal(size=16) + c).astype(np.float32)
+        known = min(c + 2, 7) if i else 0
+        vec = gen.normal(size=(1, known)).astype(np.float32) if known else None
+        a = ref_r.learn(0, vec, h[None, :], np.array([c]))
+        b = compiled_step.readout_learn(fast_r, vec, h, c)
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            compiled_step.readout_scores(fast_r.layers[0], h, 7),
+            ref_r.layers[0].scores(h[None, :], 7),
+            rtol=1e-12,
+            atol=1e-12,
+        )
+    assert np.array_equal(ref_r.hits, fast_r.hits)
+    for key, arr in ref_r.state().items():
+        assert np.array_equal(arr, fast_r.state()[key]), key
+
+
+@needs_numba
+def test_a_replay_of_one_sample_compiled_equals_torchs() -> None:
+    """``_rehearse`` of one stored sample takes the compiled step on the compiled path: the
+    layers and the class means move as torch's replay moves them, input statistics stay."""
+    X, y = _stream(200, 6, 4, seed=5)
+    a, b = _pair(hidden=(24, 16), seed=5, memory=50)
+    for xi, yi in zip(X, y, strict=True):
+        a.learn_one(xi, yi)
+    b = SpelaMLP.from_state(a.state_dict(), compiled=False)
+    assert a.uses_compiled and not b.uses_compiled
+    stats = [layer.input_norm.state() for layer in a.layers if layer.input_norm is not None]
+    for row, k in zip(X[:20], [a._index[v] for v in y[:20]], strict=True):
+        a._rehearse(row[None, :], np.array([k]))
+        b._rehearse(row[None, :], np.array([k]))
+    _assert_same_state(a, b, atol=1e-5)
+    after = [layer.input_norm.state() for layer in a.layers if layer.input_norm is not None]
+    for old, new in zip(stats, after, strict=True):
+        for key in old:
+            assert np.array_equal(old[key], new[key]), key
+
+
+@needs_numba
+def test_compiled_calibration_and_softmax_equal_numpys() -> None:
+    """One sample's temperature fit and top softmax probability, compiled, give numpy's numbers
+    within float64 rounding (their sums run in order); the top class the same."""
+    from spela_stream.calibration import OnlineTemperature
+
+    gen = np.random.default_rng(7)
+    ref, fast = OnlineTemperature(), OnlineTemperature()
+    model = SpelaMLP()
+    for i in range(300):
+        n_classes = 1 + i % 12
+        s = gen.uniform(-1, 1, size=(1, n_classes)).astype(np.float32 if i % 2 else np.float64)
+        k = int(gen.integers(n_classes))
+        ref.update(s, np.array([k]))
+        compiled_step.calibration_update(fast, s[0], k)
+        t = ref.temperature(0.1)
+        assert fast.temperature(0.1) == pytest.approx(t, rel=1e-9)
+        p = model._softmax(s, t)[0]
+        top, conf = compiled_step.softmax_top(s[0], t)
+        assert top == int(p.argmax()) and conf == pytest.approx(float(p[top]), rel=1e-12)
+    assert fast.n == ref.n
+    np.testing.assert_allclose(fast.nll, ref.nll, rtol=1e-12)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torch_paths_numbers_do_not_depend_on_numba(
+    monkeypatch: pytest.MonkeyPatch, dtype: str
+) -> None:
+    """The torch path standardises one sample through the compiled kernel where numba imports:
+    elementwise, so every prediction and the whole state are the same bit for bit as without."""
+    X, y = _stream(N, 5, 3, seed=9)
+    # dicts, a feature missing now and then: numpy's path for that sample
+    rows = [
+        {f"f{j}": v for j, v in enumerate(x.tolist()) if i % 17 != 5 or j != 2}
+        for i, x in enumerate(X)
+    ]
+
+    def run() -> tuple[list[Any], dict[str, Any]]:
+        model = SpelaMLP(hidden=(16, 8), compiled=False, dtype=dtype, memory=40)
+        preds = [model.predict_learn_one(xi, yi) for xi, yi in zip(rows, y, strict=True)]
+        return preds, model.state_dict()
+
+    fast_preds, fast = run()
+    monkeypatch.setattr(compiled_step, "AVAILABLE", False)
+    ref_preds, ref = run()
+    assert fast_preds == ref_preds
+    assert fast.keys() == ref.keys()
+    for key in ref:
+        a, b = np.asarray(fast[key]), np.asarray(ref[key])
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), key

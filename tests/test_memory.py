@@ -210,3 +210,16 @@ def test_a_new_class_slows_the_hidden_statistics_and_known_classes_keep_them_fas
     # every update so far fell in a span (the first class opened one too): the bias correction,
     # the moving averages' total weight, is 1 - 0.999^201
     assert norm.weight == pytest.approx(1 - 0.999**201, rel=1e-12)
+
+
+def test_the_counts_a_full_memory_keeps_are_its_class_counts() -> None:
+    """A full memory keeps its per-class counts up to date add by add (not recounted each
+    time): after every add they equal ``class_counts()``, new classes arriving included."""
+    rng = np.random.default_rng(2)
+    mem = ReplayMemory(budget=30, n_features=2, seed=2)
+    for i in range(600):
+        k = int(rng.integers(0, 3 + i // 150))
+        mem.add(np.array([i, k], dtype=np.float32), k)
+        if mem._stored is not None:
+            assert mem._stored.tolist() == mem.class_counts().tolist()
+    assert mem._stored is not None and len(mem) == 30
