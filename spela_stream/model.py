@@ -163,6 +163,12 @@ class SpelaMLP(base.Classifier):
         The last layer also keeps running class means of its output (``readout.ClassMeans``)
         and reports them instead of its class vectors while they predict better on the stream
         (a new class is predicted from its first samples); ``False``: class vectors only.
+    input_readout
+        A window in samples (0, the default, turns it off): a whitened class-mean readout of
+        the raw input whose statistics forget over about that many samples and are shortened
+        on a detected drift (``input_readout.InputReadout``), mixed into the last layer's
+        scores (``input_readout.MIX``). Research of issue 11, round 6: see
+        benchmarks/results/continual-research.md for what it measured.
     fourier
         Random Fourier features of the standardised input added in front of it for the first
         layer, when the input has at most 32 features (``expansion.FourierFeatures``; 0, the
