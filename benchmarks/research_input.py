@@ -26,7 +26,7 @@ WHOLE = 10**12  # a window no stream reaches: whole-stream statistics
 
 def main(argv: list[str]) -> None:
     part, window_s = argv[0], argv[1]
-    mix = argv[2] if len(argv) > 2 else "sum"
+    mix = argv[2] if len(argv) > 2 else input_readout.MIX
     weight = float(argv[3]) if len(argv) > 3 else 0.5
     keep = int(argv[4]) if len(argv) > 4 else input_readout.DRIFT_KEEP
     window = WHOLE if window_s == "whole" else int(window_s)

@@ -34,7 +34,7 @@ SHRINK = 0.01  # covariance shrinkage towards (trace / d) I
 REFIT = 500  # samples between refits of the whitening, after the early doubling ones
 DRIFT_KEEP = 200  # on a detected drift, statistics weigh as if they held this many samples
 MIXES = ("sum", "calibrated")
-MIX = "sum"  # how SpelaMLP(input_readout=...) mixes the two readouts' scores
+MIX = "calibrated"  # how SpelaMLP(input_readout=...) mixes the readouts (round 6: sum loses Elec2)
 WEIGHT = 0.5  # the input readout's weight in the "sum" mix
 
 

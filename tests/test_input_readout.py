@@ -87,7 +87,9 @@ def test_the_sum_mix_weighs_the_scores_and_the_calibrated_one_adds_log_probabili
         InputReadout(3, 10, "max")
 
 
-def test_the_model_option_learns_round_trips_and_defaults_off() -> None:
+def test_the_model_option_learns_round_trips_and_defaults_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert SpelaMLP().input_readout == 0 and SpelaMLP().config()["input_readout"] == 0
     with pytest.raises(ConfigError, match="input_readout"):
         SpelaMLP(input_readout=-1)
@@ -95,13 +97,14 @@ def test_the_model_option_learns_round_trips_and_defaults_off() -> None:
     X = rng.normal(size=(600, 20)).astype(np.float32)
     y = (X[:, 0] + X[:, 1] > 0).astype(int)
     results = {}
-    for window in (0, 300):
+    for window, mix in ((0, "sum"), (300, "sum"), (300, "calibrated")):
+        monkeypatch.setattr(ir, "MIX", mix)
         m = SpelaMLP(hidden=(32,), input_readout=window, compiled=False)
         preds = [m.predict_learn_one(x, label) for x, label in zip(X, y, strict=True)]
         ok = sum(p is not None and p.label == label for p, label in zip(preds, y, strict=True))
-        results[window] = ok / len(y)
+        results[window, mix] = ok / len(y)
         back = SpelaMLP.from_state(m.state_dict())
         assert back.predict_many(X[:50]) == m.predict_many(X[:50])
     # the input readout of a linear concept (seeded: exact)
-    assert results == {0: pytest.approx(0.865), 300: pytest.approx(0.9)}
+    assert results == {(0, "sum"): 0.865, (300, "sum"): 0.9, (300, "calibrated"): 545 / 600}
     assert SpelaMLP(hidden=(32,), input_readout=300).input_means is None  # built on first row
