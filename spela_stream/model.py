@@ -29,10 +29,12 @@ from river import base
 
 from . import compiled as compiled_step
 from . import drift as drift_rules
+from . import input_readout as input_rules
 from .calibration import OnlineTemperature
 from .drift import DriftDetector
 from .errors import ConfigError, ModelError, WidthError
 from .expansion import FOURIER_MAX_FEATURES, FourierFeatures
+from .input_readout import InputReadout
 from .inputs import Label, as_matrix, as_vector, check_label, check_label_kinds, dict_rows
 from .layer import SpelaLayer
 from .memory import ReplayMemory
@@ -161,6 +163,12 @@ class SpelaMLP(base.Classifier):
         The last layer also keeps running class means of its output (``readout.ClassMeans``)
         and reports them instead of its class vectors while they predict better on the stream
         (a new class is predicted from its first samples); ``False``: class vectors only.
+    input_readout
+        A window in samples (0, the default, turns it off): a whitened class-mean readout of
+        the raw input whose statistics forget over about that many samples and are shortened
+        on a detected drift (``input_readout.InputReadout``), mixed into the last layer's
+        scores (``input_readout.MIX``). Research of issue 11, round 6: see
+        benchmarks/results/continual-research.md for what it measured.
     fourier
         Random Fourier features of the standardised input added in front of it for the first
         layer, when the input has at most 32 features (``expansion.FourierFeatures``; 0, the
@@ -209,6 +217,7 @@ class SpelaMLP(base.Classifier):
         replay: float = 1.0,
         replay_every: int = 10,
         readout: bool = True,
+        input_readout: int = 0,
         fourier: int = 0,
         adapt: bool = True,
         device: str = "cpu",
@@ -236,6 +245,7 @@ class SpelaMLP(base.Classifier):
         self.replay = float(replay)
         self.replay_every = int(replay_every)
         self.readout = bool(readout)
+        self.input_readout = int(input_readout)
         self.fourier = int(fourier)
         self.adapt = bool(adapt)
         self.device = str(device)
@@ -255,6 +265,7 @@ class SpelaMLP(base.Classifier):
         self.layers: list[SpelaLayer] = []
         self.replay_memory: ReplayMemory | None = None
         self.means_readout: Readout | None = None
+        self.input_means: InputReadout | None = None
         self.expansion: FourierFeatures | None = None
         self.detector: DriftDetector | None = DriftDetector() if self.adapt else None
         self.calibration = [OnlineTemperature() for _ in range(self._n_streams)]
@@ -274,6 +285,11 @@ class SpelaMLP(base.Classifier):
             raise ConfigError(f"replay must be a number >= 0, got {self.replay}")
         if self.replay_every < 1:
             raise ConfigError(f"replay_every must be >= 1, got {self.replay_every}")
+        if self.input_readout < 0:
+            raise ConfigError(
+                f"input_readout must be >= 0 samples (its window; 0 turns it off), "
+                f"got {self.input_readout}"
+            )
         if self.fourier < 0:
             raise ConfigError(f"fourier must be >= 0 features (0 turns it off), got {self.fourier}")
         if self.capacity < 1:
@@ -386,6 +402,16 @@ class SpelaMLP(base.Classifier):
             self.replay_memory = ReplayMemory(self.memory, n_features, seed=self._memory_seed)
         if self.readout:
             self.means_readout = Readout(self.hidden[-1:])
+        if self.input_readout:
+            self.input_means = self._new_input_readout(n_features)
+
+    def _new_input_readout(self, n_features: int) -> InputReadout:
+        return InputReadout(n_features, self.input_readout, input_rules.MIX, input_rules.WEIGHT)
+
+    @staticmethod
+    def _raw(batch: np.ndarray) -> np.ndarray:
+        """The input readout's rows: the raw features, a missing one (NaN) as 0."""
+        return np.nan_to_num(batch, nan=0.0) if np.isnan(batch).any() else batch
 
     @property
     def _slow_decay(self) -> float | None:
@@ -452,6 +478,8 @@ class SpelaMLP(base.Classifier):
         self.scaler.grow(k)
         if self.replay_memory is not None:
             self.replay_memory.grow(k)
+        if self.input_means is not None:
+            self.input_means.means.widen(k)
         self.feature_names = [*self.feature_names, *names]
         self.n_features += k
 
@@ -469,7 +497,9 @@ class SpelaMLP(base.Classifier):
             out = np.nan_to_num(batch, nan=0.0) if np.isnan(batch).any() else batch
         return out if self.expansion is None else self.expansion.transform(out)
 
-    def _forward_scores(self, h: torch.Tensor, stop_early: bool) -> list[np.ndarray]:
+    def _forward_scores(
+        self, h: torch.Tensor, stop_early: bool, raw: np.ndarray | None = None
+    ) -> list[np.ndarray]:
         """Scores (B, C) of every computed layer; with ``stop_early``, stop at a confident one."""
         n_classes = len(self.labels)
         temps = self._temperatures() if stop_early else []
@@ -491,6 +521,8 @@ class SpelaMLP(base.Classifier):
                     s = self.means_readout._chosen(0, s, means)
                 else:
                     s = self.means_readout.combine(0, s, h.cpu().numpy())
+            if self.input_means is not None and raw is not None and i == len(self.layers) - 1:
+                s = self.input_means.combine(s, self._raw(raw), self.temperature)
             out.append(s)
             if stop_early and i + 1 < len(self.layers):
                 conf = self._softmax(s, temps[i]).max(axis=1)  # (B,) calibrated
@@ -568,7 +600,7 @@ class SpelaMLP(base.Classifier):
             return [self._no_prediction()] * batch.shape[0]
         with torch.inference_mode():
             h = self._to_tensor(self._scaled(batch))
-            scores = self._forward_scores(h, stop_early=self.report == "early_exit")
+            scores = self._forward_scores(h, self.report == "early_exit", batch)
             return self._choose(scores)
 
     def _learn_matrix(
@@ -613,6 +645,10 @@ class SpelaMLP(base.Classifier):
                 vec = layer.scores(out, known) if score_now else None
                 if self.means_readout is not None and i == len(self.layers) - 1:
                     vec = self.means_readout.learn(0, vec, out.cpu().numpy(), k.cpu().numpy())
+                if self.input_means is not None and i == len(self.layers) - 1:
+                    vec = self.input_means.learn(
+                        vec, self._raw(batch), k.cpu().numpy(), self.temperature
+                    )
                 if score_now:
                     assert vec is not None
                     scores.append(vec)
@@ -670,7 +706,15 @@ class SpelaMLP(base.Classifier):
             )
             if score_now:
                 scores[-1] = vec
-        return scores, np.array([k], dtype=np.int64)
+        k_np = np.array([k], dtype=np.int64)
+        if self.input_means is not None:
+            mixed = self.input_means.learn(
+                scores[-1] if score_now else None, self._raw(batch), k_np, self.temperature
+            )
+            if score_now:
+                assert mixed is not None
+                scores[-1] = mixed
+        return scores, k_np
 
     def _standardise_one(self, batch: np.ndarray, dtype: type) -> np.ndarray | None:
         """The first layer's input for one sample (1, d) in ``dtype`` and the standardiser's
@@ -694,8 +738,11 @@ class SpelaMLP(base.Classifier):
         else:
             old = k < scores.shape[1]
             errors = scores[old].argmax(axis=1) != k[old]
-        if self.detector.observe(errors, self.n_learned) and drift_rules.SCALER_KEEP:
-            self.scaler.shorten(drift_rules.SCALER_KEEP)
+        if self.detector.observe(errors, self.n_learned):
+            if drift_rules.SCALER_KEEP:
+                self.scaler.shorten(drift_rules.SCALER_KEEP)
+            if self.input_means is not None and input_rules.DRIFT_KEEP:
+                self.input_means.means.shorten(input_rules.DRIFT_KEEP)
 
     def _remember(self, batch: np.ndarray, ks: list[int]) -> None:
         """Offer the learned samples to the memory; rehearse stored ones when a replay is due."""
@@ -778,7 +825,7 @@ class SpelaMLP(base.Classifier):
             return {}
         with torch.inference_mode():
             h = self._to_tensor(self._scaled(vec[None, :]))
-            scores = self._forward_scores(h, stop_early=self.report == "early_exit")
+            scores = self._forward_scores(h, self.report == "early_exit", vec[None, :])
             chosen = self._choose(scores)[0].layer  # the report policy lives in _choose alone
             s = np.mean(scores, axis=0) if chosen == -1 else scores[chosen]
             p = self._softmax(s[0], self._temperatures()[chosen]).tolist()
@@ -792,7 +839,7 @@ class SpelaMLP(base.Classifier):
             return self._no_prediction()
         with torch.inference_mode():
             h = self._to_tensor(self._scaled(vec[None, :]))
-            scores = self._forward_scores(h, stop_early=False)
+            scores = self._forward_scores(h, False, vec[None, :])
             return self._choose(scores)[0]
 
     @_on_threads
@@ -857,6 +904,7 @@ class SpelaMLP(base.Classifier):
             "replay": self.replay,
             "replay_every": self.replay_every,
             "readout": self.readout,
+            "input_readout": self.input_readout,
             "fourier": self.fourier,
             "adapt": self.adapt,
             "device": self.device,
@@ -877,6 +925,8 @@ class SpelaMLP(base.Classifier):
             total += self.replay_memory.nbytes()
         if self.means_readout is not None:
             total += self.means_readout.nbytes()
+        if self.input_means is not None:
+            total += self.input_means.nbytes()
         if self.expansion is not None:
             total += self.expansion.nbytes()
         if self.detector is not None:
@@ -905,6 +955,9 @@ class SpelaMLP(base.Classifier):
         if self.means_readout is not None:
             for key, arr in self.means_readout.state().items():
                 state[f"readout.{key}"] = arr
+        if self.input_means is not None:
+            for key, arr in self.input_means.state().items():
+                state[f"input_readout.{key}"] = arr
         for i, fit in enumerate(self.calibration):
             for key, arr in fit.state().items():
                 state[f"calibration.{i}.{key}"] = arr
@@ -984,6 +1037,19 @@ class SpelaMLP(base.Classifier):
                 if model.readout:
                     model.means_readout = (
                         Readout.from_state(saved, widths) if saved else Readout(widths)
+                    )
+                if model.input_readout:
+                    saved = {
+                        k.removeprefix("input_readout."): v
+                        for k, v in state.items()
+                        if k.startswith("input_readout.")
+                    }
+                    model.input_means = (
+                        InputReadout.from_state(
+                            saved, model.input_readout, input_rules.MIX, input_rules.WEIGHT
+                        )
+                        if saved
+                        else model._new_input_readout(model.n_features)
                     )
             model.calibration = [  # a stream saved without one (older states) starts its fit
                 OnlineTemperature.from_state(
