@@ -52,12 +52,22 @@ def load_fleet(folder: Path) -> tuple[int, dict[str, Any] | None, dict[str, int]
 def save_fleet(
     folder: Path, done: int, model: dict[str, Any], contributions: dict[str, int]
 ) -> None:
-    """Write the fleet's model whole or not at all (a temporary file renamed over it)."""
+    """Write the fleet's model whole or not at all, and durably: a temporary file, on disk
+    (fsync), renamed over the old one, the rename on disk too (the folder's fsync), so a power
+    loss leaves this round's model or the last one."""
     arrays = {k: v for k, v in model.items() if isinstance(v, np.ndarray)}
     blob = pack(arrays, {"round": done, "labels": model["labels"], "contributions": contributions})
     tmp = folder / (MODEL + ".tmp")
-    tmp.write_bytes(blob)
+    with tmp.open("wb") as fh:
+        fh.write(blob)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, folder / MODEL)
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def note(folder: Path, row: dict[str, Any]) -> None:
