@@ -250,3 +250,31 @@ def test_torch_paths_numbers_do_not_depend_on_numba(
     for key in ref:
         a, b = np.asarray(fast[key]), np.asarray(ref[key])
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), key
+
+
+@needs_numba
+def test_the_one_sample_paths_kept_state_equals_recomputing_it() -> None:
+    # the compiled step keeps its step sizes (per boost) and the class-vector check (per class
+    # count) between samples; with both recomputed every sample the numbers are the same, bit
+    # for bit, through new classes, a drift's boost and replays
+    a, b = (SpelaMLP(hidden=(16, 16), memory=40, seed=3) for _ in range(2))
+    assert a.uses_compiled
+    gen = np.random.default_rng(7)
+    boosts = set()
+    for i in range(600):
+        n_classes = 2 + (i >= 150) + (i >= 300)
+        label = int(gen.integers(0, n_classes))
+        row = gen.normal(size=5) + np.eye(5)[label] * 3
+        assert a.detector is not None and b.detector is not None
+        if i == 400:  # a detected change, on both: the step is boosted for the rest
+            a.detector.changed_at = b.detector.changed_at = b.n_learned
+        boosts.add(b.detector.boost(b.n_learned))
+        if i:
+            b._buffers._lrs = None
+            b._ensured = None
+        pa, pb = a.predict_learn_one(row, label), b.predict_learn_one(row, label)
+        assert pa == pb
+    assert len(boosts) > 2  # the cache was keyed on more than one boost
+    sa, sb = a.state_dict(), b.state_dict()
+    for key in sa:
+        assert np.array_equal(np.asarray(sa[key]), np.asarray(sb[key])), key
