@@ -244,6 +244,16 @@ def standardise_one(scaler: Standardiser, row: np.ndarray, out: np.ndarray) -> b
     return bool(done)
 
 
+def standardise_row(scaler: Standardiser, row: np.ndarray, out: np.ndarray) -> None:
+    """``scaler.transform`` of one row (d,), a missing feature (NaN) at 0, into float32 ``out``,
+    in one compiled call; the statistics stay (a replay's input)."""
+    assert kernels is not None
+    clip = -1.0 if scaler.clip is None else float(scaler.clip)
+    kernels.standardise_row(
+        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, _TINY_STD, clip, out
+    )
+
+
 def readout_scores(means: ClassMeans, h: np.ndarray, n_classes: int) -> np.ndarray:
     """``means.scores`` for one output h (d,): (1, n_classes) float64."""
     assert kernels is not None

@@ -235,6 +235,36 @@ def standardise_learn(
 
 
 @_compiled
+def standardise_row(
+    x: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    counts: np.ndarray,
+    count: int,
+    tiny: float,
+    clip: float,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """``Standardiser.transform`` of one row x (a missing value, NaN, gives 0) into out, the
+    statistics left alone (a replay's input); ``clip`` < 0: no clipping. Elementwise, as numpy."""
+    for j in range(x.shape[0]):
+        if count == 0:
+            r = 0.0
+        else:
+            c = counts[j]
+            std = math.sqrt(m2[j] / max(c, 1))
+            scale = 1.0 / max(std, tiny) if std > tiny else 1.0
+            if c <= 0:
+                scale = 0.0
+            r = (float(x[j]) - mean[j]) * scale
+            if math.isnan(r):
+                r = 0.0
+            if clip >= 0.0:
+                r = min(max(r, -clip), clip)
+        out[j] = r
+
+
+@_compiled
 def readout_scores(
     means: np.ndarray,
     counts: np.ndarray,

@@ -787,7 +787,12 @@ class SpelaMLP(base.Classifier):
     def _rehearse(self, raw: np.ndarray, ks: np.ndarray) -> None:
         """Learn stored samples again: the layers update; input statistics and counts do not."""
         if len(ks) == 1 and not REPLAY_OBSERVE and self.uses_compiled:  # a replay of one
-            x = np.ascontiguousarray(self._scaled(raw)[0], dtype=np.float32)
+            assert self.scaler is not None
+            if self.standardise and self.expansion is None:
+                x = np.empty(raw.shape[1], dtype=np.float32)
+                compiled_step.standardise_row(self.scaler, raw[0], x)
+            else:
+                x = np.ascontiguousarray(self._scaled(raw)[0], dtype=np.float32)
             buffers = self._scratch()
             lrs = buffers.lrs(self.layers, self.lr, REFERENCE_WIDTH, REPLAY_WEIGHT)
             last = compiled_step.rehearse_one(self.layers, buffers, x, int(ks[0]), lrs)

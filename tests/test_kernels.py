@@ -278,3 +278,25 @@ def test_the_one_sample_paths_kept_state_equals_recomputing_it() -> None:
     sa, sb = a.state_dict(), b.state_dict()
     for key in sa:
         assert np.array_equal(np.asarray(sa[key]), np.asarray(sb[key])), key
+
+
+@needs_numba
+@pytest.mark.parametrize("clip", [5.0, None])
+def test_a_replays_compiled_standardising_equals_numpys(clip: float | None) -> None:
+    """A replay's row (raw float32, NaN where a feature was missing) standardised in one kernel
+    gives ``Standardiser.transform``'s numbers in float32, bit for bit: before any sample, with a
+    feature never seen, with missing values and past the clip."""
+    from spela_stream.scaling import Standardiser
+
+    X, _ = _stream(300, 6, 4, seed=6)
+    X[:, 5] = np.nan  # never seen: scale 0
+    scaler = Standardiser(6, clip=clip)
+    gen = np.random.default_rng(6)
+    out = np.empty(6, dtype=np.float32)
+    for i, row in enumerate(X):
+        raw = (row * (1 + 3 * (i % 7 == 0))).astype(np.float32)  # every 7th far out: clipped
+        raw[gen.random(6) < 0.2] = np.nan
+        compiled_step.standardise_row(scaler, raw, out)
+        expect = scaler.transform(raw[None, :])[0].astype(np.float32)
+        assert np.array_equal(out, expect), i
+        scaler.update(row)

@@ -223,3 +223,27 @@ def test_the_counts_a_full_memory_keeps_are_its_class_counts() -> None:
         if mem._stored is not None:
             assert mem._stored.tolist() == mem.class_counts().tolist()
     assert mem._stored is not None and len(mem) == 30
+
+
+def test_the_slots_a_full_memory_keeps_are_its_class_scan() -> None:
+    """A full memory keeps each class's slots (ascending) add by add: after every add they
+    equal a scan of y, and adds and samples pick what a memory rebuilding them each time picks."""
+    rng = np.random.default_rng(4)
+    kept, rebuilt = ReplayMemory(budget=40, n_features=2, seed=4), ReplayMemory(40, 2, seed=4)
+    for i in range(800):
+        k = int(rng.integers(0, 2 + i // 200))
+        row = np.array([i, k], dtype=np.float32)
+        kept.add(row, k)
+        rebuilt._slots = None
+        rebuilt.add(row, k)
+        if kept._slots is not None:
+            scan = [np.flatnonzero(kept.y == c).tolist() for c in range(len(kept._slots))]
+            assert kept._slots == scan
+        if i % 50 == 49:
+            weights = rng.random(len(kept.seen))
+            rebuilt._slots = None
+            a, b = kept.sample(7, weights), rebuilt.sample(7, weights)
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert kept._slots is not None
+    assert np.array_equal(kept.x, rebuilt.x) and np.array_equal(kept.y, rebuilt.y)
+    assert kept.rng.random() == rebuilt.rng.random()
