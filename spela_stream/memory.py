@@ -169,11 +169,19 @@ class ReplayMemory:
             return self.x[idx], self.y[idx]
         y = self.y[: self.size]
         w = np.zeros(len(weights))
-        stored = self.class_counts()[: len(w)]
+        counts = self._stored  # kept by every full add: class_counts() without the count
+        if counts is None or len(counts) < len(self.seen):
+            counts = self.class_counts()
+        stored = counts[: len(w)]
         w[: len(stored)] = np.where(stored > 0, weights[: len(stored)], 0.0)
-        if not w.sum() > 0:
+        total = w.sum()
+        if not total > 0:
             return self.x[:0], self.y[:0]
-        picks = self.rng.choice(len(w), size=n, p=w / w.sum())
+        # rng.choice(len(w), size=n, p=w / total) without its checks of p (w is >= 0 and
+        # normalised here): its inverse-CDF draw, the same numbers and the same generator state
+        cdf = (w / total).cumsum()
+        cdf /= cdf[-1]
+        picks = cdf.searchsorted(self.rng.random(n), side="right")
         idx = np.empty(n, dtype=np.int64)
         by_class = self._class_slots() if self.size == self.budget else None
         for i, c in enumerate(picks.tolist()):

@@ -247,3 +247,30 @@ def test_the_slots_a_full_memory_keeps_are_its_class_scan() -> None:
     assert kept._slots is not None
     assert np.array_equal(kept.x, rebuilt.x) and np.array_equal(kept.y, rebuilt.y)
     assert kept.rng.random() == rebuilt.rng.random()
+
+
+def test_a_weighted_sample_draws_what_rng_choice_draws() -> None:
+    """sample() draws its classes as ``rng.choice(C, size=n, p=w / w.sum())`` does, without its
+    checks, then a stored slot of each: the same samples and generator state after, for many
+    weights, on a memory filling and a full one."""
+    gen = np.random.default_rng(8)
+    for trial in range(200):
+        n_classes, n = int(gen.integers(2, 12)), int(gen.integers(1, 6))
+        mem = ReplayMemory(budget=60, n_features=1, seed=trial)
+        for k in range(int(gen.integers(20, 200))):
+            mem.add(np.array([k], dtype=np.float32), int(gen.integers(0, n_classes)))
+        w = gen.random(len(mem.seen)) ** 3
+        w[gen.random(len(w)) < 0.3] = 0.0
+        ref = np.random.default_rng(trial + 1000)
+        ref.bit_generator.state = mem.rng.bit_generator.state
+        stored = mem.class_counts()[: len(w)]
+        p = np.where(stored > 0, w, 0.0)
+        x, y = mem.sample(n, w)
+        if not p.sum() > 0:
+            assert len(y) == 0
+            continue
+        picks = ref.choice(len(p), size=n, p=p / p.sum())
+        idx = [np.flatnonzero(mem.y[: mem.size] == c) for c in picks.tolist()]
+        idx = [int(s[int(ref.integers(len(s)))]) for s in idx]
+        assert y.tolist() == mem.y[idx].tolist() and np.array_equal(x, mem.x[idx])
+        assert ref.random() == mem.rng.random()
