@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .calibration import GRID, OnlineTemperature
+from .calibration import _LOG_GRID as LOG_GRID
+from .calibration import _LOG_STEP, GRID, OnlineTemperature
 from .readout import _EPS, CHOICE_DECAY, MEAN_WINDOW, VAR_WINDOW, ClassMeans, Readout
 from .rule import LEAKY_SLOPE
 from .scaling import _TINY_STD, Standardiser
@@ -38,6 +39,7 @@ AVAILABLE = kernels is not None
 # forward loop is about 4x slower than BLAS's sgemv on 1024 x 1024 (487 against 122 us), so a
 # wide model keeps torch's path, where per-sample overhead is a small share anyway.
 MAX_WEIGHTS = 512 * 512
+_LOG_GRID = np.array(LOG_GRID)  # the very floats temperature() adds
 
 
 class Buffers:
@@ -270,6 +272,8 @@ def calibration_update(fit: OnlineTemperature, scores: np.ndarray, k: int) -> No
     assert kernels is not None
     kernels.calibration_update(scores, k, GRID, fit.nll, fit.decay)
     fit.n += 1
+    fitted = kernels.fitted_temperature(fit.nll, GRID, _LOG_GRID, _LOG_STEP)
+    fit.fitted = (fit.n, fitted) if fitted > 0 else None
 
 
 def softmax_top(scores: np.ndarray, temperature: float) -> tuple[int, float]:

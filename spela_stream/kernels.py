@@ -367,6 +367,32 @@ def calibration_update(
 
 
 @_compiled
+def fitted_temperature(
+    nll: np.ndarray, grid: np.ndarray, log_grid: np.ndarray, log_step: float
+) -> float:  # pragma: no cover - compiled
+    """``OnlineTemperature.temperature``'s fit from nll (G,): the grid's minimum (the first of
+    equal ones, as numpy's argmin) refined by a parabola through its neighbours, in log space;
+    -1 when nll holds NaN (the caller's numpy path decides then)."""
+    g = nll.shape[0]
+    i = 0
+    best = nll[0]
+    for j in range(g):
+        if math.isnan(nll[j]):
+            return -1.0
+        if nll[j] < best:
+            best = nll[j]
+            i = j
+    if i == 0 or i == g - 1:
+        return float(grid[i])
+    lo = nll[i - 1]
+    mid = nll[i]
+    hi = nll[i + 1]
+    curve = lo - 2 * mid + hi
+    shift = 0.5 * (lo - hi) / curve if curve > 0 else 0.0
+    return math.exp(log_grid[i] + shift * log_step)
+
+
+@_compiled
 def softmax_top(s: np.ndarray, temperature: float) -> tuple[int, float]:  # pragma: no cover
     """The top class of softmax(s / temperature) over s (C,) and its probability (the first
     of equal probabilities, as numpy's argmax)."""

@@ -254,9 +254,10 @@ def test_torch_paths_numbers_do_not_depend_on_numba(
 
 @needs_numba
 def test_the_one_sample_paths_kept_state_equals_recomputing_it() -> None:
-    # the compiled step keeps its step sizes (per boost) and the class-vector check (per class
-    # count) between samples; with both recomputed every sample the numbers are the same, bit
-    # for bit, through new classes, a drift's boost and replays
+    # the compiled step keeps its step sizes (per boost), the class-vector check (per class
+    # count) and each stream's fitted temperature (per fitted count) between samples; with all
+    # recomputed every sample the numbers are the same, bit for bit, through new classes, a
+    # drift's boost and replays
     a, b = (SpelaMLP(hidden=(16, 16), memory=40, seed=3) for _ in range(2))
     assert a.uses_compiled
     gen = np.random.default_rng(7)
@@ -272,6 +273,8 @@ def test_the_one_sample_paths_kept_state_equals_recomputing_it() -> None:
         if i:
             b._buffers._lrs = None
             b._ensured = None
+            for fit in b.calibration:
+                fit.fitted = None  # the temperature fitted by numpy from nll, as before
         pa, pb = a.predict_learn_one(row, label), b.predict_learn_one(row, label)
         assert pa == pb
     assert len(boosts) > 2  # the cache was keyed on more than one boost
@@ -300,3 +303,28 @@ def test_a_replays_compiled_standardising_equals_numpys(clip: float | None) -> N
         expect = scaler.transform(raw[None, :])[0].astype(np.float32)
         assert np.array_equal(out, expect), i
         scaler.update(row)
+
+
+@needs_numba
+def test_the_compiled_temperature_fit_equals_numpys() -> None:
+    """kernels.fitted_temperature gives OnlineTemperature.temperature's float for the same
+    sums, bit for bit: minima inside, at either end, tied, on flat or concave neighbours."""
+    from spela_stream import kernels
+    from spela_stream.calibration import GRID, OnlineTemperature
+
+    gen = np.random.default_rng(9)
+    fit = OnlineTemperature()
+    fit.n = 100
+    cases = [gen.normal(size=len(GRID)) for _ in range(500)]
+    cases += [np.linspace(0, 1, len(GRID)), np.linspace(1, 0, len(GRID)), np.zeros(len(GRID))]
+    bowl = (np.arange(len(GRID)) - 20.0) ** 2
+    cases += [bowl, bowl + gen.normal(size=len(GRID)) * 1e-3, np.where(bowl < 5, 0.0, bowl)]
+    for nll in cases:
+        fit.nll, fit.fitted = nll, None
+        got = kernels.fitted_temperature(
+            nll, GRID, compiled_step._LOG_GRID, compiled_step._LOG_STEP
+        )
+        assert got == fit.temperature(0.1)
+    nan = np.zeros(len(GRID))
+    nan[3] = np.nan
+    assert kernels.fitted_temperature(nan, GRID, compiled_step._LOG_GRID, 1.0) == -1.0
