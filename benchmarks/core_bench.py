@@ -8,7 +8,9 @@ update, peak memory learning vs predicting, and learn_many against learn_one.
 
     python -m benchmarks.core_bench            # full streams (about 30 minutes on 2 cores)
     python -m benchmarks.core_bench --quick    # first 2,000 samples of each stream
-    python -m benchmarks.core_bench --per-sample   # predict_learn_one per shape, both paths
+    python -m benchmarks.core_bench --per-sample   # predict_learn_one per shape, both paths,
+                                                   # and River beside 8-64-64
+    python -m benchmarks.core_bench --per-sample --small --no-save   # 8-64-64 alone, no json
 
 Figures go to stdout as markdown and to benchmarks/results/core_bench.json.
 """
@@ -150,13 +152,61 @@ def _per_sample_us(d_in: int, hidden: tuple[int, ...], n: int, compiled: bool) -
     return best * 1e6
 
 
-def per_sample_table(n: int) -> list[dict[str, Any]]:
+def _river_stream(d_in: int, n: int) -> tuple[list[dict[int, float]], list[int]]:
+    """The per-sample stream of ``_per_sample_us`` (same seed, same values) as River's dicts."""
+    gen = np.random.default_rng(0)
+    X = gen.standard_normal((n, d_in))
+    y = gen.integers(0, 10, n).tolist()
+    return [dict(enumerate(row)) for row in X.tolist()], y
+
+
+def _river_us(d_in: int, n: int) -> float:
+    """Microseconds per River ``StandardScaler() | SoftmaxRegression()`` sample, predict_one then
+    learn_one on the stream of ``_per_sample_us``, the best of three passes after a 50-sample
+    warm-up (the dicts are built before the clock starts: River's own input)."""
+    from river import linear_model, preprocessing
+
+    X, y = _river_stream(d_in, n)
+    model = preprocessing.StandardScaler() | linear_model.SoftmaxRegression()
+    for xi, yi in zip(X[:50], y[:50], strict=True):
+        model.predict_one(xi)
+        model.learn_one(xi, yi)
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for xi, yi in zip(X, y, strict=True):
+            model.predict_one(xi)
+            model.learn_one(xi, yi)
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e6
+
+
+def _spela_dict_us(d_in: int, hidden: tuple[int, ...], n: int) -> float:
+    """``_per_sample_us`` of the default path fed River's dicts of the same stream."""
+    X, y = _river_stream(d_in, n)
+    model = SpelaMLP(hidden=hidden)
+    for xi, yi in zip(X[:50], y[:50], strict=True):
+        model.predict_learn_one(xi, yi)
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for xi, yi in zip(X, y, strict=True):
+            model.predict_learn_one(xi, yi)
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e6
+
+
+RIVER_SHAPE = (8, (64, 64))
+
+
+def per_sample_table(n: int, small: bool = False) -> list[dict[str, Any]]:
     """Per shape: us/sample on the compiled and the torch path, and the share of the
-    memory-bandwidth bound (``bandwidth_bound``, the same shapes, this run) each reaches."""
+    memory-bandwidth bound (``bandwidth_bound``, the same shapes, this run) each reaches; beside
+    8-64-64, River's SoftmaxRegression on the same stream and spela fed the same dicts."""
     from spela_stream import compiled as compiled_step
 
     rows = []
-    for d_in, hidden in PER_SAMPLE_SHAPES:
+    for d_in, hidden in PER_SAMPLE_SHAPES[:1] if small else PER_SAMPLE_SHAPES:
         reps = max(20, min(200, int(2e8 / (4 * (d_in * hidden[0] + sum(hidden))))))
         bound_us = 1e6 / bandwidth_bound(d_in, hidden, reps=reps)["bound_samples_per_s"]
         row: dict[str, Any] = {"shape": [d_in, *hidden], "bound_us": bound_us}
@@ -166,6 +216,9 @@ def per_sample_table(n: int) -> list[dict[str, Any]]:
             us = _per_sample_us(d_in, hidden, n, compiled=path == "compiled")
             row[f"{path}_us"] = us
             row[f"{path}_bound_pct"] = 100 * bound_us / us
+        if (d_in, hidden) == RIVER_SHAPE:
+            row["river_us"] = _river_us(d_in, n)
+            row["spela_dict_us"] = _spela_dict_us(d_in, hidden, n)
         row["load_avg"] = os.getloadavg()[0]
         log(f"{row}")
         rows.append(row)
@@ -186,6 +239,24 @@ def render_per_sample(rows: list[dict[str, Any]]) -> str:
             f"{r.get('compiled_bound_pct', math.nan):.0f}% | {r['torch_bound_pct']:.0f}% | "
             f"{r['load_avg']:.2f} |"
         )
+    for r in rows:
+        if "river_us" not in r:
+            continue
+        shape = "-".join(map(str, r["shape"]))
+        default = r.get("compiled_us", r["torch_us"])
+        lines += [
+            "",
+            f"side by side on the same {r['shape'][0]}-feature stream, predict then learn, "
+            f"load avg {r['load_avg']:.2f}:",
+            "",
+            "| learner | input | us/sample | samples/s |",
+            "|---|---|---|---|",
+            f"| River StandardScaler \\| SoftmaxRegression | dict | {r['river_us']:.0f} | "
+            f"{1e6 / r['river_us']:.0f} |",
+            f"| spela {shape} (default path) | vector | {default:.0f} | {1e6 / default:.0f} |",
+            f"| spela {shape} (default path) | dict | {r['spela_dict_us']:.0f} | "
+            f"{1e6 / r['spela_dict_us']:.0f} |",
+        ]
     return "\n".join(lines)
 
 
@@ -288,12 +359,19 @@ def main() -> None:
         action="store_true",
         help="only predict_learn_one per shape, compiled and torch paths, against the bound",
     )
+    ap.add_argument("--small", action="store_true", help="--per-sample: only 8-64-64 and River")
+    ap.add_argument(
+        "--no-save",
+        action="store_true",
+        help="--per-sample: print only, leave benchmarks/results alone (a loaded machine)",
+    )
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.per_sample:
-        rows = per_sample_table(1000 if a.quick else 3000)
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "core_bench_per_sample.json").write_text(json.dumps(rows, indent=1))
+        rows = per_sample_table(1000 if a.quick else 3000, small=a.small)
+        if not a.no_save:
+            RESULTS.mkdir(exist_ok=True)
+            (RESULTS / "core_bench_per_sample.json").write_text(json.dumps(rows, indent=1))
         print(render_per_sample(rows))
         return
     limit = 2000 if a.quick else None

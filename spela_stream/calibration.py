@@ -50,6 +50,8 @@ class OnlineTemperature:
         self.decay = decay
         self.nll = np.zeros(len(GRID))  # (G,) decayed sums of -log p(true class)
         self.n = 0  # samples fitted
+        # (n, temperature) the compiled update found for nll at n samples (compiled); None: fit
+        self.fitted: tuple[int, float] | None = None
 
     def update(self, scores: np.ndarray, k: np.ndarray) -> None:
         """Fold predictions in: scores (B, C) of the known classes, true class indices k (B,)."""
@@ -74,6 +76,9 @@ class OnlineTemperature:
         """The fitted temperature (``default`` until ``MIN_SAMPLES`` have been fitted)."""
         if self.n < MIN_SAMPLES:
             return default
+        fitted = self.fitted
+        if fitted is not None and fitted[0] == self.n:  # found by the compiled update
+            return fitted[1]
         i = int(self.nll.argmin())
         if i == 0 or i == len(GRID) - 1:
             return float(GRID[i])

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .calibration import GRID, OnlineTemperature
+from .calibration import _LOG_GRID as LOG_GRID
+from .calibration import _LOG_STEP, GRID, OnlineTemperature
 from .readout import _EPS, CHOICE_DECAY, MEAN_WINDOW, VAR_WINDOW, ClassMeans, Readout
 from .rule import LEAKY_SLOPE
 from .scaling import _TINY_STD, Standardiser
@@ -38,6 +39,7 @@ AVAILABLE = kernels is not None
 # forward loop is about 4x slower than BLAS's sgemv on 1024 x 1024 (487 against 122 us), so a
 # wide model keeps torch's path, where per-sample overhead is a small share anyway.
 MAX_WEIGHTS = 512 * 512
+_LOG_GRID = np.array(LOG_GRID)  # the very floats temperature() adds
 
 
 class Buffers:
@@ -52,37 +54,55 @@ class Buffers:
         self._keys: list[tuple[object, ...] | None] = [None] * len(layers)
         self._views: list[tuple[np.ndarray, ...]] = [()] * len(layers)
         self._weights = [layer.weight for layer in layers]
+        self._lrs: tuple[tuple[float, int, float], list[float]] | None = None
 
     def fits(self, layers: list[SpelaLayer]) -> bool:
         """Whether these buffers serve ``layers``: the same weight tensors (a grown or loaded
         layer gets new ones; learning updates them in place), else the same shapes."""
-        if len(layers) == len(self._weights) and all(
-            layer.weight is w for layer, w in zip(layers, self._weights, strict=True)
-        ):
-            return True
+        if len(layers) == len(self._weights):
+            for layer, w in zip(layers, self._weights, strict=True):
+                if layer.weight is not w:
+                    break
+            else:
+                return True
         if self.shapes != [(layer.d_in, layer.d_out) for layer in layers]:
             return False
         self._weights = [layer.weight for layer in layers]
         return True
 
+    def lrs(self, layers: list[SpelaLayer], lr: float, reference: int, boost: float) -> list[float]:
+        """``layer_lrs`` of the layers these buffers fit (their widths are the buffers'), kept
+        while lr, reference and boost stay the same (the boost is 1 away from a drift)."""
+        key = (lr, reference, boost)
+        if self._lrs is None or self._lrs[0] != key:
+            self._lrs = (key, layer_lrs(layers, lr, reference, boost))
+        return self._lrs[1]
+
     def views(self, i: int, layer: SpelaLayer) -> tuple[np.ndarray, ...]:
         """(weight, bias, vectors, input mean, input m2) of layer i as numpy views of its CPU
         tensors (the mean and m2 of a layer without input statistics are empty)."""
         norm = layer.input_norm
+        old = self._keys[i]
+        if (
+            old is not None
+            and old[0] is layer.weight
+            and old[1] is layer.bias
+            and old[2] is layer.vectors
+            and (
+                len(old) == 3
+                if norm is None
+                else len(old) == 5 and old[3] is norm.mean and old[4] is norm.m2
+            )
+        ):
+            return self._views[i]
         key = (layer.weight, layer.bias, layer.vectors) + (
             () if norm is None else (norm.mean, norm.m2)
         )
-        old = self._keys[i]
-        if (
-            old is None
-            or len(old) != len(key)
-            or any(a is not b for a, b in zip(old, key, strict=True))
-        ):
-            empty = np.empty(0)
-            stats = (empty, empty) if norm is None else (norm.mean.numpy(), norm.m2.numpy())
-            w, b, v = layer.weight.numpy(), layer.bias.numpy(), layer.vectors.numpy()
-            self._views[i] = (w, b, v, *stats)
-            self._keys[i] = key
+        empty = np.empty(0)
+        stats = (empty, empty) if norm is None else (norm.mean.numpy(), norm.m2.numpy())
+        w, b, v = layer.weight.numpy(), layer.bias.numpy(), layer.vectors.numpy()
+        self._views[i] = (w, b, v, *stats)
+        self._keys[i] = key
         return self._views[i]
 
 
@@ -226,6 +246,16 @@ def standardise_one(scaler: Standardiser, row: np.ndarray, out: np.ndarray) -> b
     return bool(done)
 
 
+def standardise_row(scaler: Standardiser, row: np.ndarray, out: np.ndarray) -> None:
+    """``scaler.transform`` of one row (d,), a missing feature (NaN) at 0, into float32 ``out``,
+    in one compiled call; the statistics stay (a replay's input)."""
+    assert kernels is not None
+    clip = -1.0 if scaler.clip is None else float(scaler.clip)
+    kernels.standardise_row(
+        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, _TINY_STD, clip, out
+    )
+
+
 def readout_scores(means: ClassMeans, h: np.ndarray, n_classes: int) -> np.ndarray:
     """``means.scores`` for one output h (d,): (1, n_classes) float64."""
     assert kernels is not None
@@ -242,6 +272,8 @@ def calibration_update(fit: OnlineTemperature, scores: np.ndarray, k: int) -> No
     assert kernels is not None
     kernels.calibration_update(scores, k, GRID, fit.nll, fit.decay)
     fit.n += 1
+    fitted = kernels.fitted_temperature(fit.nll, GRID, _LOG_GRID, _LOG_STEP)
+    fit.fitted = (fit.n, fitted) if fitted > 0 else None
 
 
 def softmax_top(scores: np.ndarray, temperature: float) -> tuple[int, float]:

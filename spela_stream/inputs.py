@@ -14,6 +14,7 @@ from .errors import LabelError, NonFiniteError, WidthError
 
 Label = int | str | bool
 MAX_ABS = 1e30  # larger magnitudes overflow float32 weights or the standardiser's squares
+_MAX_SQUARES = MAX_ABS * MAX_ABS
 
 
 def _host(x: object) -> object:
@@ -64,7 +65,9 @@ def check_label_kinds(new: Iterable[Label], known: list[Label]) -> None:
 
 def as_vector(x: object, names: list[Hashable] | None, n_features: int | None) -> np.ndarray:
     """Turn one sample (dict or vector) into a float64 (d,) array, validating everything."""
-    if isinstance(x, Mapping):
+    if type(x) is np.ndarray and x.ndim == 1 and x.dtype.kind in "biuf":  # the common case
+        vec = np.asarray(x, dtype=np.float64)
+    elif isinstance(x, Mapping):
         names = names or list(x)
         if len(x) != len(names) or any(k not in x for k in names):
             extra = [k for k in x if k not in set(names)]
@@ -97,6 +100,10 @@ def check_values(arr: np.ndarray, n_features: int | None) -> None:
         raise WidthError(f"sample has {width} features, the model was built for {n_features}")
     if width == 0:
         raise WidthError("sample has no features")
+    if arr.ndim == 1 and float(np.dot(arr, arr)) <= _MAX_SQUARES:
+        # one reduction for one sample: a sum of squares is NaN or infinite when any value is,
+        # and at least every value's square, so within it every value is finite and in range
+        return
     if not np.isfinite(arr).all():
         where = positions(~np.isfinite(arr))
         raise NonFiniteError(f"sample holds NaN or infinity at {where}")

@@ -235,6 +235,36 @@ def standardise_learn(
 
 
 @_compiled
+def standardise_row(
+    x: np.ndarray,
+    mean: np.ndarray,
+    m2: np.ndarray,
+    counts: np.ndarray,
+    count: int,
+    tiny: float,
+    clip: float,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """``Standardiser.transform`` of one row x (a missing value, NaN, gives 0) into out, the
+    statistics left alone (a replay's input); ``clip`` < 0: no clipping. Elementwise, as numpy."""
+    for j in range(x.shape[0]):
+        if count == 0:
+            r = 0.0
+        else:
+            c = counts[j]
+            std = math.sqrt(m2[j] / max(c, 1))
+            scale = 1.0 / max(std, tiny) if std > tiny else 1.0
+            if c <= 0:
+                scale = 0.0
+            r = (float(x[j]) - mean[j]) * scale
+            if math.isnan(r):
+                r = 0.0
+            if clip >= 0.0:
+                r = min(max(r, -clip), clip)
+        out[j] = r
+
+
+@_compiled
 def readout_scores(
     means: np.ndarray,
     counts: np.ndarray,
@@ -334,6 +364,32 @@ def calibration_update(
         for j in range(n):
             acc += math.exp(float(s[j]) / t - top)
         nll[g] = nll[g] * decay + ((math.log(acc) + top) - float(s[k]) / t)
+
+
+@_compiled
+def fitted_temperature(
+    nll: np.ndarray, grid: np.ndarray, log_grid: np.ndarray, log_step: float
+) -> float:  # pragma: no cover - compiled
+    """``OnlineTemperature.temperature``'s fit from nll (G,): the grid's minimum (the first of
+    equal ones, as numpy's argmin) refined by a parabola through its neighbours, in log space;
+    -1 when nll holds NaN (the caller's numpy path decides then)."""
+    g = nll.shape[0]
+    i = 0
+    best = nll[0]
+    for j in range(g):
+        if math.isnan(nll[j]):
+            return -1.0
+        if nll[j] < best:
+            best = nll[j]
+            i = j
+    if i == 0 or i == g - 1:
+        return float(grid[i])
+    lo = nll[i - 1]
+    mid = nll[i]
+    hi = nll[i + 1]
+    curve = lo - 2 * mid + hi
+    shift = 0.5 * (lo - hi) / curve if curve > 0 else 0.0
+    return math.exp(log_grid[i] + shift * log_step)
 
 
 @_compiled

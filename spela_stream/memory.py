@@ -27,6 +27,8 @@ classes are rehearsed and a stream whose classes keep coming is barely replayed 
 
 from __future__ import annotations
 
+import bisect
+
 import numpy as np
 
 from .errors import ModelError
@@ -72,6 +74,9 @@ class ReplayMemory:
         self.pending = 0  # new samples learned since the last replay
         self.rng = np.random.default_rng(seed)
         self._stored: np.ndarray | None = None  # class_counts() kept up to date by a full add
+        # per class, its slots in ascending order (np.flatnonzero(y == c) without the scan),
+        # built at the first full add and kept by every add after; None when y moved otherwise
+        self._slots: list[list[int]] | None = None
 
     def __len__(self) -> int:
         return self.size
@@ -97,25 +102,44 @@ class ReplayMemory:
             self.y[self.size] = k
             self.size += 1
             self._stored = None
+            self._slots = None
             return
         counts = self._stored
         if counts is None or len(counts) < len(self.seen):  # counted once, then kept per add
             counts = self._stored = self.class_counts()
+        by_class = self._class_slots()
         largest = counts.max()
         if counts[k] < largest:  # a minority class: evict a random sample of a largest class
             big = np.flatnonzero(counts == largest)
             victim_class = big[int(self.rng.integers(len(big)))] if len(big) > 1 else big[0]
-            slots = np.flatnonzero(self.y == victim_class)
-            slot = int(slots[int(self.rng.integers(len(slots)))])
+            slots = by_class[victim_class]
+            slot = slots[int(self.rng.integers(len(slots)))]
         else:  # reservoir sampling within the class: keep with probability stored / seen
             if self.rng.random() >= counts[k] / self.seen[k]:
                 return
-            slots = np.flatnonzero(self.y == k)
-            slot = int(slots[int(self.rng.integers(len(slots)))])
-        counts[self.y[slot]] -= 1
+            slots = by_class[k]
+            slot = slots[int(self.rng.integers(len(slots)))]
+        old = int(self.y[slot])
+        counts[old] -= 1
         counts[k] += 1
         self.x[slot] = x
         self.y[slot] = k
+        if old != k:
+            by_class[old].remove(slot)
+            bisect.insort(by_class[k], slot)
+
+    def _class_slots(self) -> list[list[int]]:
+        """Per class index (as many as ``seen`` holds, at least), its stored slots ascending."""
+        by_class = self._slots
+        if by_class is None:
+            y = self.y[: self.size].tolist()
+            by_class = [[] for _ in range(max(len(self.seen), max(y, default=-1) + 1))]
+            for slot, c in enumerate(y):
+                by_class[c].append(slot)
+            self._slots = by_class
+        while len(by_class) < len(self.seen):
+            by_class.append([])
+        return by_class
 
     def grow(self, k: int) -> None:
         """Widen the stored inputs by ``k`` features, unknown (NaN) in the samples already kept:
@@ -145,14 +169,23 @@ class ReplayMemory:
             return self.x[idx], self.y[idx]
         y = self.y[: self.size]
         w = np.zeros(len(weights))
-        stored = self.class_counts()[: len(w)]
+        counts = self._stored  # kept by every full add: class_counts() without the count
+        if counts is None or len(counts) < len(self.seen):
+            counts = self.class_counts()
+        stored = counts[: len(w)]
         w[: len(stored)] = np.where(stored > 0, weights[: len(stored)], 0.0)
-        if not w.sum() > 0:
+        total = w.sum()
+        if not total > 0:
             return self.x[:0], self.y[:0]
-        picks = self.rng.choice(len(w), size=n, p=w / w.sum())
+        # rng.choice(len(w), size=n, p=w / total) without its checks of p (w is >= 0 and
+        # normalised here): its inverse-CDF draw, the same numbers and the same generator state
+        cdf = (w / total).cumsum()
+        cdf /= cdf[-1]
+        picks = cdf.searchsorted(self.rng.random(n), side="right")
         idx = np.empty(n, dtype=np.int64)
+        by_class = self._class_slots() if self.size == self.budget else None
         for i, c in enumerate(picks.tolist()):
-            slots = np.flatnonzero(y == c)
+            slots = by_class[c] if by_class is not None else np.flatnonzero(y == c)
             idx[i] = slots[int(self.rng.integers(len(slots)))]
         return self.x[idx], self.y[idx]
 

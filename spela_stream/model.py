@@ -344,16 +344,20 @@ class SpelaMLP(base.Classifier):
             return [self.temperature] * self._n_streams
         return [c.temperature(self.temperature) for c in self.calibration]
 
-    def _fit_calibration(self, layer_scores: list[np.ndarray], k: np.ndarray) -> None:
+    def _fit_calibration(
+        self, layer_scores: list[np.ndarray], k: np.ndarray, compiled: bool | None = None
+    ) -> None:
         """Fold a batch's prequential scores (B, C) per layer into the temperatures; a sample of
-        a class new in this batch had no prediction and is left out."""
+        a class new in this batch had no prediction and is left out. ``compiled``: whether a
+        one-sample batch takes the compiled step (``uses_compiled`` when None)."""
         if len(k) == 1:  # one sample: no masking (the same rows), no copies
             if k[0] >= layer_scores[0].shape[1]:
                 return
             streams = list(layer_scores)
             if self.report == "vote":
                 streams.append(np.mean(streams, axis=0))
-            compiled = self.uses_compiled
+            if compiled is None:
+                compiled = self.uses_compiled
             for fit, one in zip(self.calibration, streams, strict=True):
                 if compiled:
                     compiled_step.calibration_update(fit, one[0], int(k[0]))
@@ -541,11 +545,14 @@ class SpelaMLP(base.Classifier):
         out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
         return out
 
-    def _choose(self, layer_scores: list[np.ndarray]) -> list[Prediction]:
+    def _choose(
+        self, layer_scores: list[np.ndarray], compiled: bool | None = None
+    ) -> list[Prediction]:
         """Apply the report policy to per-layer scores (B, C) of a batch, with each stream's
-        temperature (calibrated, unless ``calibrate`` is off)."""
+        temperature (calibrated, unless ``calibrate`` is off). ``compiled``: whether a
+        one-sample batch takes the compiled step (``uses_compiled`` when None)."""
         temps = self._temperatures()  # one per layer, then the vote's
-        if layer_scores[0].shape[0] == 1 and self.uses_compiled:
+        if layer_scores[0].shape[0] == 1 and (self.uses_compiled if compiled is None else compiled):
             return [self._choose_one(layer_scores, temps)]
         probs = [self._softmax(s, t) for s, t in zip(layer_scores, temps, strict=False)]
         preds = []
@@ -609,8 +616,8 @@ class SpelaMLP(base.Classifier):
         """Predict (optionally) and learn a batch in one forward pass."""
         assert self.scaler is not None
         known = len(self.labels)  # predictions may only use classes known before this batch
-        check_label_kinds(ys, self.labels)  # all of ys: True == 1 would merge in a dict
-        for y in dict.fromkeys(ys):
+        # the callers have checked all of ys with check_label_kinds (True == 1 would merge here)
+        for y in dict.fromkeys(ys) if len(ys) > 1 else ys:
             if y not in self._index:
                 self._index[y] = len(self.labels)
                 self.labels.append(y)
@@ -619,15 +626,20 @@ class SpelaMLP(base.Classifier):
                         layer.input_norm.slow_down(NEW_CLASS_SPAN)
                 if self.detector is not None:
                     self.detector.new_class(self.n_learned)
-        for layer in self.layers:
-            layer.ensure_classes(len(self.labels))
+        ensured = getattr(self, "_ensured", None)  # (classes, layers) the vectors were made for
+        if ensured is None or ensured[0] != len(self.labels) or ensured[1] is not self.layers:
+            for layer in self.layers:
+                layer.ensure_classes(len(self.labels))
+            self._ensured = (len(self.labels), self.layers)
         predict_now = predict and known > 0
         score_now = known > 0 and (predict or self.calibrate)  # learning is the same either way
         scores: list[np.ndarray] = []
         boost = 1.0 if self.detector is None else self.detector.boost(self.n_learned)
         if batch.shape[0] == 1 and self.uses_compiled:
             scores, k_np = self._learn_compiled(batch, self._index[ys[0]], known, score_now, boost)
-            return self._after_learning(batch, k_np, scores, predict, predict_now, score_now)
+            return self._after_learning(
+                batch, k_np, scores, predict, predict_now, score_now, compiled=True
+            )
         with torch.inference_mode():
             k = torch.tensor([self._index[y] for y in ys], device=self._torch_device)  # (B,)
             one = None
@@ -656,7 +668,9 @@ class SpelaMLP(base.Classifier):
                 layer.update(h_in, z, out, k, lr)
                 layer.observe(h)
                 h = out  # the next layer receives y, computed before this layer's update
-        return self._after_learning(batch, k.cpu().numpy(), scores, predict, predict_now, score_now)
+        return self._after_learning(
+            batch, k.cpu().numpy(), scores, predict, predict_now, score_now, compiled=False
+        )
 
     def _after_learning(
         self,
@@ -666,14 +680,17 @@ class SpelaMLP(base.Classifier):
         predict: bool,
         predict_now: bool,
         score_now: bool,
+        compiled: bool = False,
     ) -> list[Prediction] | None:
-        """Count, watch for drift, predict, calibrate and remember a learned batch."""
+        """Count, watch for drift, predict, calibrate and remember a learned batch (``compiled``:
+        one sample that took the compiled step, which model state cannot change in between)."""
         self.n_learned += batch.shape[0]
         if score_now and self.detector is not None:
             self._watch(scores[-1], k)
-        preds = self._choose(scores) if predict_now else None  # before this batch's calibration
+        # before this batch's calibration
+        preds = self._choose(scores, compiled) if predict_now else None
         if score_now and self.calibrate:
-            self._fit_calibration(scores, k)
+            self._fit_calibration(scores, k, compiled)
         if self.replay_memory is not None:
             self._remember(batch, k.tolist())
         if not predict:
@@ -698,7 +715,7 @@ class SpelaMLP(base.Classifier):
             x = np.ascontiguousarray(self._scaled(batch)[0], dtype=np.float32)
             if self.standardise:
                 self.scaler.update(batch)
-        lrs = compiled_step.layer_lrs(self.layers, self.lr, REFERENCE_WIDTH, boost)
+        lrs = buffers.lrs(self.layers, self.lr, REFERENCE_WIDTH, boost)
         scores, out = compiled_step.step(self.layers, buffers, x, k, known, score_now, lrs)
         if self.means_readout is not None:
             vec = compiled_step.readout_learn(
@@ -770,9 +787,15 @@ class SpelaMLP(base.Classifier):
     def _rehearse(self, raw: np.ndarray, ks: np.ndarray) -> None:
         """Learn stored samples again: the layers update; input statistics and counts do not."""
         if len(ks) == 1 and not REPLAY_OBSERVE and self.uses_compiled:  # a replay of one
-            x = np.ascontiguousarray(self._scaled(raw)[0], dtype=np.float32)
-            lrs = compiled_step.layer_lrs(self.layers, self.lr, REFERENCE_WIDTH, REPLAY_WEIGHT)
-            last = compiled_step.rehearse_one(self.layers, self._scratch(), x, int(ks[0]), lrs)
+            assert self.scaler is not None
+            if self.standardise and self.expansion is None:
+                x = np.empty(raw.shape[1], dtype=np.float32)
+                compiled_step.standardise_row(self.scaler, raw[0], x)
+            else:
+                x = np.ascontiguousarray(self._scaled(raw)[0], dtype=np.float32)
+            buffers = self._scratch()
+            lrs = buffers.lrs(self.layers, self.lr, REFERENCE_WIDTH, REPLAY_WEIGHT)
+            last = compiled_step.rehearse_one(self.layers, buffers, x, int(ks[0]), lrs)
             if self.means_readout is not None:
                 compiled_step.readout_rehearse(self.means_readout, last, int(ks[0]))
             return

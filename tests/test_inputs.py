@@ -59,3 +59,18 @@ def test_as_matrix_forms_agree_and_name_row_and_feature() -> None:
     with pytest.raises(WidthError, match="different widths"):
         as_matrix([np.ones(2), np.ones(3)], None, None)
     assert as_matrix([], None, 4).shape == (0, 4)
+
+
+def test_one_vectors_single_check_decides_as_the_full_checks_do() -> None:
+    # a sum of squares gates one sample; past it the elementwise checks decide and name the place
+    at_limit = np.array([MAX_ABS, -MAX_ABS, MAX_ABS])  # squares sum past MAX_ABS**2: still fine
+    assert as_vector(at_limit, None, 3).tolist() == at_limit.tolist()
+    for bad, kind in ((np.inf, "NaN or infinity"), (-np.inf, "NaN or infinity"), (np.nan, "NaN")):
+        row = np.array([1.0, -np.inf, 2.0]) if bad == -np.inf else np.array([1.0, bad, 2.0])
+        with pytest.raises(NonFiniteError, match=rf"{kind}.*feature index\(es\) \[1\]"):
+            as_vector(row, None, 3)
+    with pytest.raises(NonFiniteError, match=r"feature index\(es\) \[0\] exceed"):
+        as_vector(np.array([-MAX_ABS * 1.5, 0.0]), None, 2)
+    for arr in (np.arange(3), np.array([True, False]), np.arange(3, dtype=np.float32) / 3):
+        out = as_vector(arr, None, None)
+        assert out.dtype == np.float64 and out.tolist() == np.asarray(arr, np.float64).tolist()

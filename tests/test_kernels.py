@@ -250,3 +250,81 @@ def test_torch_paths_numbers_do_not_depend_on_numba(
     for key in ref:
         a, b = np.asarray(fast[key]), np.asarray(ref[key])
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), key
+
+
+@needs_numba
+def test_the_one_sample_paths_kept_state_equals_recomputing_it() -> None:
+    # the compiled step keeps its step sizes (per boost), the class-vector check (per class
+    # count) and each stream's fitted temperature (per fitted count) between samples; with all
+    # recomputed every sample the numbers are the same, bit for bit, through new classes, a
+    # drift's boost and replays
+    a, b = (SpelaMLP(hidden=(16, 16), memory=40, seed=3) for _ in range(2))
+    assert a.uses_compiled
+    gen = np.random.default_rng(7)
+    boosts = set()
+    for i in range(600):
+        n_classes = 2 + (i >= 150) + (i >= 300)
+        label = int(gen.integers(0, n_classes))
+        row = gen.normal(size=5) + np.eye(5)[label] * 3
+        assert a.detector is not None and b.detector is not None
+        if i == 400:  # a detected change, on both: the step is boosted for the rest
+            a.detector.changed_at = b.detector.changed_at = b.n_learned
+        boosts.add(b.detector.boost(b.n_learned))
+        if i:
+            b._buffers._lrs = None
+            b._ensured = None
+            for fit in b.calibration:
+                fit.fitted = None  # the temperature fitted by numpy from nll, as before
+        pa, pb = a.predict_learn_one(row, label), b.predict_learn_one(row, label)
+        assert pa == pb
+    assert len(boosts) > 2  # the cache was keyed on more than one boost
+    sa, sb = a.state_dict(), b.state_dict()
+    for key in sa:
+        assert np.array_equal(np.asarray(sa[key]), np.asarray(sb[key])), key
+
+
+@needs_numba
+@pytest.mark.parametrize("clip", [5.0, None])
+def test_a_replays_compiled_standardising_equals_numpys(clip: float | None) -> None:
+    """A replay's row (raw float32, NaN where a feature was missing) standardised in one kernel
+    gives ``Standardiser.transform``'s numbers in float32, bit for bit: before any sample, with a
+    feature never seen, with missing values and past the clip."""
+    from spela_stream.scaling import Standardiser
+
+    X, _ = _stream(300, 6, 4, seed=6)
+    X[:, 5] = np.nan  # never seen: scale 0
+    scaler = Standardiser(6, clip=clip)
+    gen = np.random.default_rng(6)
+    out = np.empty(6, dtype=np.float32)
+    for i, row in enumerate(X):
+        raw = (row * (1 + 3 * (i % 7 == 0))).astype(np.float32)  # every 7th far out: clipped
+        raw[gen.random(6) < 0.2] = np.nan
+        compiled_step.standardise_row(scaler, raw, out)
+        expect = scaler.transform(raw[None, :])[0].astype(np.float32)
+        assert np.array_equal(out, expect), i
+        scaler.update(row)
+
+
+@needs_numba
+def test_the_compiled_temperature_fit_equals_numpys() -> None:
+    """kernels.fitted_temperature gives OnlineTemperature.temperature's float for the same
+    sums, bit for bit: minima inside, at either end, tied, on flat or concave neighbours."""
+    from spela_stream import kernels
+    from spela_stream.calibration import GRID, OnlineTemperature
+
+    gen = np.random.default_rng(9)
+    fit = OnlineTemperature()
+    fit.n = 100
+    cases = [gen.normal(size=len(GRID)) for _ in range(500)]
+    cases += [np.linspace(0, 1, len(GRID)), np.linspace(1, 0, len(GRID)), np.zeros(len(GRID))]
+    bowl = (np.arange(len(GRID)) - 20.0) ** 2
+    cases += [bowl, bowl + gen.normal(size=len(GRID)) * 1e-3, np.where(bowl < 5, 0.0, bowl)]
+    for nll in cases:
+        fit.nll, fit.fitted = nll, None
+        got = kernels.fitted_temperature(
+            nll, GRID, compiled_step._LOG_GRID, compiled_step._LOG_STEP
+        )
+        assert got == fit.temperature(0.1)
+    nan = np.zeros(len(GRID))
+    nan[3] = np.nan
+    assert kernels.fitted_temperature(nan, GRID, compiled_step._LOG_GRID, 1.0) == -1.0

@@ -223,3 +223,54 @@ def test_the_counts_a_full_memory_keeps_are_its_class_counts() -> None:
         if mem._stored is not None:
             assert mem._stored.tolist() == mem.class_counts().tolist()
     assert mem._stored is not None and len(mem) == 30
+
+
+def test_the_slots_a_full_memory_keeps_are_its_class_scan() -> None:
+    """A full memory keeps each class's slots (ascending) add by add: after every add they
+    equal a scan of y, and adds and samples pick what a memory rebuilding them each time picks."""
+    rng = np.random.default_rng(4)
+    kept, rebuilt = ReplayMemory(budget=40, n_features=2, seed=4), ReplayMemory(40, 2, seed=4)
+    for i in range(800):
+        k = int(rng.integers(0, 2 + i // 200))
+        row = np.array([i, k], dtype=np.float32)
+        kept.add(row, k)
+        rebuilt._slots = None
+        rebuilt.add(row, k)
+        if kept._slots is not None:
+            scan = [np.flatnonzero(kept.y == c).tolist() for c in range(len(kept._slots))]
+            assert kept._slots == scan
+        if i % 50 == 49:
+            weights = rng.random(len(kept.seen))
+            rebuilt._slots = None
+            a, b = kept.sample(7, weights), rebuilt.sample(7, weights)
+            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert kept._slots is not None
+    assert np.array_equal(kept.x, rebuilt.x) and np.array_equal(kept.y, rebuilt.y)
+    assert kept.rng.random() == rebuilt.rng.random()
+
+
+def test_a_weighted_sample_draws_what_rng_choice_draws() -> None:
+    """sample() draws its classes as ``rng.choice(C, size=n, p=w / w.sum())`` does, without its
+    checks, then a stored slot of each: the same samples and generator state after, for many
+    weights, on a memory filling and a full one."""
+    gen = np.random.default_rng(8)
+    for trial in range(200):
+        n_classes, n = int(gen.integers(2, 12)), int(gen.integers(1, 6))
+        mem = ReplayMemory(budget=60, n_features=1, seed=trial)
+        for k in range(int(gen.integers(20, 200))):
+            mem.add(np.array([k], dtype=np.float32), int(gen.integers(0, n_classes)))
+        w = gen.random(len(mem.seen)) ** 3
+        w[gen.random(len(w)) < 0.3] = 0.0
+        ref = np.random.default_rng(trial + 1000)
+        ref.bit_generator.state = mem.rng.bit_generator.state
+        stored = mem.class_counts()[: len(w)]
+        p = np.where(stored > 0, w, 0.0)
+        x, y = mem.sample(n, w)
+        if not p.sum() > 0:
+            assert len(y) == 0
+            continue
+        picks = ref.choice(len(p), size=n, p=p / p.sum())
+        idx = [np.flatnonzero(mem.y[: mem.size] == c) for c in picks.tolist()]
+        idx = [int(s[int(ref.integers(len(s)))]) for s in idx]
+        assert y.tolist() == mem.y[idx].tolist() and np.array_equal(x, mem.x[idx])
+        assert ref.random() == mem.rng.random()
