@@ -23,7 +23,19 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from typer.core import TyperCommand, TyperGroup
 
-from spela_stream.config import parse_columns, parse_hidden, parse_layers
+from spela_stream.config import (
+    EvalOptions,
+    FrameOptions,
+    Input,
+    LearnOptions,
+    OnError,
+    Output,
+    PredictOptions,
+    ServeOptions,
+    parse_columns,
+    parse_hidden,
+    parse_layers,
+)
 from spela_stream.errors import ConfigError
 from spela_stream.plot import CurveView
 from spela_stream.sources.tcp import MAX_LINE, PENDING, WINDOW
@@ -59,17 +71,7 @@ from .flags import (
     Threads,
     option,
 )  # fmt: skip
-from .options import (
-    EvalOptions,
-    FrameOptions,
-    Input,
-    LearnOptions,
-    OnError,
-    Output,
-    PredictOptions,
-    ServeOptions,
-    guarded,
-)
+from .options import guarded
 
 T = TypeVar("T")
 

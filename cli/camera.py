@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from spela_stream.config import FrameOptions, LearnOptions
 from spela_stream.display import announced, frames_summary_lines, ticking
 from spela_stream.features import backbone_spec, make_backbone
 from spela_stream.sources.frames import EmbeddedSource, is_frame_spec, open_frames
@@ -22,7 +23,6 @@ from storage.opening import resumes_frames
 from storage.run import Run, finish
 
 from .learning import learning
-from .options import FrameOptions, LearnOptions
 from .output import Progress
 
 # Measured (benchmarks/camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0): one

@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import torch
 
+from spela_stream.config import EvalOptions, Input, LearnOptions, Output, PredictOptions
 from spela_stream.display import evaluation_text, prediction_csv, prediction_json, ticking
 from spela_stream.model import SpelaMLP
 from spela_stream.prequential import StopGuard
@@ -22,7 +23,6 @@ from storage.run import finish
 
 from . import camera, serve
 from .learning import learning, summary_line
-from .options import EvalOptions, Input, LearnOptions, Output, PredictOptions
 from .output import Progress
 
 SERVED = (TCP, "mqtt://")  # sources served line by line: a socket, an MQTT subscription

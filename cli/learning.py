@@ -12,13 +12,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from spela_stream.config import LearnOptions
 from spela_stream.display import summary_lines
 from spela_stream.stopping import StopGuard
 from storage import CheckpointStore
 from storage.opening import made_db, open_run
 from storage.run import Run
 
-from .options import LearnOptions
 from .output import Progress
 
 __all__ = ["learning", "summary_line"]

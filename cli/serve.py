@@ -16,12 +16,11 @@ from typing import TYPE_CHECKING
 import typer
 
 from spela_stream.client import send_file
+from spela_stream.config import Input, LearnOptions, PredictOptions, ServeOptions
 from spela_stream.display import plural
 from spela_stream.errors import ConfigError
 from spela_stream.sources.tcp import LineServer, parse_url, url_of
 from spela_stream.stopping import StopGuard
-
-from .options import Input, LearnOptions, PredictOptions, ServeOptions
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -1,4 +1,5 @@
-"""Option values given as text (a command line's, a config file's): parsed and checked here.
+"""What a run was asked to do (learn, eval, predict: ``LearnOptions`` and kin), and the option
+values given as text (a command line's), parsed and checked.
 
 Each parser takes the text (``None``: not given) and returns the value the library takes, or
 raises ``ConfigError`` naming the text and the form it should have. Light to import (no torch).
@@ -6,9 +7,139 @@ raises ``ConfigError`` naming the text and the form it should have. Light to imp
 
 from __future__ import annotations
 
-from spela_stream.errors import ConfigError
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-__all__ = ["parse_columns", "parse_hidden", "parse_layers"]
+from spela_stream.errors import ConfigError
+from spela_stream.sources import BadRecordError, Source, open_source
+from spela_stream.sources.tcp import MAX_LINE, PENDING
+
+__all__ = [
+    "EvalOptions", "FrameOptions", "Input", "LearnOptions", "OnError", "Output",
+    "PredictOptions", "ServeOptions", "parse_columns", "parse_hidden", "parse_layers",
+]  # fmt: skip
+
+
+class OnError(enum.StrEnum):
+    """What a bad record does to a run."""
+
+    raise_ = "raise"
+    skip = "skip"
+
+
+class Output(enum.StrEnum):
+    """Prediction output format."""
+
+    csv = "csv"
+    json = "json"
+
+
+@dataclass(frozen=True)
+class FrameOptions:
+    """How ``camera...`` and ``images:DIR`` sources are read and labelled (``sources.frames``)."""
+
+    backbone: str | None = None
+    size: int | None = None
+    label: str | None = None
+    labels: Path | None = None
+    label_port: int | None = None
+    fps: float | None = None
+    changes: bool = False
+
+    def given(self) -> list[str]:
+        """The options set, as their flags."""
+        return [
+            "--" + k.replace("_", "-")
+            for k, v in vars(self).items()
+            if v is not None and v is not False
+        ]
+
+
+@dataclass(frozen=True)
+class Input:
+    """Where samples come from and how to read them."""
+
+    source: str
+    fmt: str | None = None
+    label_column: str | None = None
+    header: bool | None = None
+    features: int | None = None
+    frames: FrameOptions | None = None  # camera and images sources only
+
+    def open(
+        self, skip: int = 0, on_error: Callable[[BadRecordError], None] | None = None
+    ) -> Source:
+        """Open the source (``open_source``), skipping ``skip`` records (a resumed run's
+        position); eval and predict open theirs with ``storage.evaluation.open_scored``."""
+        return open_source(self.source, fmt=self.fmt, label_column=self.label_column,
+                           header=self.header, n_features=self.features, skip=skip,
+                           on_error=on_error)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """How a ``tcp://`` service listens and keeps samples for late labels (``service``)."""
+
+    host: str | None = None
+    pending: int = PENDING
+    max_line: int = MAX_LINE
+    columns: tuple[str, ...] | None = None  # the layout's names (with --features: its width)
+    publish: str | None = None  # mqtt://: the topic replies go to
+
+
+@dataclass
+class LearnOptions:
+    """Everything ``learn`` was asked to do."""
+
+    input: Input
+    db: Path
+    run: str | None
+    resume: bool
+    model: dict[str, Any]
+    checkpoint: int | None = None  # with resume: go on from this checkpoint, not the latest
+    skip: int | None = None  # with resume: records to pass over (default: by source kind)
+    every: int = 1000
+    window: int = 1000
+    limit: int | None = None
+    checkpoint_every: int | None = None
+    checkpoint_seconds: float | None = 60.0
+    keep: int | None = 3
+    on_error: OnError = OnError.raise_
+    rejects: Path | None = None
+    json_out: bool = False
+    quiet: bool = False
+    threads: int = 1
+    serve: ServeOptions = field(default_factory=ServeOptions)
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    """Everything ``eval`` was asked to do."""
+
+    input: Input
+    db: Path
+    run: str | None
+    checkpoint: int | None
+    limit: int | None
+    window: int
+    json_out: bool
+    threads: int
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Everything ``predict`` was asked to do."""
+
+    input: Input
+    db: Path
+    run: str | None
+    checkpoint: int | None
+    output: Output
+    threads: int
+    serve: ServeOptions = field(default_factory=ServeOptions)
 
 
 def parse_hidden(value: str | None) -> tuple[int, ...] | str | None:
