@@ -18,6 +18,7 @@ from spela_stream.prequential import StopGuard
 from spela_stream.sources import Source
 from spela_stream.sources.tcp import SCHEME as TCP
 from storage.evaluation import evaluation, load_saved, open_scored
+from storage.opening import wants_frames
 from storage.records import RunInfo
 from storage.run import finish
 
@@ -32,7 +33,7 @@ SERVED = (TCP, "mqtt://")  # sources served line by line: a socket, an MQTT subs
 
 def learn(opts: LearnOptions) -> None:
     """Learn test-then-train into a run: build the stream, hand it to the run, print."""
-    if camera.wants_frames(opts):  # camera:..., images:DIR: frames through a frozen backbone
+    if wants_frames(opts):  # camera:..., images:DIR: frames through a frozen backbone
         return camera.learn(opts)
     torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet, out=sys.stdout)

@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from spela_stream.config import LearnOptions
 from spela_stream.display import plural
 from spela_stream.errors import ConfigError
 from spela_stream.model import SpelaMLP
+from spela_stream.sources.frames import is_frame_spec
 from spela_stream.sources.resume import carries_new_data
 
 from .run import Run
@@ -121,3 +123,13 @@ def resumes_frames(db: Path, name: str | None = None) -> bool:
     with CheckpointStore(db, create=False, readonly=True) as store:
         latest = store.latest_run() if name is None else store.run(name)
         return latest is not None and "frames" in latest.config
+
+
+def wants_frames(opts: LearnOptions) -> bool:
+    """True when ``learn`` reads frames through a backbone: a ``camera...`` or ``images:DIR``
+    source, a frame option (``FrameOptions``) set, or a resume without a source of a run that
+    learned frames (``resumes_frames``)."""
+    fo = opts.input.frames
+    if is_frame_spec(opts.input.source) or (fo is not None and fo.given()):
+        return True
+    return opts.resume and not opts.input.source and resumes_frames(opts.db, opts.run)

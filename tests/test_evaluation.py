@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from spela_stream.config import FrameOptions, Input, LearnOptions
 from spela_stream.datasets import iter_mnist
 from spela_stream.display import evaluation_text, frames_summary_lines, summary_lines
 from spela_stream.errors import ConfigError
 from spela_stream.model import SpelaMLP
 from storage import CheckpointStore
 from storage.evaluation import evaluation, load_saved, open_scored
-from storage.opening import made_db, open_run, resumes_frames
+from storage.opening import made_db, open_run, resumes_frames, wants_frames
 from storage.run import Run
 
 
@@ -109,6 +111,24 @@ def test_resumes_frames_reads_the_run_a_resume_goes_on(db: Path, tmp_path: Path)
     with CheckpointStore(db) as store:
         store.create_run("cam", {**store.run("m").config, "frames": {"backbone": "none"}}, "c:0")
     assert resumes_frames(db) and resumes_frames(db, "cam") and not resumes_frames(db, "m")
+
+
+def test_wants_frames_by_source_frame_option_or_resumed_camera_run(db: Path) -> None:
+    def asked(source: str, frames: FrameOptions | None = None, **kw: Any) -> LearnOptions:
+        return LearnOptions(Input(source, frames=frames), db, kw.pop("run", None),
+                            kw.pop("resume", False), {})  # fmt: skip
+
+    assert wants_frames(asked("camera:0")) and wants_frames(asked("images:some/dir"))
+    assert not wants_frames(asked("data.csv")) and not wants_frames(asked("", FrameOptions()))
+    assert wants_frames(asked("data.csv", FrameOptions(fps=2.0)))  # a frame option says frames
+    assert wants_frames(asked("", FrameOptions(changes=True)))
+    assert not wants_frames(asked("", resume=True))  # the latest run, "m", learned a file
+    with CheckpointStore(db) as store:
+        store.create_run("cam", {**store.run("m").config, "frames": {"backbone": "none"}}, "c:0")
+    assert wants_frames(asked("", resume=True)) and wants_frames(asked("", run="cam", resume=True))
+    assert not wants_frames(asked("", run="m", resume=True))
+    assert not wants_frames(asked("data.csv", run="cam", resume=True))  # its source is given
+    assert not wants_frames(asked("", run="cam"))  # a new run named cam: no resume
 
 
 def test_frames_summary_lines_keep_stdout_to_one_format(tmp_path: Path) -> None:
