@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from functools import partial
 
 import torch
+import typer
 
 from spela_stream.config import EvalOptions, Input, LearnOptions, Output, PredictOptions
 from spela_stream.display import evaluation_text, prediction_csv, prediction_json, ticking
@@ -21,12 +23,19 @@ from storage.evaluation import evaluation, load_saved, open_scored
 from storage.opening import wants_frames
 from storage.records import RunInfo
 from storage.run import finish
+from storage.serving import serve_learning, serve_predictions
 
-from . import camera, serve
+from . import camera
 from .learning import learning, summary_line
 from .output import Progress
 
 SERVED = (TCP, "mqtt://")  # sources served line by line: a socket, an MQTT subscription
+
+
+def _stderr(message: str) -> None:
+    """Where a service says it listens: stderr, even with --quiet (its clients need it)."""
+    typer.echo(message, err=True)
+
 
 # ---------------------------------------------------------------- learn
 
@@ -40,7 +49,8 @@ def learn(opts: LearnOptions) -> None:
     with learning(opts, progress, default_source="builtin:mnist") as (run, guard):
         run.loop.model.threads = opts.threads  # the model's per-sample calls use --threads too
         if run.source.startswith(SERVED):  # a service: the same run, checkpoints and exits
-            return serve.learn(opts, run, guard, progress)
+            summary = partial(summary_line, run, opts, progress)
+            return serve_learning(opts, run, guard, progress, summary, _stderr)
         src = replace(opts.input, source=run.source).open(run.skip, run.on_bad)
         stream = run.reports(ticking(src, run.loop, progress), every=opts.every, doubling=True,
                              limit=opts.limit)  # fmt: skip
@@ -71,7 +81,7 @@ def evaluate(opts: EvalOptions) -> None:
 def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
     if opts.input.source.startswith(SERVED):  # a service answering each line
-        return serve.predict(opts)
+        return serve_predictions(opts, _stderr)
     torch.set_num_threads(opts.threads)
     info, loop, _ = load_saved(opts.db, opts.run, opts.checkpoint)
     loop.model.threads = opts.threads
