@@ -19,9 +19,9 @@ from spela_stream.display import announced, frames_summary_lines, ticking
 from spela_stream.features import backbone_spec, make_backbone
 from spela_stream.sources.frames import EmbeddedSource, open_frames
 from spela_stream.sources.labels import LabelChannel, label_policy
+from storage.opening import learning
 from storage.run import Run, finish
 
-from .learning import learning
 from .output import Progress
 
 # Measured (benchmarks/camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0): one
@@ -48,7 +48,7 @@ def learn(opts: LearnOptions) -> None:
         return {"frames": dict(spec)}
 
     with (
-        learning(opts, progress, default_source="camera:0", defaults={"hidden": CAMERA_HIDDEN},
+        learning(opts, progress.log, default_source="camera:0", defaults={"hidden": CAMERA_HIDDEN},
                  config=frames) as (run, guard),
         contextlib.ExitStack() as stack,
     ):  # fmt: skip

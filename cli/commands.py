@@ -20,13 +20,13 @@ from spela_stream.prequential import StopGuard
 from spela_stream.sources import Source
 from spela_stream.sources.tcp import SCHEME as TCP
 from storage.evaluation import evaluation, load_saved, open_scored
-from storage.opening import wants_frames
+from storage.opening import learning, wants_frames
 from storage.records import RunInfo
 from storage.run import finish
 from storage.serving import serve_learning, serve_predictions
 
 from . import camera
-from .learning import learning, summary_line
+from .learning import summary_line
 from .output import Progress
 
 SERVED = (TCP, "mqtt://")  # sources served line by line: a socket, an MQTT subscription
@@ -46,7 +46,7 @@ def learn(opts: LearnOptions) -> None:
         return camera.learn(opts)
     torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet, out=sys.stdout)
-    with learning(opts, progress, default_source="builtin:mnist") as (run, guard):
+    with learning(opts, progress.log, default_source="builtin:mnist") as (run, guard):
         run.loop.model.threads = opts.threads  # the model's per-sample calls use --threads too
         if run.source.startswith(SERVED):  # a service: the same run, checkpoints and exits
             summary = partial(summary_line, run, opts, progress)

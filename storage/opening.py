@@ -19,6 +19,7 @@ from spela_stream.errors import ConfigError
 from spela_stream.model import SpelaMLP
 from spela_stream.sources.frames import is_frame_spec
 from spela_stream.sources.resume import carries_new_data
+from spela_stream.stopping import StopGuard
 
 from .run import Run
 from .store import CheckpointStore
@@ -113,6 +114,33 @@ def resume_news(run: Run) -> list[str]:
             f"{run.skip + 1} on (the records before it count as learned)"
         )
     return news
+
+
+@contextlib.contextmanager
+def learning(
+    opts: LearnOptions,
+    log: Callable[[str], None],
+    *,
+    default_source: str,
+    defaults: dict[str, Any] | None = None,
+    config: Callable[[Run | None], dict[str, Any]] | None = None,
+) -> Iterator[tuple[Run, StopGuard]]:
+    """The run ``opts`` names (``open_run``) in its store, with signals guarded; a database
+    this made goes again if it fails before any run is in it (``made_db``). ``log`` hears the
+    resume news."""
+    with (
+        made_db(opts.db),
+        CheckpointStore(opts.db, create=not opts.resume) as store,
+        StopGuard() as guard,
+    ):
+        run = open_run(
+            store, opts.input.source, default_source=default_source, model=opts.model,
+            resume=opts.resume, name=opts.run, checkpoint=opts.checkpoint, skip=opts.skip,
+            window=opts.window, defaults=defaults, config=config, keep=opts.keep,
+            checkpoint_every=opts.checkpoint_every, checkpoint_seconds=opts.checkpoint_seconds,
+            on_error=opts.on_error.value, rejects=opts.rejects, log=log,
+        )  # fmt: skip
+        yield run, guard
 
 
 def resumes_frames(db: Path, name: str | None = None) -> bool:

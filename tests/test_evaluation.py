@@ -14,9 +14,10 @@ from spela_stream.datasets import iter_mnist
 from spela_stream.display import evaluation_text, frames_summary_lines, summary_lines
 from spela_stream.errors import ConfigError
 from spela_stream.model import SpelaMLP
+from spela_stream.stopping import StopGuard
 from storage import CheckpointStore
 from storage.evaluation import evaluation, load_saved, open_scored
-from storage.opening import made_db, open_run, resumes_frames, wants_frames
+from storage.opening import learning, made_db, open_run, resumes_frames, wants_frames
 from storage.run import Run
 
 
@@ -111,6 +112,25 @@ def test_resumes_frames_reads_the_run_a_resume_goes_on(db: Path, tmp_path: Path)
     with CheckpointStore(db) as store:
         store.create_run("cam", {**store.run("m").config, "frames": {"backbone": "none"}}, "c:0")
     assert resumes_frames(db) and resumes_frames(db, "cam") and not resumes_frames(db, "m")
+
+
+def test_learning_opens_the_run_asked_and_a_failed_first_one_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    db, heard = tmp_path / "new.db", []
+    opts = LearnOptions(Input(""), db, "a", False, {"hidden": (8,), "seed": 0, "lr": None})
+    with learning(opts, heard.append, default_source="builtin:mnist") as (run, guard):
+        assert (run.name, run.source, isinstance(guard, StopGuard)) == ("a", "builtin:mnist", True)
+        assert run.loop.model.hidden == (8,)
+        run.learn(iter_mnist(20))
+    again = LearnOptions(Input(""), db, None, True, {})
+    with learning(again, heard.append, default_source="builtin:mnist") as (run, _):
+        assert (run.name, run.loop.samples) == ("a", 20)
+    bad = LearnOptions(Input(""), tmp_path / "bad.db", None, False, {}, checkpoint=3)
+    with pytest.raises(ConfigError, match=r"^--checkpoint goes with --resume"):
+        with learning(bad, heard.append, default_source="builtin:mnist"):
+            pass
+    assert not (tmp_path / "bad.db").exists()
 
 
 def test_wants_frames_by_source_frame_option_or_resumed_camera_run(db: Path) -> None:
