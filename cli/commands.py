@@ -13,15 +13,12 @@ from functools import partial
 import torch
 import typer
 
-from spela_stream.config import EvalOptions, Input, LearnOptions, Output, PredictOptions
-from spela_stream.display import evaluation_text, prediction_csv, prediction_json, ticking
-from spela_stream.model import SpelaMLP
-from spela_stream.prequential import StopGuard
-from spela_stream.sources import Source
+from spela_stream.config import EvalOptions, LearnOptions, PredictOptions
+from spela_stream.display import evaluation_text, ticking
 from spela_stream.sources.tcp import SCHEME as TCP
-from storage.evaluation import evaluation, load_saved, open_scored
+from storage.evaluation import evaluate as evaluate_saved
+from storage.evaluation import write_predictions
 from storage.opening import learning, wants_frames
-from storage.records import RunInfo
 from storage.run import finish
 from storage.serving import serve_learning, serve_predictions
 
@@ -60,21 +57,9 @@ def learn(opts: LearnOptions) -> None:
 # ---------------------------------------------------------------- eval and predict
 
 
-def _opened(inp: Input, run: RunInfo, model: SpelaMLP) -> Source:
-    """The source to score (``storage.evaluation.open_scored``)."""
-    labels = inp.frames.labels if inp.frames is not None else None
-    return open_scored(inp.source, run, model, fmt=inp.fmt, label_column=inp.label_column,
-                       header=inp.header, features=inp.features, labels=labels)  # fmt: skip
-
-
 def evaluate(opts: EvalOptions) -> None:
-    """Score a saved model on a stream without learning."""
-    torch.set_num_threads(opts.threads)
-    info, saved, ck = load_saved(opts.db, opts.run, opts.checkpoint)
-    saved.model.threads = opts.threads
-    with StopGuard() as guard, _opened(opts.input, info, saved.model) as src:
-        result = evaluation(info.name, ck.id, opts.input.source, saved, src, window=opts.window,
-                            limit=opts.limit, guard=guard)  # fmt: skip
+    """Score a saved model on a stream without learning (``storage.evaluation.evaluate``)."""
+    result = evaluate_saved(opts)
     print(json.dumps(result) if opts.json_out else evaluation_text(result))
 
 
@@ -82,22 +67,4 @@ def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
     if opts.input.source.startswith(SERVED):  # a service answering each line
         return serve_predictions(opts, _stderr)
-    torch.set_num_threads(opts.threads)
-    info, loop, _ = load_saved(opts.db, opts.run, opts.checkpoint)
-    loop.model.threads = opts.threads
-    flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives
-    out = sys.stdout
-    header = opts.output is Output.csv  # written with the first answer, not before an error
-    with StopGuard(), _opened(opts.input, info, loop.model) as src:
-        for sample in src:
-            p = loop.step(sample.x, None, sample.index, sample.where)  # labels are not used
-            if header:
-                out.write("label,confidence,layer\n")
-                header = False
-            if opts.output is Output.csv:
-                out.write(prediction_csv(p))
-            else:
-                out.write(prediction_json(p, sample.index, sample.id))
-            if flush:
-                out.flush()
-    out.flush()
+    write_predictions(opts, sys.stdout)
