@@ -14,15 +14,29 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from typer.core import TyperCommand, TyperGroup
 
+from spela_stream.config import (
+    EvalOptions,
+    FrameOptions,
+    Input,
+    LearnOptions,
+    OnError,
+    Output,
+    PredictOptions,
+    ServeOptions,
+    parse_columns,
+    parse_hidden,
+    parse_layers,
+)
+from spela_stream.errors import ConfigError
 from spela_stream.plot import CurveView
 from spela_stream.sources.tcp import MAX_LINE, PENDING, WINDOW
 
@@ -57,17 +71,9 @@ from .flags import (
     Threads,
     option,
 )  # fmt: skip
-from .options import (
-    EvalOptions,
-    FrameOptions,
-    Input,
-    LearnOptions,
-    OnError,
-    Output,
-    PredictOptions,
-    ServeOptions,
-    guarded,
-)
+from .options import guarded
+
+T = TypeVar("T")
 
 
 class Command(TyperCommand):
@@ -176,27 +182,13 @@ def _root(
     """Learn continuously from a stream, one sample at a time, with SPELA."""
 
 
-def _parse_hidden(value: str | None) -> tuple[int, ...] | str | None:
-    if value is None:
-        return None
-    if value.strip() == "auto":
-        return "auto"
+def _parsed(parse: Callable[[str | None], T], value: str | None) -> T:
+    """An option's text parsed by the library (``spela_stream.config``); a bad value is a usage
+    error (exit 2, with the ``--help`` hint), raised before torch loads."""
     try:
-        widths = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r}: give layer widths like 1024,1024, or auto") from None
-    if not widths or any(w < 1 for w in widths):
-        raise typer.BadParameter(f"{value!r}: widths must be positive integers")
-    return widths
-
-
-def _columns(value: str | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    names = tuple(name.strip() for name in value.split(","))
-    if len(names) < 2 or not all(names) or len(set(names)) < len(names):
-        raise typer.BadParameter(f"{value!r}: give distinct column names like a,b,c,label")
-    return names
+        return parse(value)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _input(
@@ -318,13 +310,13 @@ def learn(
     opts = LearnOptions(
         input=_input(source, fmt, label_column, header, features, frames),
         db=db, run=run, resume=resume, checkpoint=checkpoint, skip=skip,
-        model={"hidden": _parse_hidden(hidden), "lr": lr, "report": report, "seed": seed,
+        model={"hidden": _parsed(parse_hidden, hidden), "lr": lr, "report": report, "seed": seed,
                "memory": memory},
         every=every, window=window, limit=limit,
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,
         json_out=json_out, quiet=quiet, threads=threads,
-        serve=ServeOptions(host, pending, max_line, _columns(columns), publish),
+        serve=ServeOptions(host, pending, max_line, _parsed(parse_columns, columns), publish),
     )  # fmt: skip
     guarded(_commands().learn, opts)
 
@@ -383,7 +375,8 @@ def predict(
         PredictOptions(
             _input(source, fmt, label_column, header, features),
             db, run, checkpoint, output, threads,
-            ServeOptions(host, max_line=max_line, columns=_columns(columns), publish=publish),
+            ServeOptions(host, max_line=max_line, columns=_parsed(parse_columns, columns),
+                         publish=publish),
         ),
     )  # fmt: skip
 
@@ -446,22 +439,8 @@ def plot(
     ] = 10,
 ) -> None:
     """Draw a run's learning curve (cumulative and rolling accuracy per layer, drifts) as PNG."""
-    view = CurveView(x.value, start, end, _parse_layers(layers), classes)
+    view = CurveView(x.value, start, end, _parsed(parse_layers, layers), classes)
     guarded(listing.plot, db, run, output, view)
-
-
-def _parse_layers(value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    if value == "none":
-        return ()
-    try:
-        found = tuple(int(part) for part in value.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"{value!r}: give layer numbers like 0,1, or none") from None
-    if any(i < 0 for i in found):
-        raise typer.BadParameter(f"{value!r}: layers count from 0")
-    return found
 
 
 @app.command(cls=Command)

@@ -14,15 +14,14 @@ from typing import Any
 
 import torch
 
+from spela_stream.config import FrameOptions, LearnOptions
 from spela_stream.display import announced, frames_summary_lines, ticking
 from spela_stream.features import backbone_spec, make_backbone
-from spela_stream.sources.frames import EmbeddedSource, is_frame_spec, open_frames
+from spela_stream.sources.frames import EmbeddedSource, open_frames
 from spela_stream.sources.labels import LabelChannel, label_policy
-from storage.opening import resumes_frames
+from storage.opening import learning
 from storage.run import Run, finish
 
-from .learning import learning
-from .options import FrameOptions, LearnOptions
 from .output import Progress
 
 # Measured (benchmarks/camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0): one
@@ -30,18 +29,6 @@ from .output import Progress
 # .896 after 5,000 frames, .843 against .810 after 1,000) and learns twice as fast; the model
 # keeps its own default.
 CAMERA_HIDDEN = (1024,)
-
-
-def wants_frames(opts: LearnOptions) -> bool:
-    """True when ``learn`` reads frames: a camera/images source, a camera option, or a resumed
-    camera run without ``--source``."""
-    fo = opts.input.frames
-    if is_frame_spec(opts.input.source) or (fo is not None and fo.given()):
-        return True
-    return opts.resume and not opts.input.source and resumes_frames(opts.db, opts.run)
-
-
-# ---------------------------------------------------------------- learn
 
 
 def learn(opts: LearnOptions) -> None:
@@ -61,7 +48,7 @@ def learn(opts: LearnOptions) -> None:
         return {"frames": dict(spec)}
 
     with (
-        learning(opts, progress, default_source="camera:0", defaults={"hidden": CAMERA_HIDDEN},
+        learning(opts, progress.log, default_source="camera:0", defaults={"hidden": CAMERA_HIDDEN},
                  config=frames) as (run, guard),
         contextlib.ExitStack() as stack,
     ):  # fmt: skip

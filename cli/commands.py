@@ -8,38 +8,46 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import replace
+from functools import partial
 
 import torch
+import typer
 
-from spela_stream.display import evaluation_text, prediction_csv, prediction_json, ticking
-from spela_stream.model import SpelaMLP
-from spela_stream.prequential import StopGuard
-from spela_stream.sources import Source
+from spela_stream.config import EvalOptions, LearnOptions, PredictOptions
+from spela_stream.display import evaluation_text, ticking
 from spela_stream.sources.tcp import SCHEME as TCP
-from storage.evaluation import evaluation, load_saved, open_scored
-from storage.records import RunInfo
+from storage.evaluation import evaluate as evaluate_saved
+from storage.evaluation import write_predictions
+from storage.opening import learning, wants_frames
 from storage.run import finish
+from storage.serving import serve_learning, serve_predictions
 
-from . import camera, serve
-from .learning import learning, summary_line
-from .options import EvalOptions, Input, LearnOptions, Output, PredictOptions
+from . import camera
+from .learning import summary_line
 from .output import Progress
 
 SERVED = (TCP, "mqtt://")  # sources served line by line: a socket, an MQTT subscription
+
+
+def _stderr(message: str) -> None:
+    """Where a service says it listens: stderr, even with --quiet (its clients need it)."""
+    typer.echo(message, err=True)
+
 
 # ---------------------------------------------------------------- learn
 
 
 def learn(opts: LearnOptions) -> None:
     """Learn test-then-train into a run: build the stream, hand it to the run, print."""
-    if camera.wants_frames(opts):  # camera:..., images:DIR: frames through a frozen backbone
+    if wants_frames(opts):  # camera:..., images:DIR: frames through a frozen backbone
         return camera.learn(opts)
     torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet, out=sys.stdout)
-    with learning(opts, progress, default_source="builtin:mnist") as (run, guard):
+    with learning(opts, progress.log, default_source="builtin:mnist") as (run, guard):
         run.loop.model.threads = opts.threads  # the model's per-sample calls use --threads too
         if run.source.startswith(SERVED):  # a service: the same run, checkpoints and exits
-            return serve.learn(opts, run, guard, progress)
+            summary = partial(summary_line, run, opts, progress)
+            return serve_learning(opts, run, guard, progress, summary, _stderr)
         src = replace(opts.input, source=run.source).open(run.skip, run.on_bad)
         stream = run.reports(ticking(src, run.loop, progress), every=opts.every, doubling=True,
                              limit=opts.limit)  # fmt: skip
@@ -49,44 +57,14 @@ def learn(opts: LearnOptions) -> None:
 # ---------------------------------------------------------------- eval and predict
 
 
-def _opened(inp: Input, run: RunInfo, model: SpelaMLP) -> Source:
-    """The source to score (``storage.evaluation.open_scored``)."""
-    labels = inp.frames.labels if inp.frames is not None else None
-    return open_scored(inp.source, run, model, fmt=inp.fmt, label_column=inp.label_column,
-                       header=inp.header, features=inp.features, labels=labels)  # fmt: skip
-
-
 def evaluate(opts: EvalOptions) -> None:
-    """Score a saved model on a stream without learning."""
-    torch.set_num_threads(opts.threads)
-    info, saved, ck = load_saved(opts.db, opts.run, opts.checkpoint)
-    saved.model.threads = opts.threads
-    with StopGuard() as guard, _opened(opts.input, info, saved.model) as src:
-        result = evaluation(info.name, ck.id, opts.input.source, saved, src, window=opts.window,
-                            limit=opts.limit, guard=guard)  # fmt: skip
+    """Score a saved model on a stream without learning (``storage.evaluation.evaluate``)."""
+    result = evaluate_saved(opts)
     print(json.dumps(result) if opts.json_out else evaluation_text(result))
 
 
 def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
     if opts.input.source.startswith(SERVED):  # a service answering each line
-        return serve.predict(opts)
-    torch.set_num_threads(opts.threads)
-    info, loop, _ = load_saved(opts.db, opts.run, opts.checkpoint)
-    loop.model.threads = opts.threads
-    flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives
-    out = sys.stdout
-    header = opts.output is Output.csv  # written with the first answer, not before an error
-    with StopGuard(), _opened(opts.input, info, loop.model) as src:
-        for sample in src:
-            p = loop.step(sample.x, None, sample.index, sample.where)  # labels are not used
-            if header:
-                out.write("label,confidence,layer\n")
-                header = False
-            if opts.output is Output.csv:
-                out.write(prediction_csv(p))
-            else:
-                out.write(prediction_json(p, sample.index, sample.id))
-            if flush:
-                out.flush()
-    out.flush()
+        return serve_predictions(opts, _stderr)
+    write_predictions(opts, sys.stdout)

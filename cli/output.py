@@ -23,6 +23,7 @@ FLAGS = {
     "rejects": "--rejects",
     "host": "--host",
     "publish": "--publish",
+    "columns": "--columns",
     "label": "--label",
     "labels": "--labels",
     "label_port": "--label-port",

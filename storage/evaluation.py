@@ -8,7 +8,7 @@ after ``info, saved, ck = load_saved("runs.db")``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from spela_stream.errors import ConfigError
 from spela_stream.prequential import Prequential
@@ -21,6 +21,7 @@ from .session import load_loop
 from .store import CheckpointStore, pick_run
 
 if TYPE_CHECKING:
+    from spela_stream.config import EvalOptions, Input, PredictOptions
     from spela_stream.model import SpelaMLP
 
 
@@ -104,3 +105,52 @@ def open_scored(
     spec = backbone_spec(run)
     track = LabelTrack.read(labels) if labels is not None else None
     return open_frames(source, make_backbone(spec["backbone"], spec["size"]), labels=track)
+
+
+def open_input(inp: Input, run: RunInfo, model: SpelaMLP) -> Source:
+    """The source ``inp`` names, to score with ``run``'s ``model`` (``open_scored``)."""
+    labels = inp.frames.labels if inp.frames is not None else None
+    return open_scored(inp.source, run, model, fmt=inp.fmt, label_column=inp.label_column,
+                       header=inp.header, features=inp.features, labels=labels)  # fmt: skip
+
+
+def evaluate(opts: EvalOptions) -> dict[str, Any]:
+    """``eval``: the saved model ``opts`` names scored on ``opts.input`` without learning
+    (``evaluation``), on ``opts.threads`` threads; a signal stops it (``Interrupted``)."""
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    info, saved, ck = load_saved(opts.db, opts.run, opts.checkpoint)
+    saved.model.threads = opts.threads
+    with StopGuard() as guard, open_input(opts.input, info, saved.model) as src:
+        return evaluation(info.name, ck.id, opts.input.source, saved, src, window=opts.window,
+                          limit=opts.limit, guard=guard)  # fmt: skip
+
+
+def write_predictions(opts: PredictOptions, out: TextIO) -> None:
+    """``predict``: one prediction of the saved model per record of ``opts.input`` on ``out``
+    (csv with a header written with the first answer, or JSON lines); labels are not used and
+    nothing is learned. From stdin (``-``) each answer is flushed as its question arrives."""
+    import torch
+
+    from spela_stream.config import Output
+    from spela_stream.display import prediction_csv, prediction_json
+
+    torch.set_num_threads(opts.threads)
+    info, loop, _ = load_saved(opts.db, opts.run, opts.checkpoint)
+    loop.model.threads = opts.threads
+    flush = opts.input.source == "-"  # a pipe's reader wants each answer as its question arrives
+    header = opts.output is Output.csv  # written with the first answer, not before an error
+    with StopGuard(), open_input(opts.input, info, loop.model) as src:
+        for sample in src:
+            p = loop.step(sample.x, None, sample.index, sample.where)  # labels are not used
+            if header:
+                out.write("label,confidence,layer\n")
+                header = False
+            if opts.output is Output.csv:
+                out.write(prediction_csv(p))
+            else:
+                out.write(prediction_json(p, sample.index, sample.id))
+            if flush:
+                out.flush()
+    out.flush()

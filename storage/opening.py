@@ -13,10 +13,13 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from spela_stream.config import LearnOptions
 from spela_stream.display import plural
 from spela_stream.errors import ConfigError
 from spela_stream.model import SpelaMLP
+from spela_stream.sources.frames import is_frame_spec
 from spela_stream.sources.resume import carries_new_data
+from spela_stream.stopping import StopGuard
 
 from .run import Run
 from .store import CheckpointStore
@@ -113,6 +116,33 @@ def resume_news(run: Run) -> list[str]:
     return news
 
 
+@contextlib.contextmanager
+def learning(
+    opts: LearnOptions,
+    log: Callable[[str], None],
+    *,
+    default_source: str,
+    defaults: dict[str, Any] | None = None,
+    config: Callable[[Run | None], dict[str, Any]] | None = None,
+) -> Iterator[tuple[Run, StopGuard]]:
+    """The run ``opts`` names (``open_run``) in its store, with signals guarded; a database
+    this made goes again if it fails before any run is in it (``made_db``). ``log`` hears the
+    resume news."""
+    with (
+        made_db(opts.db),
+        CheckpointStore(opts.db, create=not opts.resume) as store,
+        StopGuard() as guard,
+    ):
+        run = open_run(
+            store, opts.input.source, default_source=default_source, model=opts.model,
+            resume=opts.resume, name=opts.run, checkpoint=opts.checkpoint, skip=opts.skip,
+            window=opts.window, defaults=defaults, config=config, keep=opts.keep,
+            checkpoint_every=opts.checkpoint_every, checkpoint_seconds=opts.checkpoint_seconds,
+            on_error=opts.on_error.value, rejects=opts.rejects, log=log,
+        )  # fmt: skip
+        yield run, guard
+
+
 def resumes_frames(db: Path, name: str | None = None) -> bool:
     """Whether the run a resume of ``db`` goes on (``name``, or the latest) learned frames
     through a backbone (``frames`` in its config); False when there is no such run or file."""
@@ -121,3 +151,13 @@ def resumes_frames(db: Path, name: str | None = None) -> bool:
     with CheckpointStore(db, create=False, readonly=True) as store:
         latest = store.latest_run() if name is None else store.run(name)
         return latest is not None and "frames" in latest.config
+
+
+def wants_frames(opts: LearnOptions) -> bool:
+    """True when ``learn`` reads frames through a backbone: a ``camera...`` or ``images:DIR``
+    source, a frame option (``FrameOptions``) set, or a resume without a source of a run that
+    learned frames (``resumes_frames``)."""
+    fo = opts.input.frames
+    if is_frame_spec(opts.input.source) or (fo is not None and fo.given()):
+        return True
+    return opts.resume and not opts.input.source and resumes_frames(opts.db, opts.run)

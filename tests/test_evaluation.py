@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from spela_stream.config import (
+    EvalOptions,
+    FrameOptions,
+    Input,
+    LearnOptions,
+    Output,
+    PredictOptions,
+)
 from spela_stream.datasets import iter_mnist
 from spela_stream.display import evaluation_text, frames_summary_lines, summary_lines
 from spela_stream.errors import ConfigError
 from spela_stream.model import SpelaMLP
+from spela_stream.stopping import StopGuard
 from storage import CheckpointStore
-from storage.evaluation import evaluation, load_saved, open_scored
-from storage.opening import made_db, open_run, resumes_frames
+from storage.evaluation import evaluate, evaluation, load_saved, open_scored, write_predictions
+from storage.opening import learning, made_db, open_run, resumes_frames, wants_frames
 from storage.run import Run
 
 
@@ -109,6 +120,63 @@ def test_resumes_frames_reads_the_run_a_resume_goes_on(db: Path, tmp_path: Path)
     with CheckpointStore(db) as store:
         store.create_run("cam", {**store.run("m").config, "frames": {"backbone": "none"}}, "c:0")
     assert resumes_frames(db) and resumes_frames(db, "cam") and not resumes_frames(db, "m")
+
+
+def test_evaluate_and_write_predictions_use_the_saved_run(db: Path, tmp_path: Path) -> None:
+    data = tmp_path / "d.csv"
+    data.write_text("".join(",".join([str(k)] * 784) + f",{k}\n" for k in (0, 1, 0)))
+    result = evaluate(EvalOptions(Input(str(data)), db, None, None, None, 1000, False, 1))
+    info, saved, ck = load_saved(db)
+    with open_scored(str(data), info, saved.model) as src:
+        assert result == evaluation("m", ck.id, str(data), saved, src)
+    assert result["samples"] == 3
+    out = io.StringIO()
+    write_predictions(PredictOptions(Input(str(data)), db, "m", None, Output.csv, 1), out)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "label,confidence,layer" and len(lines) == 4
+    out = io.StringIO()
+    write_predictions(PredictOptions(Input(str(data)), db, "m", None, Output.json, 1), out)
+    rows = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(rows) == 3 and [str(r["label"]) for r in rows] == [
+        ln.split(",")[0] for ln in lines[1:]
+    ]
+
+
+def test_learning_opens_the_run_asked_and_a_failed_first_one_leaves_no_file(
+    tmp_path: Path,
+) -> None:
+    db, heard = tmp_path / "new.db", []
+    opts = LearnOptions(Input(""), db, "a", False, {"hidden": (8,), "seed": 0, "lr": None})
+    with learning(opts, heard.append, default_source="builtin:mnist") as (run, guard):
+        assert (run.name, run.source, isinstance(guard, StopGuard)) == ("a", "builtin:mnist", True)
+        assert run.loop.model.hidden == (8,)
+        run.learn(iter_mnist(20))
+    again = LearnOptions(Input(""), db, None, True, {})
+    with learning(again, heard.append, default_source="builtin:mnist") as (run, _):
+        assert (run.name, run.loop.samples) == ("a", 20)
+    bad = LearnOptions(Input(""), tmp_path / "bad.db", None, False, {}, checkpoint=3)
+    with pytest.raises(ConfigError, match=r"^--checkpoint goes with --resume"):
+        with learning(bad, heard.append, default_source="builtin:mnist"):
+            pass
+    assert not (tmp_path / "bad.db").exists()
+
+
+def test_wants_frames_by_source_frame_option_or_resumed_camera_run(db: Path) -> None:
+    def asked(source: str, frames: FrameOptions | None = None, **kw: Any) -> LearnOptions:
+        return LearnOptions(Input(source, frames=frames), db, kw.pop("run", None),
+                            kw.pop("resume", False), {})  # fmt: skip
+
+    assert wants_frames(asked("camera:0")) and wants_frames(asked("images:some/dir"))
+    assert not wants_frames(asked("data.csv")) and not wants_frames(asked("", FrameOptions()))
+    assert wants_frames(asked("data.csv", FrameOptions(fps=2.0)))  # a frame option says frames
+    assert wants_frames(asked("", FrameOptions(changes=True)))
+    assert not wants_frames(asked("", resume=True))  # the latest run, "m", learned a file
+    with CheckpointStore(db) as store:
+        store.create_run("cam", {**store.run("m").config, "frames": {"backbone": "none"}}, "c:0")
+    assert wants_frames(asked("", resume=True)) and wants_frames(asked("", run="cam", resume=True))
+    assert not wants_frames(asked("", run="m", resume=True))
+    assert not wants_frames(asked("data.csv", run="cam", resume=True))  # its source is given
+    assert not wants_frames(asked("", run="cam"))  # a new run named cam: no resume
 
 
 def test_frames_summary_lines_keep_stdout_to_one_format(tmp_path: Path) -> None:
