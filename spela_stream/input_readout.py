@@ -162,6 +162,7 @@ class InputMeans:
             "counts": self.counts.copy(),
             "cov": self.cov.copy(),
             "white": self.white.copy(),
+            "pmeans": self.pmeans.copy(),  # as kept in step, not recomputed: a resume is exact
             "n": np.array([self.n, self.seen], dtype=np.int64),
         }
 
@@ -179,7 +180,10 @@ class InputMeans:
             )
         r = cls(d, window)
         r.means, r.counts, r.cov, r.white = means.copy(), counts.copy(), cov.copy(), white.copy()
-        r.pmeans = r.means @ r.white.T
+        kept = state.get("pmeans")  # absent in a state saved before it was kept
+        r.pmeans = (np.asarray(kept, dtype=np.float64).copy()
+                    if kept is not None and np.shape(kept) == means.shape
+                    else r.means @ r.white.T)  # fmt: skip
         r.n, r.seen = (int(v) for v in np.asarray(state["n"]).tolist())
         return r
 
