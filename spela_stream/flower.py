@@ -45,8 +45,14 @@ def load_fleet(folder: Path) -> tuple[int, dict[str, Any] | None, dict[str, int]
     path = folder / MODEL
     if not path.exists():
         return 0, None, {}
-    arrays, meta = unpack(path.read_bytes())
-    return int(meta["round"]), {**arrays, "labels": meta["labels"]}, dict(meta["contributions"])
+    try:
+        arrays, meta = unpack(path.read_bytes())
+        return int(meta["round"]), {**arrays, "labels": meta["labels"]}, dict(meta["contributions"])
+    except (ValueError, KeyError, TypeError, OSError, FleetError) as exc:
+        raise FleetError(
+            f"{path}: not a fleet model this server can go on from ({type(exc).__name__}: "
+            f"{str(exc)[:120]}); move it aside to start the fleet afresh, or put back a good copy"
+        ) from None
 
 
 def save_fleet(

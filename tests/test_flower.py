@@ -316,3 +316,15 @@ def test_the_server_killed_and_run_again_on_its_dir_goes_on_from_its_model(
     for d in range(2):
         out, _ = fleet.procs[f"d{d}"].communicate(timeout=180)
         assert json.loads(out.splitlines()[-1])["samples"] == 200
+
+
+def test_a_damaged_fleet_model_is_refused_naming_the_file_and_the_fix(tmp_path: Path) -> None:
+    """A ``fleet.npz`` that is not a fleet model (garbage bytes): ``FleetError`` naming the
+    file and what to do, not numpy's own message alone; the file is left as it was."""
+    from spela_stream.fleet_wire import FleetError
+    from spela_stream.flower import load_fleet
+
+    (tmp_path / "fleet.npz").write_bytes(b"garbage\n")
+    with pytest.raises(FleetError, match=r"fleet\.npz: not a fleet model .* move it aside"):
+        load_fleet(tmp_path)
+    assert (tmp_path / "fleet.npz").read_bytes() == b"garbage\n"
