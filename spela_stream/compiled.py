@@ -128,6 +128,7 @@ def rehearse_one(
         kernels.layer_step(
             w, b, v, k, h, h_in, mean, m2, norm_mode, denom, -1, no_scores,
             buffers.z[i], y, buffers.g[i], lrs[i], LEAKY_SLOPE, 0, 0.0, 0.0, 0.0, 0,
+            layer.contrast, layer.n_known,
         )  # fmt: skip
         h = y
     return h
@@ -177,6 +178,7 @@ def step(
         kernels.layer_step(
             w, b, v, k, h, h_in, mean, m2, norm_mode, denom, n_classes, s[0],
             buffers.z[i], y, buffers.g[i], lrs[i], LEAKY_SLOPE, obs_mode, keep, add, beta, count,
+            layer.contrast, layer.n_known,
         )  # fmt: skip
         if score:
             out_scores.append(s)

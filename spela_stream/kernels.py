@@ -124,6 +124,61 @@ def update(
 
 
 @_compiled
+def update_contrastive(
+    w: np.ndarray,
+    b: np.ndarray,
+    x: np.ndarray,
+    z: np.ndarray,
+    y: np.ndarray,
+    v: np.ndarray,
+    k: int,
+    n_known: int,
+    temperature: float,
+    lr: float,
+    slope: float,
+    g: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """One SGD step on the contrastive loss T * CE(softmax(cos(y, v_j) / T), k) over the first
+    n_known class vectors (``rule.contrastive_grad``): dL/dy = sum_j q_j (v_j - c_j y_hat) / n,
+    q = p - onehot(k), times phi'(z); W -= lr g x^T (rank 1), b -= lr g."""
+    d_out, d_in = w.shape
+    nn = 0.0
+    for i in range(d_out):
+        nn += float(y[i]) * float(y[i])
+    n = max(math.sqrt(nn), _EPS)
+    cos = np.empty(n_known)
+    top = -1e300
+    for c in range(n_known):
+        acc = 0.0
+        for i in range(d_out):
+            acc += float(v[c, i]) * float(y[i])
+        cos[c] = acc / n
+        top = max(top, cos[c] / temperature)
+    q = np.empty(n_known)
+    total = 0.0
+    for c in range(n_known):
+        q[c] = math.exp(cos[c] / temperature - top)
+        total += q[c]
+    qc = 0.0
+    for c in range(n_known):
+        q[c] = q[c] / total - (1.0 if c == k else 0.0)
+        qc += q[c] * cos[c]
+    for i in range(d_out):
+        acc = 0.0
+        for c in range(n_known):
+            acc += q[c] * float(v[c, i])
+        gi = (acc - qc * float(y[i]) / n) / n
+        if not z[i] > 0:
+            gi *= slope
+        g[i] = gi
+    for i in range(d_out):
+        step = np.float32(-lr * float(g[i]))
+        for j in range(d_in):
+            w[i, j] += step * x[j]
+        b[i] += step
+
+
+@_compiled
 def ema_update(
     mean: np.ndarray, m2: np.ndarray, h: np.ndarray, keep: float, add: float, beta: float
 ) -> None:  # pragma: no cover - compiled
@@ -171,12 +226,15 @@ def layer_step(
     add: float,
     beta: float,
     count: int,
+    contrast: float,
+    n_known: int,
 ) -> None:  # pragma: no cover - compiled
     """One layer's whole per-sample step in one call, the kernels above in the torch path's
     order: the input h normalised into xin (``norm_mode`` 0: xin is h itself, 1: zeros before
     any statistics, 2: ``normalise`` with ``denom``), ``forward`` into z and y, ``scores`` of the
-    first n_classes into out_scores (none when n_classes < 0), ``update`` towards v[k], then the
-    raw h folded into the statistics (``obs_mode`` 0: none, 1: ``ema_update``, 2:
+    first n_classes into out_scores (none when n_classes < 0), ``update`` towards v[k]
+    (``update_contrastive`` over the first n_known classes when ``contrast`` > 0), then the raw
+    h folded into the statistics (``obs_mode`` 0: none, 1: ``ema_update``, 2:
     ``welford_update`` with ``count``)."""
     if norm_mode == 1:
         for j in range(xin.shape[0]):
@@ -186,7 +244,10 @@ def layer_step(
     forward(w, b, xin, slope, z, y)
     if n_classes >= 0:
         scores(v, y, n_classes, out_scores)
-    update(w, b, xin, z, y, v[k], lr, slope, g)
+    if contrast > 0:
+        update_contrastive(w, b, xin, z, y, v, k, max(n_known, k + 1), contrast, lr, slope, g)
+    else:
+        update(w, b, xin, z, y, v[k], lr, slope, g)
     if obs_mode == 1:
         ema_update(mean, m2, h, keep, add, beta)
     elif obs_mode == 2:

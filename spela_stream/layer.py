@@ -13,7 +13,13 @@ import numpy as np
 import torch
 
 from .class_vectors import ClassVectors
-from .rule import LEAKY_SLOPE, leaky_relu_backward, local_grad, local_grad_one
+from .rule import (
+    LEAKY_SLOPE,
+    contrastive_grad,
+    leaky_relu_backward,
+    local_grad,
+    local_grad_one,
+)
 from .scaling import TensorStandardiser
 
 
@@ -59,6 +65,8 @@ class SpelaLayer:
             if normalise_input
             else None
         )
+        self.contrast = 0.0  # > 0: the contrastive local loss at this temperature (the model's)
+        self.n_known = 0  # classes the contrastive loss pushes between (ensure_classes)
 
     @property
     def d_in(self) -> int:
@@ -78,6 +86,7 @@ class SpelaLayer:
         if n > len(self.class_vectors):
             self.class_vectors.ensure(n)
             self._sync_vectors()
+        self.n_known = max(self.n_known, n)
 
     def grow_inputs(self, k: int, seed: int) -> None:
         """Add ``k`` input columns at the end, drawn as the first were (``U(+-sqrt(6 / d_in))``
@@ -132,7 +141,17 @@ class SpelaLayer:
     def update(
         self, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor, k: torch.Tensor, lr: float
     ) -> None:
-        """One SGD step on the local loss for targets k (B,), averaged over the batch."""
+        """One SGD step on the local loss for targets k (B,), averaged over the batch: the paper's
+        ``log(2 - cos)``, or with ``contrast`` > 0 the contrastive loss over the known classes
+        (``rule.contrastive_grad``)."""
+        if self.contrast > 0:
+            n_known = max(self.n_known, int(k.max()) + 1)
+            g_c = contrastive_grad(y, self.vectors[:n_known], k, self.contrast)
+            g_c = leaky_relu_backward(g_c, z)
+            step_c = lr / x.shape[0]
+            self.weight.addmm_(g_c.T, x, alpha=-step_c)
+            self.bias.add_(g_c.sum(dim=0), alpha=-step_c)
+            return
         if x.shape[0] == 1:  # the per-sample path, with as few tensor operations as it can
             g1 = local_grad_one(y[0], self.vectors[int(k[0])])  # dL/dy  (d_out,)
             g1 = leaky_relu_backward(g1, z[0])  # dL/dz = dL/dy * phi'(z)
@@ -177,6 +196,8 @@ class SpelaLayer:
         layer.class_vectors = ClassVectors.from_array(state["vectors"], seed=seed)
         layer._sync_vectors()
         layer.input_norm = None
+        layer.contrast = 0.0
+        layer.n_known = 0
         if "input_mean" in state:
             layer.input_norm = TensorStandardiser(
                 layer.d_in, layer.device, decay=input_decay, slow_decay=input_slow_decay

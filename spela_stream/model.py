@@ -174,6 +174,13 @@ class SpelaMLP(base.Classifier):
         layer, when the input has at most 32 features (``expansion.FourierFeatures``; 0, the
         default, turns it off). 512 fits RandomRBF about as well as backprop does (0.897 against
         0.818) but costs Elec2 4.6 points and Agrawal 1.5, so it is an option, not a default.
+    contrast
+        A temperature T > 0: each layer's local loss is ``T * CE(softmax(cos(y, v_j) / T), k)``
+        over the known classes' vectors, which also pushes the output away from the other
+        classes' vectors and stops pulling once a sample is right by a margin
+        (``rule.contrastive_grad``); 0, the default: the paper's ``log(2 - cos(y, v_k))``. 0.1
+        fits non-linear streams far better and lifts every i.i.d. stream (issue 11, round 7,
+        benchmarks/results/continual-research.md); a state saved before the option loads as 0.
     adapt
         Watch the reported layer's prequential error for a rise (Page-Hinkley,
         ``drift.DriftDetector``) and, on a detected change, raise the step size for a while and
@@ -219,6 +226,7 @@ class SpelaMLP(base.Classifier):
         readout: bool = True,
         input_readout: int = 0,
         fourier: int = 0,
+        contrast: float = 0.0,
         adapt: bool = True,
         device: str = "cpu",
         dtype: str = "float32",
@@ -247,6 +255,7 @@ class SpelaMLP(base.Classifier):
         self.readout = bool(readout)
         self.input_readout = int(input_readout)
         self.fourier = int(fourier)
+        self.contrast = float(contrast)
         self.adapt = bool(adapt)
         self.device = str(device)
         self.dtype = str(dtype)
@@ -292,6 +301,10 @@ class SpelaMLP(base.Classifier):
             )
         if self.fourier < 0:
             raise ConfigError(f"fourier must be >= 0 features (0 turns it off), got {self.fourier}")
+        if not (self.contrast >= 0 and math.isfinite(self.contrast)):
+            raise ConfigError(
+                f"contrast must be a temperature >= 0 (0: the paper's loss), got {self.contrast}"
+            )
         if self.capacity < 1:
             raise ConfigError(f"capacity must be >= 1, got {self.capacity}")
         if self.report not in REPORTS:
@@ -402,12 +415,20 @@ class SpelaMLP(base.Classifier):
             )
             for i in range(len(self.hidden))
         ]
+        self._set_loss()
         if self.memory > 0:
             self.replay_memory = ReplayMemory(self.memory, n_features, seed=self._memory_seed)
         if self.readout:
             self.means_readout = Readout(self.hidden[-1:])
         if self.input_readout:
             self.input_means = self._new_input_readout(n_features)
+
+    def _set_loss(self) -> None:
+        """Give every layer the local loss asked for (``contrast``: 0, the paper's) and the
+        classes it contrasts (a loaded model may replay before it learns a sample)."""
+        for layer in self.layers:
+            layer.contrast = self.contrast
+            layer.n_known = max(layer.n_known, len(self.labels))
 
     def _new_input_readout(self, n_features: int) -> InputReadout:
         return InputReadout(n_features, self.input_readout, input_rules.MIX, input_rules.WEIGHT)
@@ -929,6 +950,7 @@ class SpelaMLP(base.Classifier):
             "readout": self.readout,
             "input_readout": self.input_readout,
             "fourier": self.fourier,
+            "contrast": self.contrast,
             "adapt": self.adapt,
             "device": self.device,
             "dtype": self.dtype,
@@ -1002,7 +1024,8 @@ class SpelaMLP(base.Classifier):
             )
         try:
             # a state saved before the expansion and the detector existed had neither
-            config = {"fourier": 0, "adapt": False, **state["config"], **overrides}
+            # (and one saved before the contrastive loss, the paper's loss)
+            config = {"fourier": 0, "adapt": False, "contrast": 0.0, **state["config"], **overrides}
             model = cls(**config)
             model.labels = [check_label(v) for v in state["labels"]]
             model._index = {v: i for i, v in enumerate(model.labels)}
@@ -1040,6 +1063,7 @@ class SpelaMLP(base.Classifier):
                     )
                     for i in range(len(model.hidden))
                 ]
+                model._set_loss()
                 if model.memory > 0:
                     saved = {
                         k.removeprefix("memory."): v

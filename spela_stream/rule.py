@@ -63,3 +63,20 @@ def local_grad_one(y: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     n = max(float(y.norm()), _EPS)
     c = float(torch.dot(y, v)) / n
     return torch.add(v, y, alpha=-c / n).mul_(-1.0 / (n * (2.0 - c)))
+
+
+def contrastive_grad(
+    y: torch.Tensor, vectors: torch.Tensor, k: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """dL/dy of the contrastive local loss ``T * CE(softmax(cos(y, v_j) / T), k)`` over the
+    class vectors given (the known classes'), (B, d): ``sum_j (p_j - [j = k]) (v_j - c_j y_hat)
+    / |y|``. It pulls towards the label's vector and pushes from the others' by their
+    probability, and vanishes on a sample already right by a margin, where ``log(2 - cos)``
+    keeps pulling (issue 11, round 7: the fit of non-linear low-dimensional streams)."""
+    n = y.norm(dim=1, keepdim=True).clamp_min(_EPS)  # (B, 1)
+    y_hat = y / n
+    cos = y_hat @ vectors.T  # (B, C)
+    q = torch.softmax(cos / temperature, dim=1)
+    q[torch.arange(len(k), device=q.device), k] -= 1.0  # p - onehot
+    grad: torch.Tensor = (q @ vectors - (q * cos).sum(dim=1, keepdim=True) * y_hat) / n
+    return grad

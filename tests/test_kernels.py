@@ -46,6 +46,7 @@ CONFIGS = [
     {"hidden": (24, 24), "hidden_decay": None, "readout": False, "adapt": False},
     {"hidden": (32, 32), "fourier": 16, "memory": 50, "replay_every": 5},
     {"hidden": (20, 20), "report": "early_exit", "calibrate": False, "standardise": False},
+    {"hidden": (32, 32), "contrast": 0.1, "memory": 50, "replay_every": 5},
 ]
 
 
@@ -66,8 +67,9 @@ def test_compiled_step_equals_torch_step(params: dict[str, Any]) -> None:
 
 
 @needs_numba
-def test_new_classes_midstream_and_dict_features_that_grow() -> None:
-    fast, slow = _pair(hidden=(16, 16), seed=0)
+@pytest.mark.parametrize("contrast", [0.0, 0.1])
+def test_new_classes_midstream_and_dict_features_that_grow(contrast: float) -> None:
+    fast, slow = _pair(hidden=(16, 16), seed=0, contrast=contrast)
     gen = np.random.default_rng(5)
     agree = 0
     for i in range(N):

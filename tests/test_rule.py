@@ -9,6 +9,7 @@ import torch
 
 from spela_stream.rule import (
     LEAKY_SLOPE,
+    contrastive_grad,
     cosine,
     leaky_relu,
     leaky_relu_grad,
@@ -101,3 +102,33 @@ def test_single_sample_gradient_equals_batched() -> None:
     v = torch.randn(1, 40, generator=gen, dtype=torch.float64)
     v = v / v.norm()
     torch.testing.assert_close(local_grad_one(y[0], v[0]), local_grad(y, v)[0])
+
+
+@pytest.mark.parametrize(("batch", "dim", "n_classes"), [(1, 2, 2), (1, 17, 5), (6, 8, 3)])
+@pytest.mark.parametrize("temperature", [0.1, 1.0])
+def test_contrastive_grad_equals_autograd(
+    batch: int, dim: int, n_classes: int, temperature: float
+) -> None:
+    gen = torch.Generator().manual_seed(batch + dim)
+    y = (torch.randn(batch, dim, generator=gen, dtype=torch.float64) * 3.0).requires_grad_()
+    v = _unit_rows(n_classes, dim, gen)
+    k = torch.randint(0, n_classes, (batch,), generator=gen)
+    cos = (y / y.norm(dim=1, keepdim=True)) @ v.T
+    # T * CE summed over rows: the per-row gradient, as local_grad gives it
+    loss = temperature * torch.nn.functional.cross_entropy(cos / temperature, k, reduction="sum")
+    loss.backward()
+    assert y.grad is not None
+    assert torch.allclose(contrastive_grad(y.detach(), v, k, temperature), y.grad, atol=1e-12)
+
+
+def test_contrastive_grad_vanishes_on_a_sample_right_by_a_margin() -> None:
+    v = torch.eye(3, dtype=torch.float64)
+    right = torch.tensor([[5.0, 0.0, 0.0]], dtype=torch.float64)
+    wrong = torch.tensor([[0.0, 5.0, 0.0]], dtype=torch.float64)
+    k = torch.tensor([0])
+    assert float(contrastive_grad(right, v, k, 0.1).norm()) < 1e-4  # p_other ~ e^-10
+    assert float(contrastive_grad(wrong, v, k, 0.1).norm()) > 0.1
+    # the paper's loss keeps pulling an aligned-but-not-exact output; this one has let go
+    half = torch.tensor([[4.0, 1.0, 0.0]], dtype=torch.float64)
+    pulled = float(local_grad(half, v[k]).norm())
+    assert pulled > 10 * float(contrastive_grad(half, v, k, 0.1).norm())

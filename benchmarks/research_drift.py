@@ -1,0 +1,173 @@
+"""Research rows for the drift goals of issue 11 (round 7): fit on low-dimensional tabular streams.
+
+One row: one VARIANT of ``SpelaMLP`` (defaults otherwise) on one PART: ``rbf``/``agrawal``/
+``recurring`` (``drift_streams(N, 0.8 N, N / 10)``, through ``continual_drift.run_drift``, as
+``python -m benchmarks.continual --streams ... --drift-n N`` runs them), ``elec2``/``mnist``/...
+(i.i.d.: prequential accuracy on the shared stream in its order, ``benchmarks.continual.iid``)
+or ``mnist-2``/... (class-incremental, final held-out, ``benchmarks.continual.evaluate``). Each
+drift row also keeps every layer's own prequential accuracy (``Prediction.layer_labels``), so
+which layer fits best is read off the same run.
+
+Variants (``VARIANTS``): model parameters; ``ce*`` patch a contrastive local loss into
+``SpelaLayer.update`` (torch path, ``compiled=False``): ``T * CE`` of ``softmax(cos / T)`` over
+the known classes' vectors, gradient ``sum_j (p_j - [j = k]) (v_j - c_j y_hat) / |y|``: it pulls
+towards the label's vector, pushes from the others' in proportion to their probability, and
+vanishes on a sample already right by a margin (the paper's ``log(2 - cos)`` keeps pulling).
+``c*`` are the same loss as the library's option ``SpelaMLP(contrast=T)`` (compiled path).
+
+    OPENBLAS_NUM_THREADS=1 nice -n 10 python -m benchmarks.research_drift rbf base
+    (part, variant[, drift-n]; appends a JSON row to results/drift-research-rows.jsonl)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from spela_stream import layer as layer_mod
+from spela_stream.rule import leaky_relu_backward
+
+ROWS = Path(__file__).resolve().parent / "results" / "drift-research-rows.jsonl"
+DRIFT = ("rbf", "agrawal", "recurring", "sea-abrupt")
+
+# name -> (SpelaMLP parameters, contrastive temperature or None)
+VARIANTS: dict[str, tuple[dict[str, Any], float | None]] = {
+    "base": ({}, None),
+    "torch": ({"compiled": False}, None),  # the patched path's reference (same rule)
+    "w1024x2": ({"hidden": [1024, 1024]}, None),
+    "w256x2": ({"hidden": [256, 256]}, None),
+    "w2048x1": ({"hidden": [2048]}, None),
+    "w512x1": ({"hidden": [512]}, None),
+    "w512x3": ({"hidden": [512, 512, 512]}, None),
+    "w512x4": ({"hidden": [512, 512, 512, 512]}, None),
+    "w256x3": ({"hidden": [256, 256, 256]}, None),
+    "w256x4": ({"hidden": [256, 256, 256, 256]}, None),
+    "w256x6": ({"hidden": [256] * 6}, None),
+    "vote": ({"report": "vote"}, None),
+    "confident": ({"report": "confident"}, None),
+    "noreadout": ({"readout": False}, None),
+    "ce0.1": ({"compiled": False}, 0.1),
+    "ce0.3": ({"compiled": False}, 0.3),
+    "ce0.03": ({"compiled": False}, 0.03),
+    "ce0.1-w512x3": ({"compiled": False, "hidden": [512, 512, 512]}, 0.1),
+    "ce0.1-w256x3": ({"compiled": False, "hidden": [256, 256, 256]}, 0.1),
+    # the library's option (SpelaMLP(contrast=T), compiled path): the same loss as ce*
+    "c0.1": ({"contrast": 0.1}, None),
+    "c0.3": ({"contrast": 0.3}, None),
+    "c0.05": ({"contrast": 0.05}, None),
+    "c0.1-w256x3": ({"contrast": 0.1, "hidden": [256, 256, 256]}, None),
+    "c0.1-w512x3": ({"contrast": 0.1, "hidden": [512, 512, 512]}, None),
+    "c0.1-lr5": ({"contrast": 0.1, "lr": 5.0}, None),
+    "c0.1-lr20": ({"contrast": 0.1, "lr": 20.0}, None),
+    "ce0.1-lr20": ({"compiled": False, "lr": 20.0}, 0.1),
+    "ce0.1-lr5": ({"compiled": False, "lr": 5.0}, 0.1),
+}
+
+# rows measured before contrast=0.1 became the default: the paper's loss unless a variant names one
+for _params, _ in VARIANTS.values():
+    _params.setdefault("contrast", 0.0)
+
+_ORIGINAL_UPDATE = layer_mod.SpelaLayer.update
+_ORIGINAL_ENSURE = layer_mod.SpelaLayer.ensure_classes
+
+
+def contrastive(temperature: float) -> None:
+    """Patch SpelaLayer so its local loss is T * CE over the known classes (see the docstring)."""
+
+    def ensure_classes(self: Any, n: int) -> None:
+        _ORIGINAL_ENSURE(self, n)
+        self.n_known = n
+
+    def update(
+        self: Any, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor, k: torch.Tensor, lr: float
+    ) -> None:
+        n_known = max(int(getattr(self, "n_known", 1)), int(k.max()) + 1)
+        v = self.vectors[:n_known]  # (C, d)
+        n = y.norm(dim=1, keepdim=True).clamp_min(1e-12)  # (B, 1)
+        y_hat = y / n
+        cos = y_hat @ v.T  # (B, C)
+        p = torch.softmax(cos / temperature, dim=1)
+        p[torch.arange(len(k)), k] -= 1.0  # p - onehot
+        # sum_j (p_j - [j=k]) (v_j - c_j y_hat) / n
+        g_y = (p @ v - (p * cos).sum(dim=1, keepdim=True) * y_hat) / n
+        g_z = leaky_relu_backward(g_y, z)
+        step = lr / x.shape[0]
+        self.weight.addmm_(g_z.T, x, alpha=-step)
+        self.bias.add_(g_z.sum(dim=0), alpha=-step)
+
+    layer_mod.SpelaLayer.update = update  # type: ignore[method-assign]
+    layer_mod.SpelaLayer.ensure_classes = ensure_classes  # type: ignore[method-assign]
+
+
+class LayerSpela:
+    """``benchmarks.continual_learners.Spela`` that also counts every layer's own hits."""
+
+    def __init__(self, **params: Any) -> None:
+        from spela_stream.model import SpelaMLP
+
+        self.model = SpelaMLP(**params)
+        self.layer_hits: list[int] = []
+
+    def predict_learn(self, x: np.ndarray, y: int) -> int | None:
+        p = self.model.predict_learn_one(x, y)
+        assert p is not None
+        if len(self.layer_hits) < len(p.layer_labels):
+            self.layer_hits += [0] * (len(p.layer_labels) - len(self.layer_hits))
+        for i, lab in enumerate(p.layer_labels):
+            self.layer_hits[i] += lab == y
+        return p.label  # type: ignore[return-value]
+
+    def predict(self, X: np.ndarray) -> list[int | None]:
+        return self.model.predict_many(X)  # type: ignore[return-value]
+
+    def memory_samples(self) -> int:
+        mem = self.model.replay_memory
+        return 0 if mem is None else len(mem)
+
+
+def main(argv: list[str]) -> None:
+    part, name = argv[0], argv[1]
+    drift_n = int(argv[2]) if len(argv) > 2 else 10_000
+    torch.set_num_threads(1)
+    params, temperature = VARIANTS[name]
+    if temperature is not None:
+        contrastive(temperature)
+    row: dict[str, Any] = {"part": part, "variant": name, "params": params}
+    if part in DRIFT:
+        from benchmarks.continual_data import drift_streams, materialise
+        from benchmarks.continual_drift import run_drift
+
+        stream = drift_streams(drift_n, int(drift_n * 0.8), drift_n // 10)[part]
+        X, y = materialise(stream)
+        learner = LayerSpela(**params)
+        r = run_drift(learner, stream, X, y)
+        keys = ("prequential", "pre_drift", "post_drift", "dip", "recovery", "seconds")
+        row |= {k: r[k] for k in keys if k in r} | {"drift_n": drift_n}
+        row["layers"] = [round(h / len(y), 4) for h in learner.layer_hits]
+        row["hidden"] = list(learner.model.hidden)
+    else:
+        from benchmarks.continual import CI_STAGES, evaluate, iid
+
+        if part in CI_STAGES:
+            from benchmarks.continual_data import load_class_incremental
+            from benchmarks.continual_learners import Spela
+
+            X, y = load_class_incremental(part.split("-")[0])
+            r = evaluate(Spela(**params), X, y, CI_STAGES[part])
+            row |= {k: r[k] for k in ("prequential", "final_heldout", "to80_median", "seconds")}
+        else:
+            r = iid(part, params)
+            row |= {"accuracy": r["accuracy"], "seconds": r["seconds"]}
+    row["seconds"] = round(row["seconds"])
+    print(json.dumps(row), flush=True)
+    with ROWS.open("a") as fh:
+        fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
