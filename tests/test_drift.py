@@ -103,9 +103,10 @@ def test_adaptation_recovers_faster_after_a_change() -> None:
     on = _run(SpelaMLP(**SMALL), X, y)
     off = _run(SpelaMLP(**SMALL, adapt=False), X, y)
     assert np.array_equal(on[:1_000], off[:1_000])  # nothing changes before a detection
-    # measured: 0.563 against 0.541 over the 1,000 samples after the change (0.746 against
-    # 0.686 with fourier=512, which fits this concept far better)
-    assert on[1_000:].mean() > off[1_000:].mean() + 0.015
+    # measured over the 1,000 samples after the change: 0.726 against 0.711 with the
+    # contrastive loss (the default, which fits this concept far better); 0.563 against 0.541
+    # with the paper's loss (contrast=0), 0.746 against 0.686 with it and fourier=512
+    assert on[1_000:].mean() > off[1_000:].mean() + 0.01
 
 
 def test_standardiser_shorten_keeps_values_and_weighs_them_as_fewer_samples() -> None:
@@ -144,9 +145,10 @@ def test_fourier_features_expand_low_dimensional_inputs_only() -> None:
 
 def test_fourier_features_fit_a_non_linear_low_dimensional_concept_better() -> None:
     X, y = _concept_stream(2_000, flip_at=None, seed=4)
-    on = _run(SpelaMLP(**SMALL, fourier=512), X, y)
-    off = _run(SpelaMLP(**SMALL, fourier=0), X, y)
-    # measured on the last 1,000 samples: 0.950 with the expansion, 0.778 without
+    on = _run(SpelaMLP(**SMALL, fourier=512, contrast=0), X, y)
+    off = _run(SpelaMLP(**SMALL, fourier=0, contrast=0), X, y)
+    # measured on the last 1,000 samples, the paper's loss: 0.950 with the expansion, 0.778
+    # without (with the contrastive loss, the default, 0.939 and 0.932: it fits this as well)
     assert on[1_000:].mean() > off[1_000:].mean() + 0.1
 
 
@@ -197,14 +199,15 @@ def test_a_state_saved_before_expansion_and_detector_loads_as_it_was() -> None:
 
 def test_contrastive_loss_fits_a_non_linear_low_dimensional_concept_better() -> None:
     X, y = _concept_stream(2_000, flip_at=None, seed=4)
-    on = _run(SpelaMLP(**SMALL, contrast=0.1), X, y)
-    off = _run(SpelaMLP(**SMALL), X, y)
+    on = _run(SpelaMLP(**SMALL), X, y)  # the default, contrast=0.1
+    off = _run(SpelaMLP(**SMALL, contrast=0), X, y)
     # measured on the last 1,000 samples: 0.932 with the contrastive loss, 0.778 without (after
     # the flip of test_adaptation_recovers_faster_after_a_change: 0.726 against 0.565)
     assert on[1_000:].mean() > off[1_000:].mean() + 0.1
 
 
-def test_contrast_is_an_option_validated_and_kept_in_the_state() -> None:
+def test_contrast_is_a_default_validated_and_kept_in_the_state() -> None:
+    assert SpelaMLP().contrast == 0.1 and SpelaMLP().config()["contrast"] == 0.1
     with pytest.raises(ConfigError, match="contrast"):
         SpelaMLP(contrast=-0.1)
     X, y = _concept_stream(300, flip_at=None, seed=5)
