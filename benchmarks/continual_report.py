@@ -85,7 +85,16 @@ def _ordered(results: dict[str, Any], titles: dict[str, str]) -> list[str]:
     return [p for p in titles if p in results["parts"]]
 
 
-SHOWN_DEFAULTS = ("hidden", "lr", "memory", "replay", "replay_every", "hidden_decay", "report")
+SHOWN_DEFAULTS = (
+    "hidden",
+    "lr",
+    "contrast",
+    "memory",
+    "replay",
+    "replay_every",
+    "hidden_decay",
+    "report",
+)
 
 
 def provenance_lines(results: dict[str, Any]) -> list[str]:
