@@ -16,19 +16,13 @@ import torch
 
 from spela_stream.config import FrameOptions, LearnOptions
 from spela_stream.display import announced, frames_summary_lines, ticking
-from spela_stream.features import backbone_spec, make_backbone
+from spela_stream.features import backbone_spec, frame_model_defaults, make_backbone
 from spela_stream.sources.frames import EmbeddedSource, open_frames
 from spela_stream.sources.labels import LabelChannel, label_policy
 from storage.opening import learning
 from storage.run import Run, finish
 
 from .output import Progress
-
-# Measured (benchmarks/camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0): one
-# layer of 1024 leads the model's default two on backbone features (prequential .902 against
-# .896 after 5,000 frames, .843 against .810 after 1,000) and learns twice as fast; the model
-# keeps its own default.
-CAMERA_HIDDEN = (1024,)
 
 
 def learn(opts: LearnOptions) -> None:
@@ -48,8 +42,8 @@ def learn(opts: LearnOptions) -> None:
         return {"frames": dict(spec)}
 
     with (
-        learning(opts, progress.log, default_source="camera:0", defaults={"hidden": CAMERA_HIDDEN},
-                 config=frames) as (run, guard),
+        learning(opts, progress.log, default_source="camera:0",
+                 defaults=frame_model_defaults(fo.backbone), config=frames) as (run, guard),
         contextlib.ExitStack() as stack,
     ):  # fmt: skip
         backbone = make_backbone(spec["backbone"], spec["size"], threads=opts.threads)
