@@ -18,11 +18,11 @@ from spela_stream.display import evaluation_text, ticking
 from spela_stream.sources.tcp import SCHEME as TCP
 from storage.evaluation import evaluate as evaluate_saved
 from storage.evaluation import write_predictions
+from storage.frames_run import learn_frames
 from storage.opening import learning, wants_frames
 from storage.run import finish
 from storage.serving import serve_learning, serve_predictions
 
-from . import camera
 from .learning import summary_line
 from .output import Progress
 
@@ -39,10 +39,10 @@ def _stderr(message: str) -> None:
 
 def learn(opts: LearnOptions) -> None:
     """Learn test-then-train into a run: build the stream, hand it to the run, print."""
-    if wants_frames(opts):  # camera:..., images:DIR: frames through a frozen backbone
-        return camera.learn(opts)
-    torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
     progress = Progress(json_out=opts.json_out, quiet=opts.quiet, out=sys.stdout)
+    if wants_frames(opts):  # camera:..., images:DIR: frames through a frozen backbone
+        return learn_frames(opts, progress, sys.stdout)
+    torch.set_num_threads(opts.threads)  # per-sample learning is memory bound: 1 thread is best
     with learning(opts, progress.log, default_source="builtin:mnist") as (run, guard):
         run.loop.model.threads = opts.threads  # the model's per-sample calls use --threads too
         if run.source.startswith(SERVED):  # a service: the same run, checkpoints and exits
