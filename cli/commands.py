@@ -11,7 +11,6 @@ from dataclasses import replace
 from functools import partial
 
 import torch
-import typer
 
 from spela_stream.config import EvalOptions, LearnOptions, PredictOptions
 from spela_stream.display import evaluation_text, ticking
@@ -24,14 +23,10 @@ from storage.run import finish
 from storage.serving import serve_learning, serve_predictions
 
 from .learning import summary_line
+from .options import stderr
 from .output import Progress
 
 SERVED = (TCP, "mqtt://")  # sources served line by line: a socket, an MQTT subscription
-
-
-def _stderr(message: str) -> None:
-    """Where a service says it listens: stderr, even with --quiet (its clients need it)."""
-    typer.echo(message, err=True)
 
 
 # ---------------------------------------------------------------- learn
@@ -47,7 +42,7 @@ def learn(opts: LearnOptions) -> None:
         run.loop.model.threads = opts.threads  # the model's per-sample calls use --threads too
         if run.source.startswith(SERVED):  # a service: the same run, checkpoints and exits
             summary = partial(summary_line, run, opts, progress)
-            return serve_learning(opts, run, guard, progress, summary, _stderr)
+            return serve_learning(opts, run, guard, progress, summary, stderr)
         src = replace(opts.input, source=run.source).open(run.skip, run.on_bad)
         stream = run.reports(ticking(src, run.loop, progress), every=opts.every, doubling=True,
                              limit=opts.limit)  # fmt: skip
@@ -66,5 +61,5 @@ def evaluate(opts: EvalOptions) -> None:
 def predict(opts: PredictOptions) -> None:
     """One prediction per input record on stdout; labels in the input are ignored."""
     if opts.input.source.startswith(SERVED):  # a service answering each line
-        return serve_predictions(opts, _stderr)
+        return serve_predictions(opts, stderr)
     write_predictions(opts, sys.stdout)

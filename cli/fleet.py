@@ -19,7 +19,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from .flags import option
-from .options import fail, guarded
+from .options import fail, guarded, stderr
 
 FLEET, DEVICE = "Fleet", "Device"
 INSTALL = "pip install 'spela-stream[fleet]'"
@@ -49,10 +49,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode="markdown",
 )
-
-
-def _stderr(message: str) -> None:
-    typer.echo(message, err=True)
 
 
 def _need_flwr() -> None:
@@ -101,7 +97,7 @@ def server(
     from spela_stream.fleet_procs import serve_fleet
 
     guarded(serve_fleet, folder, rounds=rounds, port=port, min_devices=min_devices, wait=wait,
-            round_timeout=round_timeout, labels=_labels(labels), restarts=restarts, log=_stderr,
+            round_timeout=round_timeout, labels=_labels(labels), restarts=restarts, log=stderr,
             row=lambda row: typer.echo(json.dumps(row)))  # fmt: skip
 
 
@@ -137,7 +133,7 @@ def device(
     def learn() -> None:  # the final report on stdout
         row = run_device(superlink, name, source=source, db=db, hidden=widths, seed=seed,
                          labels=fleet_labels, per_round=per_round, linger=linger, every=every,
-                         log=_stderr)  # fmt: skip
+                         log=stderr)  # fmt: skip
         typer.echo(json.dumps(row))
 
     guarded(learn)
