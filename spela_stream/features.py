@@ -34,8 +34,8 @@ DEFAULT_SIZE = {"efficientnet-lite0": 112, "none": 28}
 EFFICIENTNET_DIM = 1280
 # EfficientNet-Lite's own preprocessing (TF reference: mean 127, std 128 on 0..255 RGB).
 LITE_MEAN, LITE_STD = 127.0, 128.0
-
-# A new frames run's head, over SpelaMLP's own defaults (a resumed run keeps its saved ones).
+# A new frames run's head, over SpelaMLP's own defaults (under the options asked, in
+# ``storage.frames_run``; a resumed run keeps its saved ones).
 # hidden: one layer of 1024 leads the model's default two on backbone features (benchmarks/
 # camera_bench.py, 5,000 MNIST frames through EfficientNet-Lite0: prequential .902 against .896
 # after 5,000 frames, .843 against .810 after 1,000) and learns twice as fast.
