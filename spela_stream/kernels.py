@@ -525,3 +525,33 @@ def choose_calibrate(
     if use_last:
         return argmax(last)
     return argmax(s[n_streams - 1])
+
+
+@_compiled
+def memory_note(
+    seen: np.ndarray,
+    recent: np.ndarray,
+    k: int,
+    decay: float,
+    counts: np.ndarray,
+    big: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """The arithmetic of ``ReplayMemory.add`` for a full memory, before its draws: class k
+    counted in ``seen`` and the recent shares (recent *= decay, recent[k] += 1 - decay), then
+    the classes stored most (``counts``) written ascending into ``big``; returns how many, or 0
+    when k is among them (reservoir sampling within k then)."""
+    seen[k] += 1
+    for j in range(recent.shape[0]):
+        recent[j] *= decay
+    recent[k] += 1.0 - decay
+    largest = counts[0]
+    for j in range(1, counts.shape[0]):
+        largest = max(largest, counts[j])
+    if not counts[k] < largest:
+        return 0
+    n_big = 0
+    for j in range(counts.shape[0]):
+        if counts[j] == largest:
+            big[n_big] = j
+            n_big += 1
+    return n_big
