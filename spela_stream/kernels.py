@@ -355,15 +355,21 @@ def calibration_update(
     """``calibration.OnlineTemperature.update`` for one sample's scores s (C,) of true class k:
     nll[g] = decay nll[g] + logsumexp(s / grid[g]) - s[k] / grid[g], per temperature."""
     n = s.shape[0]
+    # max_j(s_j / t) is max_j(s_j) / t: a correctly rounded division by t > 0 keeps the order
+    # (with a NaN score the sum is NaN either way)
+    smax = float(s[0])
+    for j in range(1, n):
+        smax = max(smax, float(s[j]))
+    z = np.empty(n)
     for g in range(grid.shape[0]):
         t = grid[g]
-        top = float(s[0]) / t
-        for j in range(1, n):
-            top = max(top, float(s[j]) / t)
+        for j in range(n):
+            z[j] = float(s[j]) / t
+        top = smax / t
         acc = 0.0
         for j in range(n):
-            acc += math.exp(float(s[j]) / t - top)
-        nll[g] = nll[g] * decay + ((math.log(acc) + top) - float(s[k]) / t)
+            acc += math.exp(z[j] - top)
+        nll[g] = nll[g] * decay + ((math.log(acc) + top) - z[k])
 
 
 @_compiled

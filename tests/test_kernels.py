@@ -379,3 +379,45 @@ def test_the_fused_one_sample_tail_equals_the_step_before_it(
     for key in ref:
         a, b = np.asarray(fused[key]), np.asarray(ref[key])
         assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), key
+
+
+@needs_numba
+def test_the_temperature_sums_equal_the_loop_that_divides_every_score_twice() -> None:
+    """kernels.calibration_update divides each score by each temperature once and takes the
+    top as max(s) / t: the same floats, bit for bit, as the loop it replaced (compiled here),
+    for float32 and float64 scores, ties, one class and a NaN score."""
+    import math
+
+    from numba import njit
+
+    from spela_stream import kernels
+    from spela_stream.calibration import GRID
+
+    @njit(cache=False, fastmath=False)
+    def before(s: np.ndarray, k: int, grid: np.ndarray, nll: np.ndarray, decay: float) -> None:
+        n = s.shape[0]
+        for g in range(grid.shape[0]):
+            t = grid[g]
+            top = float(s[0]) / t
+            for j in range(1, n):
+                top = max(top, float(s[j]) / t)
+            acc = 0.0
+            for j in range(n):
+                acc += math.exp(float(s[j]) / t - top)
+            nll[g] = nll[g] * decay + ((math.log(acc) + top) - float(s[k]) / t)
+
+    gen = np.random.default_rng(3)
+    ref, got = np.zeros(len(GRID)), np.zeros(len(GRID))
+    for i in range(400):
+        n_classes = 1 + i % 11
+        s = gen.uniform(-1, 1, n_classes).astype(np.float32 if i % 2 else np.float64)
+        if i % 7 == 3:
+            s[:] = s[0]  # all tied
+        k = int(gen.integers(n_classes))
+        before(s, k, GRID, ref, 0.999)
+        kernels.calibration_update(s, k, GRID, got, 0.999)
+        assert np.array_equal(got, ref), i
+    s = np.array([0.1, np.nan, 0.3])
+    before(s, 0, GRID, ref, 0.999)
+    kernels.calibration_update(s, 0, GRID, got, 0.999)
+    assert np.isnan(got).all() and np.isnan(ref).all()
