@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .calibration import _LOG_GRID as LOG_GRID
-from .calibration import _LOG_STEP, GRID, OnlineTemperature
-from .readout import _EPS, CHOICE_DECAY, MEAN_WINDOW, VAR_WINDOW, ClassMeans, Readout
+from .calibration import GRID, LOG_GRID, LOG_STEP, OnlineTemperature
+from .readout import CHOICE_DECAY, MEAN_WINDOW, VAR_EPS, VAR_WINDOW, ClassMeans, Readout
 from .rule import LEAKY_SLOPE
-from .scaling import _TINY_STD, Standardiser
+from .scaling import TINY_STD, Standardiser
 
 if TYPE_CHECKING:
     from .layer import SpelaLayer
@@ -270,7 +269,7 @@ def standardise_one(scaler: Standardiser, row: np.ndarray, out: np.ndarray) -> b
     assert kernels is not None
     clip = -1.0 if scaler.clip is None else float(scaler.clip)
     done = kernels.standardise_learn(
-        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, _TINY_STD, clip, out
+        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, TINY_STD, clip, out
     )
     if done:
         scaler.count += 1
@@ -284,7 +283,7 @@ def standardise_row(scaler: Standardiser, row: np.ndarray, out: np.ndarray) -> N
     assert kernels is not None
     clip = -1.0 if scaler.clip is None else float(scaler.clip)
     kernels.standardise_row(
-        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, _TINY_STD, clip, out
+        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, TINY_STD, clip, out
     )
 
 
@@ -293,7 +292,7 @@ def readout_scores(means: ClassMeans, h: np.ndarray, n_classes: int) -> np.ndarr
     assert kernels is not None
     out = np.empty((1, n_classes))
     kernels.readout_scores(
-        means.means, means.counts, means.var, means.n, h, n_classes, _EPS, out[0]
+        means.means, means.counts, means.var, means.n, h, n_classes, VAR_EPS, out[0]
     )
     return out
 
@@ -304,7 +303,7 @@ def calibration_update(fit: OnlineTemperature, scores: np.ndarray, k: int) -> No
     assert kernels is not None
     kernels.calibration_update(scores, k, GRID, fit.nll, fit.decay)
     fit.n += 1
-    fitted = kernels.fitted_temperature(fit.nll, GRID, _LOG_GRID, _LOG_STEP)
+    fitted = kernels.fitted_temperature(fit.nll, GRID, _LOG_GRID, LOG_STEP)
     fit.fitted = (fit.n, fitted) if fitted > 0 else None
 
 
@@ -363,7 +362,7 @@ def readout_learn_one(
     n_classes = -1 if vec is None else vec.shape[0]
     n, use_means = kernels.readout_learn(
         out if vec is None else vec, cm.means, cm.counts, cm.var, cm.n, h, k, n_classes,
-        readout.hits[0], CHOICE_DECAY, _EPS, MEAN_WINDOW, VAR_WINDOW, out,
+        readout.hits[0], CHOICE_DECAY, VAR_EPS, MEAN_WINDOW, VAR_WINDOW, out,
     )  # fmt: skip
     cm.n = int(n)
     return bool(use_means)
@@ -387,7 +386,7 @@ def choose_calibrate(
     nlls = tuple(fit.nll for fit in fits)
     top = kernels.choose_calibrate(
         s, last, use_last, k, buffers.temps, choose, calibrate, GRID, nlls, fits[0].decay,
-        _LOG_GRID, _LOG_STEP, buffers.tops, buffers.confs, buffers.fitted,
+        _LOG_GRID, LOG_STEP, buffers.tops, buffers.confs, buffers.fitted,
     )  # fmt: skip
     if calibrate:
         for fit, fitted in zip(fits, buffers.fitted.tolist(), strict=True):

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 _EPS = 1e-12
-_TINY_VAR = 1e-16  # scaling._TINY_STD squared
+_TINY_VAR = 1e-16  # scaling.TINY_STD squared
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 

@@ -321,9 +321,7 @@ def test_the_compiled_temperature_fit_equals_numpys() -> None:
     cases += [bowl, bowl + gen.normal(size=len(GRID)) * 1e-3, np.where(bowl < 5, 0.0, bowl)]
     for nll in cases:
         fit.nll, fit.fitted = nll, None
-        got = kernels.fitted_temperature(
-            nll, GRID, compiled_step._LOG_GRID, compiled_step._LOG_STEP
-        )
+        got = kernels.fitted_temperature(nll, GRID, compiled_step._LOG_GRID, compiled_step.LOG_STEP)
         assert got == fit.temperature(0.1)
     nan = np.zeros(len(GRID))
     nan[3] = np.nan
