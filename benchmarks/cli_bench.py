@@ -2,9 +2,13 @@
 
     python -m benchmarks.cli_bench           # 10,000 MNIST rows as CSV, best/median of 3
     python -m benchmarks.cli_bench --quick   # 2,000 rows, 1 repetition (stdout only)
+    python -m benchmarks.cli_bench --small   # 8 features -> 64 -> 64, 20,000 rows (issue 15)
 
 Default ``SpelaMLP()`` (784-1024-1024), 1 torch thread. Each stage is timed on the same rows; the
-full run also writes the markdown to benchmarks/results/cli_bench.md.
+full run also writes the markdown to benchmarks/results/cli_bench.md (``--small``:
+cli_bench_small.md). ``--small`` is the small model of issue 15's end-to-end goal (``learn`` at
+60% or more of the library's rate): core_bench's 8-feature stream (seeded standard normal
+features, 10 classes) written as a CSV of 6-decimal floats, ``--hidden 64,64`` (the compiled step).
 """
 
 from __future__ import annotations
@@ -65,17 +69,34 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def write_csv(X: np.ndarray, y: np.ndarray, path: Path) -> None:
-    """784 integer pixel columns, then the label, with a header."""
+    """The feature columns (integers as they are, floats with 6 decimals), then the label, with
+    a header."""
     cols = [f"p{j}" for j in range(X.shape[1])] + ["label"]
+    ints = np.issubdtype(X.dtype, np.integer)
     with path.open("w") as fh:
         fh.write(",".join(cols) + "\n")
-        for row, label in zip(X.astype(np.int64).tolist(), y.tolist(), strict=True):
-            fh.write(",".join(map(str, row)) + f",{label}\n")
+        for row, label in zip(X.tolist(), y.tolist(), strict=True):
+            cells = map(str, row) if ints else (f"{v:.6f}" for v in row)
+            fh.write(",".join(cells) + f",{label}\n")
+
+
+HIDDEN: tuple[int, ...] | None = None  # the model's widths: None, SpelaMLP's default
+
+
+def new_model() -> SpelaMLP:
+    return SpelaMLP() if HIDDEN is None else SpelaMLP(hidden=HIDDEN)
+
+
+def small_stream(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """core_bench's 8-feature stream (``_per_sample_us``: same seed), rounded as the CSV has it."""
+    gen = np.random.default_rng(0)
+    X = gen.standard_normal((n, 8))
+    return np.round(X, 6), gen.integers(0, 10, n)
 
 
 def library_pass(X: np.ndarray, y: list[int], predict: bool) -> tuple[float, list[Any]]:
     """Seconds for one fresh model to learn every row (first row, which builds it, included)."""
-    model, preds = SpelaMLP(), []
+    model, preds = new_model(), []
     t = time.perf_counter()
     if predict:
         for xi, yi in zip(X, y, strict=True):
@@ -103,7 +124,7 @@ def metrics_pass(y: list[int], preds: list[Prediction]) -> float:
 def loop_pass(stream: Any, store: CheckpointStore | None = None) -> tuple[float, Prequential]:
     """``Prequential.run`` as ``learn`` calls it, without progress output; with ``store``, a
     ``Session.save`` (keep 3) every 1000 samples, as ``--checkpoint-every 1000`` does."""
-    loop, policy = Prequential(SpelaMLP(), window=1000), None
+    loop, policy = Prequential(new_model(), window=1000), None
     if store is not None:
         run = store.create_run(None, loop.model.config(), "mnist.csv")
         policy = CheckpointPolicy(Session(store, run, loop, "mnist.csv", keep=3).save, every=1000)
@@ -124,6 +145,8 @@ def saves(loop: Prequential, tmp: Path, n: int) -> list[float]:
 def cli_run(exe: str, csv: Path, db: Path, extra: list[str]) -> tuple[float, dict[str, Any]]:
     """Wall time of the whole subprocess and its ``--json`` summary line."""
     cmd = [exe, "learn", "--source", str(csv), "--db", str(db), "--quiet", "--json", *extra]
+    if HIDDEN is not None:
+        cmd += ["--hidden", ",".join(map(str, HIDDEN))]
     t = time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     wall = time.perf_counter() - t
@@ -141,11 +164,17 @@ def machine() -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2,000 rows, 1 repetition")
+    ap.add_argument("--small", action="store_true", help="8 features -> 64 -> 64, 20,000 rows")
     a = ap.parse_args()
     torch.set_num_threads(1)
     n, reps, n_saves = (2000, 1, 10) if a.quick else (10_000, 3, 30)
     exe = shutil.which("spela-stream", path=str(Path(sys.executable).parent)) or "spela-stream"
-    X, y_arr = load_mnist(n)
+    global HIDDEN
+    if a.small:
+        HIDDEN, n = (64, 64), 2 * n
+        X, y_arr = small_stream(n)
+    else:
+        X, y_arr = load_mnist(n)
     y = [int(v) for v in y_arr]
     t: Times = {}
     runs: Runs = {k: [] for k in POLICIES}
@@ -154,7 +183,7 @@ def main() -> None:
         t.setdefault(key, []).append(seconds)
 
     with tempfile.TemporaryDirectory() as tmp_name:
-        csv = (tmp := Path(tmp_name)) / "mnist.csv"
+        csv = (tmp := Path(tmp_name)) / ("small.csv" if a.small else "mnist.csv")
         write_csv(X, y_arr, csv)
         log(f"{csv}: {n} rows, {csv.stat().st_size / 2**20:.1f} MiB")
         library_pass(X[:300], y[:300], predict=True)  # warm up torch's kernels and allocator
@@ -185,8 +214,9 @@ def main() -> None:
     print(table)
     if not a.quick:
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "cli_bench.md").write_text(table + "\n")
-        log(f"written to {RESULTS / 'cli_bench.md'}")
+        out = RESULTS / ("cli_bench_small.md" if a.small else "cli_bench.md")
+        out.write_text(table + "\n")
+        log(f"written to {out}")
 
 
 def render(a: Any, n: int, reps: int, t: Times, runs: Runs, save_s: list[float]) -> str:
@@ -202,11 +232,19 @@ def render(a: Any, n: int, reps: int, t: Times, runs: Runs, save_s: list[float])
     def ok(met: bool) -> str:
         return "**met**" if met else "**missed**"
 
+    flags = "".join(f" --{k}" for k in ("quick", "small") if getattr(a, k))
+    data = (
+        f"core_bench's 8-feature stream (seeded standard normal, 10 classes), {n:,} rows, as a "
+        "CSV of 6-decimal floats (8 columns + label, header); `SpelaMLP(hidden=(64, 64))` "
+        "(the compiled step), `learn --hidden 64,64`"
+        if a.small else
+        f"MNIST test set, first {n:,} rows, as a CSV of integer pixels (784 columns + label, "
+        "header); `SpelaMLP()` 784-1024-1024"
+    )  # fmt: skip
     lines = [
         "# CLI benchmark: `spela-stream learn` vs the library", "",
-        f"`python -m benchmarks.cli_bench{' --quick' if a.quick else ''}` on {machine()}. "
-        f"MNIST test set, first {n:,} rows, as a CSV of integer pixels (784 columns + label, "
-        f"header); `SpelaMLP()` 784-1024-1024; best and median of {reps} interleaved "
+        f"`python -m benchmarks.cli_bench{flags}` on {machine()}, load average "
+        f"{os.getloadavg()[0]:.2f} at the end. {data}; best and median of {reps} interleaved "
         "repetition(s). Ratios use the best figures.", "",
         "| stage | samples/s best | samples/s median | µs/sample | vs learn_one "
         "| vs predict_learn_one |",

@@ -152,7 +152,7 @@ ROSTERS: dict[str, tuple[str, ...]] = {
     "mnist-1": ("spela", "spela-m0", "backprop", "backprop-replay", "slda", "no-change"),
     "optdigits-2": ALL_CI,
     "letter-2": ALL_CI,
-    "camera-2": ("spela", "spela-m0", "backprop-replay", "slda"),
+    "camera-2": ("spela", "spela-frames", "spela-m0", "backprop-replay", "slda"),
 }
 DRIFT_ROSTER = ("spela", "spela-m0", "backprop", "river-softmax", "arf", "knn", "no-change")
 DRIFT_PARTS = ("sea-abrupt", "sea-gradual", "agrawal", "rbf", "led", "recurring")

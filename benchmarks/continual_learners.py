@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spela_stream.features import FRAME_MODEL_DEFAULTS
 from spela_stream.model import SpelaMLP
 
 
@@ -206,6 +207,8 @@ def learners(d: int, n_classes: int) -> dict[str, Callable[[], Learner]]:
     return {
         "spela": lambda: Spela(),
         "spela-m0": lambda: Spela(memory=0),
+        # what `learn --source camera...` builds: one layer of 1024, input readout 2,000
+        "spela-frames": lambda: Spela(**FRAME_MODEL_DEFAULTS),
         "backprop": lambda: Backprop(d, n_classes),
         "backprop-replay": lambda: Backprop(d, n_classes, memory=1000),
         "slda": lambda: SLDA(d),

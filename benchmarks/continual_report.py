@@ -38,6 +38,7 @@ DRIFT_TITLES = {
 }
 LEARNER_TITLES = {
     "spela": "spela-stream defaults",
+    "spela-frames": "spela-stream camera defaults (1x1024, input readout 2,000)",
     "spela-m0": "spela-stream, memory=0",
     "backprop": "backprop 2x1024 (lr 0.01, per sample)",
     "backprop-replay": "backprop + replay (1,000, same schedule)",

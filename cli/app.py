@@ -252,6 +252,15 @@ def learn(
             min=0,
         ),
     ] = None,  # fmt: skip
+    input_readout: Annotated[
+        int | None,
+        option(
+            MODEL,
+            "Class means of the last N inputs vote too (frames: 2000; 0: off).",
+            min=0,
+            show_default=False,
+        ),
+    ] = None,  # fmt: skip
     threads: Threads = 1,
     db: Db = Path("runs.db"),
     run: Annotated[
@@ -311,7 +320,7 @@ def learn(
         input=_input(source, fmt, label_column, header, features, frames),
         db=db, run=run, resume=resume, checkpoint=checkpoint, skip=skip,
         model={"hidden": _parsed(parse_hidden, hidden), "lr": lr, "report": report, "seed": seed,
-               "memory": memory},
+               "memory": memory, "input_readout": input_readout},
         every=every, window=window, limit=limit,
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,

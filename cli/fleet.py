@@ -3,8 +3,9 @@
 ``fleet server`` starts a Flower SuperLink and the fleet's run on it (rounds of FedAvg over the
 devices' SPELA models, ``spela_stream.flower``) and prints one JSON line per round; ``fleet
 device`` learns a stream into a run of its database, as ``learn`` does, with a Flower SuperNode
-that takes part in the rounds. flwr is imported by neither command itself (its processes are),
-and only looked for when a fleet command runs: without it, ``Error: ...`` and exit 1.
+that takes part in the rounds (the library's ``spela_stream.fleet_procs.serve_fleet`` and
+``storage.fleet_run.run_device``). flwr is imported by neither command itself (its processes
+are), and only looked for when a fleet command runs: without it, ``Error: ...`` and exit 1.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from .flags import option
-from .options import fail, guarded
+from .options import fail, guarded, stderr
 
 FLEET, DEVICE = "Fleet", "Device"
 INSTALL = "pip install 'spela-stream[fleet]'"
@@ -93,27 +94,11 @@ def server(
     """Run the fleet's server: a Flower SuperLink on 127.0.0.1 and the rounds; one JSON line
     per round on stdout (devices, samples learned, bytes, seconds), logs on stderr."""
     _need_flwr()
-    guarded(_server, folder, rounds, port, min_devices, wait, round_timeout, _labels(labels),
-            restarts)  # fmt: skip
+    from spela_stream.fleet_procs import serve_fleet
 
-
-def _server(folder: Path, rounds: int, port: int, min_devices: int, wait: float,
-            round_timeout: float, labels: list[Any], restarts: int) -> None:  # fmt: skip
-    from spela_stream.fleet_procs import FleetServer
-    from spela_stream.stopping import StopGuard
-
-    config = {"rounds": rounds, "min-devices": min_devices, "wait": wait,
-              "round-timeout": round_timeout, "labels": json.dumps(labels)}  # fmt: skip
-    fleet = FleetServer(folder, config, port, restarts, log=lambda m: typer.echo(m, err=True))
-    with StopGuard() as guard:  # SIGTERM, Ctrl-C: the finally ends Flower's processes
-        try:
-            fleet.start()
-            typer.echo(json.dumps({"event": "listening", "superlink": fleet.address}), err=True)
-            for row in fleet.rows():
-                typer.echo(json.dumps(row))
-        finally:
-            with guard.busy():  # a second signal does not cut the ending short
-                fleet.stop()
+    guarded(serve_fleet, folder, rounds=rounds, port=port, min_devices=min_devices, wait=wait,
+            round_timeout=round_timeout, labels=_labels(labels), restarts=restarts, log=stderr,
+            row=lambda row: typer.echo(json.dumps(row)))  # fmt: skip
 
 
 @app.command(cls=Command)
@@ -141,53 +126,14 @@ def device(
     (resumed if it is there), its model merged with the fleet's every round; checkpoints as
     learn does. The final report (JSON) on stdout."""
     _need_flwr()
-    widths = tuple(int(h) for h in hidden.split(","))
-    guarded(_device, superlink, name, source, db, widths, seed, _labels(labels), per_round,
-            linger, every)  # fmt: skip
+    from storage.fleet_run import run_device  # torch: only when a device runs
 
+    widths, fleet_labels = tuple(int(h) for h in hidden.split(",")), _labels(labels)
 
-def _device(superlink: str, name: str, source: str, db: Path, hidden: tuple[int, ...],
-            seed: int, labels: list[Any], per_round: int | None, linger: float,
-            every: int) -> None:  # fmt: skip
-    import torch
+    def learn() -> None:  # the final report on stdout
+        row = run_device(superlink, name, source=source, db=db, hidden=widths, seed=seed,
+                         labels=fleet_labels, per_round=per_round, linger=linger, every=every,
+                         log=stderr)  # fmt: skip
+        typer.echo(json.dumps(row))
 
-    from spela_stream.display import report_json
-    from spela_stream.fleet_device import DeviceLink
-    from spela_stream.fleet_procs import Keeper, end_strays, free_port, supernode
-    from spela_stream.model import SpelaMLP
-    from spela_stream.sources import open_source
-    from spela_stream.stopping import StopGuard
-    from storage import CheckpointStore
-    from storage.run import Run
-
-    torch.set_num_threads(1)
-
-    def log(message: str) -> None:
-        typer.echo(message, err=True)
-
-    with CheckpointStore(db) as store, StopGuard() as guard:
-        resumed = any(r.name == name for r in store.runs())
-        if resumed:
-            run = Run.resume(store, name, checkpoint_every=every, log=log)
-        else:
-            model = SpelaMLP(hidden=hidden, seed=seed)
-            if labels:  # the fleet's order, before any sample (SpelaMLP takes no labels=)
-                model = SpelaMLP.from_state({**model.state_dict(), "labels": labels})
-            run = Run.start(store, model, source, name=name, checkpoint_every=every, log=log)
-        link = DeviceLink(run.loop, name, resumed=resumed, per_round=per_round, linger=linger)
-        config = {"device": name, "exchange": link.address}
-        folder = db.parent / f"{db.name}.{name}.flower"
-        if stray := end_strays(folder / "flwr-home"):  # a killed device's SuperNode, ClientApp
-            log(f"device {name!r}: ended {len(stray)} Flower processes its last run left")
-        try:
-            with Keeper(lambda: supernode(superlink, free_port(), config, folder), log):
-                log(f"device {name!r}: learning {run.source} into {db}, fleet at {superlink}")
-                with open_source(run.source, skip=run.skip) as stream:
-                    report = run.learn(link.wrap(stream), every=every, guard=guard)
-                link.settle()  # the SuperNode stays until the answer to the last message left
-        finally:
-            link.close()
-            end_strays(folder / "flwr-home")
-    row = json.loads(report_json(report, "device"))
-    row.update(device=name, rounds=link.rounds, bytes_in=link.bytes_in, bytes_out=link.bytes_out)
-    typer.echo(json.dumps(row))
+    guarded(learn)

@@ -1,4 +1,4 @@
-"""The summary every ``learn`` path but the camera's prints (its run: ``storage.opening.learning``).
+"""The summary every ``learn`` path but the frames' (``storage.frames_run``) prints.
 
 The file, camera and TCP paths each open ``storage.opening.learning`` (the store, the stop guard
 and the run the options name), build their stream and hand it to ``storage.run.finish``, which

@@ -30,6 +30,11 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+def stderr(message: str) -> None:
+    """A line on stderr even with --quiet (where a service listens, a fleet's news)."""
+    typer.echo(message, err=True)
+
+
 def guarded(command: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
     """Run a command body, mapping the library's errors to messages and exit codes."""
     try:

@@ -39,8 +39,8 @@ GRID = np.geomspace(0.003, 10.0, 49)  # (G,) temperatures tried, about 18% apart
 DECAY = 0.999  # per scored sample: the fit follows about the last 1,000 predictions
 MIN_SAMPLES = 20  # before this many scored predictions the model's own temperature holds
 ECE_BINS = 15
-_LOG_GRID = [math.log(t) for t in GRID.tolist()]  # log of each grid temperature, as temperature()
-_LOG_STEP = math.log(GRID[1] / GRID[0])
+LOG_GRID = [math.log(t) for t in GRID.tolist()]  # log of each grid temperature, as temperature()
+LOG_STEP = math.log(GRID[1] / GRID[0])
 
 
 class OnlineTemperature:
@@ -85,7 +85,7 @@ class OnlineTemperature:
         lo, mid, hi = self.nll[i - 1 : i + 2].tolist()
         curve = lo - 2 * mid + hi
         shift = 0.5 * (lo - hi) / curve if curve > 0 else 0.0  # in grid steps, within +-0.5
-        return math.exp(_LOG_GRID[i] + shift * _LOG_STEP)
+        return math.exp(LOG_GRID[i] + shift * LOG_STEP)
 
     def state(self) -> dict[str, np.ndarray]:
         """The fit as arrays."""

@@ -18,11 +18,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .calibration import _LOG_GRID as LOG_GRID
-from .calibration import _LOG_STEP, GRID, OnlineTemperature
-from .readout import _EPS, CHOICE_DECAY, MEAN_WINDOW, VAR_WINDOW, ClassMeans, Readout
+from .calibration import GRID, LOG_GRID, LOG_STEP, OnlineTemperature
+from .readout import CHOICE_DECAY, MEAN_WINDOW, VAR_EPS, VAR_WINDOW, ClassMeans, Readout
 from .rule import LEAKY_SLOPE
-from .scaling import _TINY_STD, Standardiser
+from .scaling import TINY_STD, Standardiser
 
 if TYPE_CHECKING:
     from .layer import SpelaLayer
@@ -40,6 +39,10 @@ AVAILABLE = kernels is not None
 # wide model keeps torch's path, where per-sample overhead is a small share anyway.
 MAX_WEIGHTS = 512 * 512
 _LOG_GRID = np.array(LOG_GRID)  # the very floats temperature() adds
+# One sample's readout, prediction and temperature fits in two compiled calls, its scores in
+# reused buffers (``SpelaMLP._learn_fused``); False: the step before them, sample for sample the
+# same numbers (the tests' reference)
+FUSED = True
 
 
 class Buffers:
@@ -51,10 +54,31 @@ class Buffers:
         self.xin = [np.empty(d_in, dtype=np.float32) for d_in, _ in self.shapes]
         self.z = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
         self.g = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
+        self.y = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
+        n = len(layers)
+        self.temps = np.empty(n)  # each stream's temperature, the fused tail's (one per layer)
+        self.tops = np.zeros(n, dtype=np.int64)
+        self.confs = np.zeros(n)
+        self.fitted = np.zeros(n)
+        self._scores: tuple[np.ndarray, np.ndarray] = self._score_buffers(0)
         self._keys: list[tuple[object, ...] | None] = [None] * len(layers)
         self._views: list[tuple[np.ndarray, ...]] = [()] * len(layers)
         self._weights = [layer.weight for layer in layers]
         self._lrs: tuple[tuple[float, int, float], list[float]] | None = None
+
+    def _score_buffers(self, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.empty((len(self.shapes), n_classes), dtype=np.float32),
+            np.empty(n_classes),
+        )
+
+    def scores(self, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+        """Every layer's class-vector scores (L, n_classes) float32 and the class means' scores
+        (n_classes,) float64 of one sample, reused while the class count stays (``step``'s
+        ``into``, ``readout_learn_one``'s ``out``: read within the sample, never kept)."""
+        if self._scores[1].shape[0] != n_classes:
+            self._scores = self._score_buffers(n_classes)
+        return self._scores
 
     def fits(self, layers: list[SpelaLayer]) -> bool:
         """Whether these buffers serve ``layers``: the same weight tensors (a grown or loaded
@@ -142,10 +166,13 @@ def step(
     known: int,
     score: bool,
     lrs: list[float],
+    into: np.ndarray | None = None,
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Learn one float32 sample x (d_in,) of class k on every layer; returns each layer's scores
     (1, known) before its update (empty when not ``score``) and the last layer's output (d_out,),
-    also from before the update. One compiled call per layer (``kernels.layer_step``)."""
+    also from before the update. One compiled call per layer (``kernels.layer_step``). With
+    ``into`` (L, known), layer i's scores go to into[i] (none returned) and the outputs to the
+    buffers' y (the last one valid until the next sample)."""
     assert kernels is not None
     out_scores: list[np.ndarray] = []
     n_classes = known if score else -1
@@ -173,14 +200,18 @@ def step(
             else:
                 norm.count += 1
                 obs_mode, count = 2, norm.count
-        y = np.empty(w.shape[0], dtype=np.float32)  # handed on: a fresh array each sample
-        s = np.empty((1, max(n_classes, 0)), dtype=np.float32)
+        if into is None:
+            y = np.empty(w.shape[0], dtype=np.float32)  # handed on: a fresh array each sample
+            s = np.empty((1, max(n_classes, 0)), dtype=np.float32)
+            row = s[0]
+        else:
+            y, row = buffers.y[i], into[i]
         kernels.layer_step(
-            w, b, v, k, h, h_in, mean, m2, norm_mode, denom, n_classes, s[0],
+            w, b, v, k, h, h_in, mean, m2, norm_mode, denom, n_classes, row,
             buffers.z[i], y, buffers.g[i], lrs[i], LEAKY_SLOPE, obs_mode, keep, add, beta, count,
             layer.contrast, layer.n_known,
         )  # fmt: skip
-        if score:
+        if score and into is None:
             out_scores.append(s)
         h = y
     return out_scores, h
@@ -240,7 +271,7 @@ def standardise_one(scaler: Standardiser, row: np.ndarray, out: np.ndarray) -> b
     assert kernels is not None
     clip = -1.0 if scaler.clip is None else float(scaler.clip)
     done = kernels.standardise_learn(
-        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, _TINY_STD, clip, out
+        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, TINY_STD, clip, out
     )
     if done:
         scaler.count += 1
@@ -254,7 +285,7 @@ def standardise_row(scaler: Standardiser, row: np.ndarray, out: np.ndarray) -> N
     assert kernels is not None
     clip = -1.0 if scaler.clip is None else float(scaler.clip)
     kernels.standardise_row(
-        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, _TINY_STD, clip, out
+        row, scaler.mean, scaler.m2, scaler.counts, scaler.count, TINY_STD, clip, out
     )
 
 
@@ -263,7 +294,7 @@ def readout_scores(means: ClassMeans, h: np.ndarray, n_classes: int) -> np.ndarr
     assert kernels is not None
     out = np.empty((1, n_classes))
     kernels.readout_scores(
-        means.means, means.counts, means.var, means.n, h, n_classes, _EPS, out[0]
+        means.means, means.counts, means.var, means.n, h, n_classes, VAR_EPS, out[0]
     )
     return out
 
@@ -274,7 +305,7 @@ def calibration_update(fit: OnlineTemperature, scores: np.ndarray, k: int) -> No
     assert kernels is not None
     kernels.calibration_update(scores, k, GRID, fit.nll, fit.decay)
     fit.n += 1
-    fitted = kernels.fitted_temperature(fit.nll, GRID, _LOG_GRID, _LOG_STEP)
+    fitted = kernels.fitted_temperature(fit.nll, GRID, _LOG_GRID, LOG_STEP)
     fit.fitted = (fit.n, fitted) if fitted > 0 else None
 
 
@@ -318,3 +349,49 @@ def readout_learn(readout: Readout, vec: np.ndarray | None, h: np.ndarray, k: in
         kernels.readout_update(cm.means, cm.counts, cm.var, cm.n, h, k, MEAN_WINDOW, VAR_WINDOW)
     )
     return out if out is not None else np.zeros((1, 0))
+
+
+def readout_learn_one(
+    readout: Readout, vec: np.ndarray | None, h: np.ndarray, k: int, out: np.ndarray
+) -> bool:
+    """``readout_learn`` in one compiled call: vec (C,) the last layer's class-vector scores
+    (None: nothing known yet, the means only learn), the class means' scores into out (C,);
+    True when those, not vec, are reported."""
+    assert kernels is not None
+    cm = readout.layers[0]
+    if k >= len(cm.counts):
+        cm._grow(k + 1)
+    n_classes = -1 if vec is None else vec.shape[0]
+    n, use_means = kernels.readout_learn(
+        out if vec is None else vec, cm.means, cm.counts, cm.var, cm.n, h, k, n_classes,
+        readout.hits[0], CHOICE_DECAY, VAR_EPS, MEAN_WINDOW, VAR_WINDOW, out,
+    )  # fmt: skip
+    cm.n = int(n)
+    return bool(use_means)
+
+
+def choose_calibrate(
+    fits: list[OnlineTemperature],
+    buffers: Buffers,
+    s: np.ndarray,
+    last: np.ndarray,
+    use_last: bool,
+    k: int,
+    choose: bool,
+    calibrate: bool,
+) -> int:
+    """One sample's per-stream top class and probability (into ``buffers.tops``, ``.confs``, at
+    the temperatures in ``buffers.temps``) and temperature fits (``calibration_update``), in one
+    compiled call: stream i scores s[i] (L, C), the last one ``last`` where ``use_last``.
+    Returns numpy's argmax of the last stream's scores."""
+    assert kernels is not None
+    nlls = tuple(fit.nll for fit in fits)
+    top = kernels.choose_calibrate(
+        s, last, use_last, k, buffers.temps, choose, calibrate, GRID, nlls, fits[0].decay,
+        _LOG_GRID, LOG_STEP, buffers.tops, buffers.confs, buffers.fitted,
+    )  # fmt: skip
+    if calibrate:
+        for fit, fitted in zip(fits, buffers.fitted.tolist(), strict=True):
+            fit.n += 1
+            fit.fitted = (fit.n, fitted) if fitted > 0 else None
+    return int(top)

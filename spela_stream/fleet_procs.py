@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .fleet_wire import FleetError
+from .stopping import StopGuard
 
 INSTALL = "pip install 'spela-stream[fleet]'"
 APP_TOML = """\
@@ -348,6 +349,28 @@ class FleetServer:
         if self.link is not None:
             self.link.stop()
         self.strays()
+
+
+def serve_fleet(
+    folder: Path, *, rounds: int = 10, port: int = 0, min_devices: int = 1, wait: float = 60.0,
+    round_timeout: float = 120.0, labels: Sequence[Any] = (), restarts: int = 5,
+    log: Callable[[str], None], row: Callable[[dict[str, Any]], None],
+) -> None:  # fmt: skip
+    """Run a fleet's server (``FleetServer``) on ``folder`` until its last round: ``log`` hears
+    the news and, as a JSON line, where its SuperLink listens; ``row`` gets each round's row.
+    A signal (SIGTERM, Ctrl-C) ends it, Flower's processes with it."""
+    config = {"rounds": rounds, "min-devices": min_devices, "wait": wait,
+              "round-timeout": round_timeout, "labels": json.dumps(list(labels))}  # fmt: skip
+    fleet = FleetServer(folder, config, port, restarts, log=log)
+    with StopGuard() as guard:  # SIGTERM, Ctrl-C: the finally ends Flower's processes
+        try:
+            fleet.start()
+            log(json.dumps({"event": "listening", "superlink": fleet.address}))
+            for each in fleet.rows():
+                row(each)
+        finally:
+            with guard.busy():  # a second signal does not cut the ending short
+                fleet.stop()
 
 
 class Keeper:

@@ -19,7 +19,7 @@ import numpy as np
 from numba import njit
 
 _EPS = 1e-12
-_TINY_VAR = 1e-16  # scaling._TINY_STD squared
+_TINY_VAR = 1e-16  # scaling.TINY_STD squared
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -416,15 +416,21 @@ def calibration_update(
     """``calibration.OnlineTemperature.update`` for one sample's scores s (C,) of true class k:
     nll[g] = decay nll[g] + logsumexp(s / grid[g]) - s[k] / grid[g], per temperature."""
     n = s.shape[0]
+    # max_j(s_j / t) is max_j(s_j) / t: a correctly rounded division by t > 0 keeps the order
+    # (with a NaN score the sum is NaN either way)
+    smax = float(s[0])
+    for j in range(1, n):
+        smax = max(smax, float(s[j]))
+    z = np.empty(n)
     for g in range(grid.shape[0]):
         t = grid[g]
-        top = float(s[0]) / t
-        for j in range(1, n):
-            top = max(top, float(s[j]) / t)
+        for j in range(n):
+            z[j] = float(s[j]) / t
+        top = smax / t
         acc = 0.0
         for j in range(n):
-            acc += math.exp(float(s[j]) / t - top)
-        nll[g] = nll[g] * decay + ((math.log(acc) + top) - float(s[k]) / t)
+            acc += math.exp(z[j] - top)
+        nll[g] = nll[g] * decay + ((math.log(acc) + top) - z[k])
 
 
 @_compiled
@@ -470,3 +476,149 @@ def softmax_top(s: np.ndarray, temperature: float) -> tuple[int, float]:  # prag
         if p > conf:
             best, conf = j, p
     return best, conf
+
+
+@_compiled
+def argmax(s: np.ndarray) -> int:  # pragma: no cover - compiled
+    """numpy's argmax of s (C,): the first of equal maxima, the first NaN if any."""
+    best = 0
+    for j in range(s.shape[0]):
+        if math.isnan(s[j]):
+            return j
+        if s[j] > s[best]:
+            best = j
+    return best
+
+
+@_compiled
+def readout_learn(
+    vec: np.ndarray,
+    means: np.ndarray,
+    counts: np.ndarray,
+    var: np.ndarray,
+    n: int,
+    h: np.ndarray,
+    k: int,
+    n_classes: int,
+    hits: np.ndarray,
+    choice_decay: float,
+    eps: float,
+    mean_window: int,
+    var_window: int,
+    out: np.ndarray,
+) -> tuple[int, bool]:  # pragma: no cover - compiled
+    """``Readout.learn(0, vec, h, [k])`` for one output h (d,) in one call: with n_classes >= 0,
+    the class means' scores into out (n_classes,), the reported readout chosen on the hit rates
+    (``hits`` (2,), before this sample counts), the hits folded in (a known class k); then the
+    class means learn h (``readout_update``; counts long enough). Returns the new n and whether
+    the means' scores (out), not vec, are reported."""
+    use_means = False
+    if n_classes >= 0:
+        readout_scores(means, counts, var, n, h, n_classes, eps, out)
+        use_means = hits[1] > hits[0]
+        if k < n_classes:
+            hit_v = 1.0 if argmax(vec[:n_classes]) == k else 0.0
+            hit_m = 1.0 if argmax(out[:n_classes]) == k else 0.0
+            hits[0] = choice_decay * hits[0] + (1 - choice_decay) * hit_v
+            hits[1] = choice_decay * hits[1] + (1 - choice_decay) * hit_m
+    n = readout_update(means, counts, var, n, h, k, mean_window, var_window)
+    return n, use_means
+
+
+@_compiled
+def _choose_fit(
+    row: np.ndarray,
+    i: int,
+    k: int,
+    temps: np.ndarray,
+    choose: bool,
+    calibrate: bool,
+    grid: np.ndarray,
+    nll: np.ndarray,
+    decay: float,
+    log_grid: np.ndarray,
+    log_step: float,
+    tops: np.ndarray,
+    confs: np.ndarray,
+    fitted: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Stream i of ``choose_calibrate``, its scores row (C,)."""
+    if choose:
+        top, conf = softmax_top(row, temps[i])
+        tops[i] = top
+        confs[i] = conf
+    if calibrate:
+        calibration_update(row, k, grid, nll, decay)
+        fitted[i] = fitted_temperature(nll, grid, log_grid, log_step)
+
+
+@_compiled
+def choose_calibrate(
+    s: np.ndarray,
+    last: np.ndarray,
+    use_last: bool,
+    k: int,
+    temps: np.ndarray,
+    choose: bool,
+    calibrate: bool,
+    grid: np.ndarray,
+    nlls: Any,
+    decay: float,
+    log_grid: np.ndarray,
+    log_step: float,
+    tops: np.ndarray,
+    confs: np.ndarray,
+    fitted: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """One sample's predictions and temperature fits over its streams in one call: stream i's
+    scores are s[i] (S, C), the last one's ``last`` (C,) instead where ``use_last``. With
+    ``choose``, each stream's top class and softmax probability at temps[i] (``softmax_top``)
+    into tops, confs; with ``calibrate``, each stream's nll (``nlls``, a tuple of (G,)) folds
+    the sample of class k in (``calibration_update``) and its fit goes to fitted[i]
+    (``fitted_temperature``, -1: numpy's fit decides). Returns numpy's argmax of the last
+    stream's scores (the drift's error)."""
+    n_streams = s.shape[0]
+    for i in range(n_streams):
+        if use_last and i == n_streams - 1:
+            _choose_fit(
+                last, i, k, temps, choose, calibrate, grid, nlls[i], decay, log_grid, log_step,
+                tops, confs, fitted,
+            )  # fmt: skip
+        else:
+            _choose_fit(
+                s[i], i, k, temps, choose, calibrate, grid, nlls[i], decay, log_grid, log_step,
+                tops, confs, fitted,
+            )  # fmt: skip
+    if use_last:
+        return argmax(last)
+    return argmax(s[n_streams - 1])
+
+
+@_compiled
+def memory_note(
+    seen: np.ndarray,
+    recent: np.ndarray,
+    k: int,
+    decay: float,
+    counts: np.ndarray,
+    big: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """The arithmetic of ``ReplayMemory.add`` for a full memory, before its draws: class k
+    counted in ``seen`` and the recent shares (recent *= decay, recent[k] += 1 - decay), then
+    the classes stored most (``counts``) written ascending into ``big``; returns how many, or 0
+    when k is among them (reservoir sampling within k then)."""
+    seen[k] += 1
+    for j in range(recent.shape[0]):
+        recent[j] *= decay
+    recent[k] += 1.0 - decay
+    largest = counts[0]
+    for j in range(1, counts.shape[0]):
+        largest = max(largest, counts[j])
+    if not counts[k] < largest:
+        return 0
+    n_big = 0
+    for j in range(counts.shape[0]):
+        if counts[j] == largest:
+            big[n_big] = j
+            n_big += 1
+    return n_big

@@ -33,6 +33,12 @@ import numpy as np
 
 from .errors import ModelError
 
+# numba missing, or no cache locator: add's arithmetic in numpy (the same numbers)
+try:
+    from . import kernels
+except (ImportError, RuntimeError):
+    kernels = None  # type: ignore[assignment]
+
 _MASK64 = (1 << 64) - 1
 RECENT_DECAY = 0.99  # the recent class shares average about the last 100 samples
 
@@ -77,6 +83,7 @@ class ReplayMemory:
         # per class, its slots in ascending order (np.flatnonzero(y == c) without the scan),
         # built at the first full add and kept by every add after; None when y moved otherwise
         self._slots: list[list[int]] | None = None
+        self._big = np.zeros(0, dtype=np.int64)  # add's scratch: the classes stored most
 
     def __len__(self) -> int:
         return self.size
@@ -93,11 +100,8 @@ class ReplayMemory:
         if k >= len(self.seen):
             self.seen = np.concatenate([self.seen, np.zeros(k + 1 - len(self.seen), np.int64)])
             self.recent = np.concatenate([self.recent, np.zeros(k + 1 - len(self.recent))])
-        self.seen[k] += 1
-        self.recent *= RECENT_DECAY
-        self.recent[k] += 1.0 - RECENT_DECAY
-        self.recent_weight = self.recent_weight * RECENT_DECAY + (1.0 - RECENT_DECAY)
         if self.size < self.budget:
+            self._note(k)
             self.x[self.size] = x
             self.y[self.size] = k
             self.size += 1
@@ -107,11 +111,18 @@ class ReplayMemory:
         counts = self._stored
         if counts is None or len(counts) < len(self.seen):  # counted once, then kept per add
             counts = self._stored = self.class_counts()
+        if len(self._big) < len(counts):
+            self._big = np.zeros(len(counts), dtype=np.int64)
+        if kernels is not None:  # _note and _largest in one compiled call
+            n_big = kernels.memory_note(self.seen, self.recent, k, RECENT_DECAY, counts, self._big)
+            self.recent_weight = self.recent_weight * RECENT_DECAY + (1.0 - RECENT_DECAY)
+        else:
+            self._note(k)
+            n_big = self._largest(counts, k)
         by_class = self._class_slots()
-        largest = counts.max()
-        if counts[k] < largest:  # a minority class: evict a random sample of a largest class
-            big = np.flatnonzero(counts == largest)
-            victim_class = big[int(self.rng.integers(len(big)))] if len(big) > 1 else big[0]
+        if n_big:  # a minority class: evict a random sample of a largest class
+            big = self._big
+            victim_class = int(big[int(self.rng.integers(n_big))] if n_big > 1 else big[0])
             slots = by_class[victim_class]
             slot = slots[int(self.rng.integers(len(slots)))]
         else:  # reservoir sampling within the class: keep with probability stored / seen
@@ -127,6 +138,22 @@ class ReplayMemory:
         if old != k:
             by_class[old].remove(slot)
             bisect.insort(by_class[k], slot)
+
+    def _note(self, k: int) -> None:
+        """Count a sample of class k, in all seen and in the recent shares."""
+        self.seen[k] += 1
+        self.recent *= RECENT_DECAY
+        self.recent[k] += 1.0 - RECENT_DECAY
+        self.recent_weight = self.recent_weight * RECENT_DECAY + (1.0 - RECENT_DECAY)
+
+    def _largest(self, counts: np.ndarray, k: int) -> int:
+        """The classes stored most, ascending, into ``_big``: how many; 0 when k is one."""
+        largest = counts.max()
+        if not counts[k] < largest:
+            return 0
+        big = np.flatnonzero(counts == largest)
+        self._big[: len(big)] = big
+        return len(big)
 
     def _class_slots(self) -> list[list[int]]:
         """Per class index (as many as ``seen`` holds, at least), its stored slots ascending."""

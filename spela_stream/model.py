@@ -614,11 +614,17 @@ class SpelaMLP(base.Classifier):
             tops.append(top)
             confs_l.append(conf)
         confs = tuple(confs_l)
-        labels = tuple(self.labels[t] for t in tops)
         if self.report == "vote":
+            labels = tuple(self.labels[t] for t in tops)
             summed = np.sum([s[0] for s in layer_scores], axis=0)
             top, conf = top_of(summed, temps[-1] * len(layer_scores) or self.temperature)
             return Prediction(self.labels[top], conf, -1, labels, confs)
+        return self._prediction(tops, confs)
+
+    def _prediction(self, tops: list[int], confs: tuple[float, ...]) -> Prediction:
+        """The reported Prediction (``report`` other than a vote) from each layer's top class
+        index and its probability."""
+        labels = tuple(self.labels[t] for t in tops)
         if self.report == "confident":
             chosen = int(np.argmax(confs))
         elif self.report == "early_exit":  # the first confident layer; later ones unused
@@ -663,6 +669,9 @@ class SpelaMLP(base.Classifier):
         scores: list[np.ndarray] = []
         boost = 1.0 if self.detector is None else self.detector.boost(self.n_learned)
         if batch.shape[0] == 1 and self.uses_compiled:
+            if compiled_step.FUSED and self.report != "vote" and self.input_means is None:
+                k_one = self._index[ys[0]]
+                return self._learn_fused(batch, k_one, known, predict, score_now, boost)
             scores, k_np = self._learn_compiled(batch, self._index[ys[0]], known, score_now, boost)
             return self._after_learning(
                 batch, k_np, scores, predict, predict_now, score_now, compiled=True
@@ -760,6 +769,49 @@ class SpelaMLP(base.Classifier):
                 scores[-1] = mixed
         return scores, k_np
 
+    def _learn_fused(
+        self, batch: np.ndarray, k: int, known: int, predict: bool, score_now: bool, boost: float
+    ) -> list[Prediction] | None:
+        """``_learn_compiled`` then ``_after_learning`` for one sample, its scores in reused
+        buffers and its readout, prediction and temperature fits in two compiled calls
+        (``readout_learn_one``, ``choose_calibrate``): the same numbers. Not for a vote (its
+        stream is the layers' mean) nor the input readout (it mixes the scores in numpy)."""
+        assert self.scaler is not None
+        buffers = self._scratch()
+        x = self._standardise_one(batch, np.float32)
+        if x is None:  # a missing feature, Fourier features or raw input: numpy's path
+            x = np.ascontiguousarray(self._scaled(batch)[0], dtype=np.float32)
+            if self.standardise:
+                self.scaler.update(batch)
+        lrs = buffers.lrs(self.layers, self.lr, REFERENCE_WIDTH, boost)
+        s, means = buffers.scores(known)
+        _, out = compiled_step.step(self.layers, buffers, x, k, known, score_now, lrs, into=s)
+        use_means = False
+        if self.means_readout is not None:
+            vec = s[-1] if score_now else None
+            use_means = compiled_step.readout_learn_one(self.means_readout, vec, out, k, means)
+        self.n_learned += 1
+        predict_now = predict and known > 0
+        if score_now:
+            calibrate = self.calibrate and k < known
+            if predict_now:
+                temps = buffers.temps
+                for i, t in enumerate(self._temperatures()):
+                    temps[i] = t or self.temperature
+            top = compiled_step.choose_calibrate(
+                self.calibration, buffers, s, means, use_means, k, predict_now, calibrate
+            )
+            if self.detector is not None and k < known:
+                self._errors(np.array([top != k]))
+        preds = None
+        if predict_now:
+            preds = [self._prediction(buffers.tops.tolist(), tuple(buffers.confs.tolist()))]
+        if self.replay_memory is not None:
+            self._remember(batch, [k])
+        if not predict:
+            return None
+        return preds or [self._no_prediction()]
+
     def _standardise_one(self, batch: np.ndarray, dtype: type) -> np.ndarray | None:
         """The first layer's input for one sample (1, d) in ``dtype`` and the standardiser's
         update, in one compiled call (the same numbers as ``_scaled`` then ``scaler.update``);
@@ -782,6 +834,11 @@ class SpelaMLP(base.Classifier):
         else:
             old = k < scores.shape[1]
             errors = scores[old].argmax(axis=1) != k[old]
+        self._errors(errors)
+
+    def _errors(self, errors: np.ndarray) -> None:
+        """``_watch``'s errors (B,) to the detector, the standardisers shortened on a change."""
+        assert self.detector is not None and self.scaler is not None
         if self.detector.observe(errors, self.n_learned):
             if drift_rules.SCALER_KEEP:
                 self.scaler.shorten(drift_rules.SCALER_KEEP)

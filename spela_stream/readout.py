@@ -28,7 +28,7 @@ from .errors import ModelError
 MEAN_WINDOW = 1000  # a class mean averages about its last 1,000 samples (the layer drifts)
 VAR_WINDOW = 1000  # the shared within-class variance: about the last 1,000 samples
 CHOICE_DECAY = 0.98  # the hit rates that pick a readout average about the last 50 samples
-_EPS = 1e-6
+VAR_EPS = 1e-6
 
 
 class ClassMeans:
@@ -71,7 +71,7 @@ class ClassMeans:
         if seen.size == 0:
             return out
         m = self.means[seen]  # (S, d)
-        scale = 1.0 / np.sqrt(self.var + _EPS) if self.n else np.ones(self.d)
+        scale = 1.0 / np.sqrt(self.var + VAR_EPS) if self.n else np.ones(self.d)
         centre = m.mean(axis=0)
         q = (h - centre) * scale  # (B, d)
         p = (m - centre) * scale  # (S, d)

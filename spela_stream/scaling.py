@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-_TINY_STD = 1e-8
+TINY_STD = 1e-8
 
 
 class Standardiser:
@@ -53,7 +53,7 @@ class Standardiser:
             return np.zeros_like(x, dtype=np.float64)
         if self._scale is None:
             std = np.sqrt(self.m2 / np.maximum(self.counts, 1))
-            scale = np.where(std > _TINY_STD, 1.0 / np.maximum(std, _TINY_STD), 1.0)
+            scale = np.where(std > TINY_STD, 1.0 / np.maximum(std, TINY_STD), 1.0)
             self._scale = np.where(self.counts > 0, scale, 0.0)
         out: np.ndarray = (x - self.mean) * self._scale
         if np.isnan(out).any():
@@ -180,7 +180,7 @@ class TensorStandardiser:
             return torch.zeros_like(h)
         if self._cache is None or self._cache[0].dtype != h.dtype:
             var = self.variance()
-            scale = torch.where(var > _TINY_STD**2, var.rsqrt(), 1.0)
+            scale = torch.where(var > TINY_STD**2, var.rsqrt(), 1.0)
             self._cache = (self.mean.to(h.dtype), scale.to(h.dtype))
         mean, scale = self._cache
         return (h - mean) * scale

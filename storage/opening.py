@@ -78,9 +78,9 @@ def open_run(
         )
     info = pick(store, name)
     if given:
+        flag = "--" + next(iter(given)).replace("_", "-")  # input_readout: --input-readout
         raise ConfigError(
-            f"--{next(iter(given))} cannot change a resumed run (run {info.name!r} keeps its "
-            "config)"
+            f"{flag} cannot change a resumed run (run {info.name!r} keeps its config)"
         )
     run = Run.resume(store, info.name, checkpoint=checkpoint, source=source, skip=skip,
                      window=window, **policy)  # fmt: skip
@@ -122,12 +122,13 @@ def learning(
     log: Callable[[str], None],
     *,
     default_source: str,
-    defaults: dict[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
     config: Callable[[Run | None], dict[str, Any]] | None = None,
 ) -> Iterator[tuple[Run, StopGuard]]:
     """The run ``opts`` names (``open_run``) in its store, with signals guarded; a database
     this made goes again if it fails before any run is in it (``made_db``). ``log`` hears the
-    resume news."""
+    resume news; ``defaults`` are a new run's model options under those given (e.g.
+    ``features.FRAME_MODEL_DEFAULTS``); a resumed run keeps its saved ones."""
     with (
         made_db(opts.db),
         CheckpointStore(opts.db, create=not opts.resume) as store,

@@ -231,6 +231,7 @@ def test_learn_a_video_then_eval_and_predict_it(tmp_path: Path, video: Path, tra
         info = store.run("run-1")
     assert info.config["frames"] == {"backbone": "efficientnet-lite0", "size": 32}
     assert info.config["hidden"] == [1024]
+    assert info.config["input_readout"] == 2000  # frames through a backbone: on by default
     result = runner.invoke(
         app, ["eval", "--source", f"camera:{video}", "--labels", str(track), "--db", str(db)]
     )
@@ -340,6 +341,39 @@ def test_a_resumed_run_keeps_its_backbone(tmp_path: Path, video: Path) -> None:
     result = runner.invoke(app, ["eval", "--db", str(tmp_path / "b.db"), "-s", "builtin:mnist"])
     assert result.exit_code == 2
     assert "learned frames through a backbone" in result.stderr
+
+
+def _input_readout(db: Path, name: str) -> int:
+    with CheckpointStore(db, create=False) as store:
+        saved = store.run(name).config["input_readout"]
+    assert isinstance(saved, int)
+    return saved
+
+
+def test_input_readout_defaults_on_for_backbone_frames_only(tmp_path: Path, video: Path) -> None:
+    """2000 on a new run of frames through EfficientNet-Lite0; --input-readout 0 turns it off;
+    raw pixels (--backbone none) and tabular files default off; a resumed run keeps its own."""
+    db = tmp_path / "r.db"
+    frames = ["learn", "-s", f"camera:{video}", "--db", str(db), "--size", "32", "--label", "x"]
+    for args in ([], ["--input-readout", "0"], ["--backbone", "none", "--size", "8"],
+                 ["--input-readout", "500", "--backbone", "none", "--size", "8"]):  # fmt: skip
+        result = runner.invoke(app, [*frames, *args, "--quiet"])
+        assert result.exit_code == 0, result.output
+    assert [_input_readout(db, f"run-{i}") for i in (1, 2, 3, 4)] == [2000, 0, 0, 500]
+    csv = tmp_path / "t.csv"
+    csv.write_text("".join(f"{i % 3},{i % 5},{i % 2}\n" for i in range(20)))
+    result = runner.invoke(app, ["learn", "-s", str(csv), "--db", str(db), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert _input_readout(db, "run-5") == 0
+    result = runner.invoke(app, ["learn", "--resume", "--run", "run-1", "--db", str(db), "--quiet"])
+    assert result.exit_code == 0, result.output  # the video read again, its saved setting kept
+    assert _input_readout(db, "run-1") == 2000
+    resume = ["learn", "--resume", "--run", "run-2", "--db", str(db), "--input-readout", "2000"]
+    result = runner.invoke(app, resume)
+    assert result.exit_code == 2
+    assert "--input-readout cannot change a resumed run (run 'run-2' keeps" in result.stderr
+    result = runner.invoke(app, [*frames, "--input-readout", "-1"])
+    assert result.exit_code == 2 and "--input-readout" in result.stderr
 
 
 def test_label_port_teaches_a_running_learner_process(tmp_path: Path) -> None:

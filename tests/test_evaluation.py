@@ -21,6 +21,7 @@ from spela_stream.config import (
 from spela_stream.datasets import iter_mnist
 from spela_stream.display import evaluation_text, frames_summary_lines, summary_lines
 from spela_stream.errors import ConfigError
+from spela_stream.features import FRAME_MODEL_DEFAULTS, frame_model_defaults
 from spela_stream.model import SpelaMLP
 from spela_stream.stopping import StopGuard
 from storage import CheckpointStore
@@ -75,6 +76,28 @@ def test_open_run_new_checks_resume_only_options(tmp_path: Path) -> None:
             open_run(store, "", model={}, skip=3)
         run = open_run(store, "", model={"hidden": (8,)}, name="n")
     assert run.source == "builtin:mnist" and run.name == "n"
+
+
+def test_open_run_builds_a_new_run_from_the_frame_defaults_under_the_options(
+    tmp_path: Path,
+) -> None:
+    """``defaults`` (the frames path's ``FRAME_MODEL_DEFAULTS``) reach the model; an option
+    given overrides one; a resumed run keeps its saved setting and refuses a new one."""
+    with CheckpointStore(tmp_path / "f.db") as store:
+        on = open_run(store, "", model={"input_readout": None}, name="on",
+                      defaults=FRAME_MODEL_DEFAULTS)  # fmt: skip
+        off = open_run(store, "", model={"input_readout": 0}, name="off",
+                       defaults=FRAME_MODEL_DEFAULTS)  # fmt: skip
+        assert (on.loop.model.hidden, on.loop.model.input_readout) == ((1024,), 2000)
+        assert (off.loop.model.hidden, off.loop.model.input_readout) == ((1024,), 0)
+        on.learn(iter_mnist(20))
+        again = open_run(store, "", model={"input_readout": None}, resume=True, name="on")
+        assert again.loop.model.input_readout == 2000
+        assert again.loop.model.input_means is not None
+        with pytest.raises(ConfigError, match="--input-readout cannot change a resumed run"):
+            open_run(store, "", model={"input_readout": 0}, resume=True, name="on")
+    assert frame_model_defaults("none") == {"hidden": (1024,), "input_readout": 0}
+    assert frame_model_defaults("efficientnet-lite0") == FRAME_MODEL_DEFAULTS
 
 
 def test_made_db_removes_a_database_left_without_runs(tmp_path: Path) -> None:

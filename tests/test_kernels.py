@@ -323,10 +323,101 @@ def test_the_compiled_temperature_fit_equals_numpys() -> None:
     cases += [bowl, bowl + gen.normal(size=len(GRID)) * 1e-3, np.where(bowl < 5, 0.0, bowl)]
     for nll in cases:
         fit.nll, fit.fitted = nll, None
-        got = kernels.fitted_temperature(
-            nll, GRID, compiled_step._LOG_GRID, compiled_step._LOG_STEP
-        )
+        got = kernels.fitted_temperature(nll, GRID, compiled_step._LOG_GRID, compiled_step.LOG_STEP)
         assert got == fit.temperature(0.1)
     nan = np.zeros(len(GRID))
     nan[3] = np.nan
     assert kernels.fitted_temperature(nan, GRID, compiled_step._LOG_GRID, 1.0) == -1.0
+
+
+FUSED_CONFIGS = [
+    {"hidden": (16, 16), "memory": 40},
+    {"hidden": (24, 16, 8), "report": "confident", "memory": 30, "replay_every": 3},
+    {"hidden": (20, 20), "report": "early_exit", "readout": False, "calibrate": False},
+    {"hidden": (16,), "standardise": False, "adapt": False, "memory": 0},
+    {"hidden": (12, 12), "fourier": 8, "hidden_decay": None},
+]
+
+
+@needs_numba
+@pytest.mark.parametrize("params", FUSED_CONFIGS)
+def test_the_fused_one_sample_tail_equals_the_step_before_it(
+    monkeypatch: pytest.MonkeyPatch, params: dict[str, Any]
+) -> None:
+    """Readout, prediction and temperature fits in two compiled calls (compiled.FUSED) give the
+    unfused compiled step's numbers bit for bit: every Prediction (labels and confidences) and
+    the whole state, through classes arriving midstream, dict features that grow, a missing
+    feature, a drift's boost, replays and samples learned without a prediction."""
+    gen = np.random.default_rng(11)
+    rows, labels = [], []
+    for i in range(500):
+        n_classes = 2 + (i >= 100) + (i >= 250)
+        label = int(gen.integers(0, n_classes))
+        x = gen.normal(size=6) + np.eye(6)[label] * 2
+        row = {f"f{j}": float(v) for j, v in enumerate(x) if j < 4 + (i >= 200) + (i >= 300)}
+        if i % 23 == 7:
+            del row["f1"]
+        rows.append(row)
+        labels.append(label)
+
+    def run(fused: bool) -> tuple[list[Any], dict[str, Any]]:
+        monkeypatch.setattr(compiled_step, "FUSED", fused)
+        model = SpelaMLP(**params, seed=5)
+        assert model.uses_compiled
+        preds = []
+        for i, (row, label) in enumerate(zip(rows, labels, strict=True)):
+            if i == 350 and model.detector is not None:
+                model.detector.changed_at = model.n_learned
+            preds.append(model.predict_learn_one(row, label, predict=i % 9 != 4))
+        return preds, model.state_dict()
+
+    ref_preds, ref = run(False)
+    fused_preds, fused = run(True)
+    assert fused_preds == ref_preds
+    assert sum(p is not None and p.label is not None for p in ref_preds) > 400
+    assert fused.keys() == ref.keys()
+    for key in ref:
+        a, b = np.asarray(fused[key]), np.asarray(ref[key])
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), key
+
+
+@needs_numba
+def test_the_temperature_sums_equal_the_loop_that_divides_every_score_twice() -> None:
+    """kernels.calibration_update divides each score by each temperature once and takes the
+    top as max(s) / t: the same floats, bit for bit, as the loop it replaced (compiled here),
+    for float32 and float64 scores, ties, one class and a NaN score."""
+    import math
+
+    from numba import njit
+
+    from spela_stream import kernels
+    from spela_stream.calibration import GRID
+
+    @njit(cache=False, fastmath=False)
+    def before(s: np.ndarray, k: int, grid: np.ndarray, nll: np.ndarray, decay: float) -> None:
+        n = s.shape[0]
+        for g in range(grid.shape[0]):
+            t = grid[g]
+            top = float(s[0]) / t
+            for j in range(1, n):
+                top = max(top, float(s[j]) / t)
+            acc = 0.0
+            for j in range(n):
+                acc += math.exp(float(s[j]) / t - top)
+            nll[g] = nll[g] * decay + ((math.log(acc) + top) - float(s[k]) / t)
+
+    gen = np.random.default_rng(3)
+    ref, got = np.zeros(len(GRID)), np.zeros(len(GRID))
+    for i in range(400):
+        n_classes = 1 + i % 11
+        s = gen.uniform(-1, 1, n_classes).astype(np.float32 if i % 2 else np.float64)
+        if i % 7 == 3:
+            s[:] = s[0]  # all tied
+        k = int(gen.integers(n_classes))
+        before(s, k, GRID, ref, 0.999)
+        kernels.calibration_update(s, k, GRID, got, 0.999)
+        assert np.array_equal(got, ref), i
+    s = np.array([0.1, np.nan, 0.3])
+    before(s, 0, GRID, ref, 0.999)
+    kernels.calibration_update(s, 0, GRID, got, 0.999)
+    assert np.isnan(got).all() and np.isnan(ref).all()

@@ -277,3 +277,36 @@ def test_a_weighted_sample_draws_what_rng_choice_draws() -> None:
         idx = [int(s[int(ref.integers(len(s)))]) for s in idx]
         assert y.tolist() == mem.y[idx].tolist() and np.array_equal(x, mem.x[idx])
         assert ref.random() == mem.rng.random()
+
+
+def test_a_full_adds_compiled_arithmetic_equals_numpys(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full memory's add counts and finds the largest classes in one compiled call: the same
+    stored samples, counts, recent shares and generator state, bit for bit, as numpy's, through
+    classes arriving late, ties among the largest, a rare class and weighted samples between."""
+    from spela_stream import memory
+
+    if memory.kernels is None:
+        pytest.skip("numba does not import")
+    gen = np.random.default_rng(4)
+    stream = []
+    for i in range(3000):
+        n_classes = 3 + (i >= 800) + 2 * (i >= 1600)
+        k = int(gen.integers(n_classes)) if i % 13 else 6  # class 6 arrives early and stays rare
+        stream.append((gen.normal(size=4).astype(np.float32), k))
+
+    def run() -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        mem = ReplayMemory(budget=50, n_features=4, seed=8)
+        drawn = []
+        for i, (x, k) in enumerate(stream):
+            mem.add(x, k)
+            if i % 97 == 0:
+                drawn.append(mem.sample(5, mem.shortfall() + 0.1)[1])
+        return mem.state(), drawn
+
+    fast, fast_drawn = run()
+    monkeypatch.setattr(memory, "kernels", None)
+    ref, ref_drawn = run()
+    assert len(ref["y"]) == 50 and len(set(ref["y"].tolist())) == 7
+    for key in ref:
+        assert np.array_equal(fast[key], ref[key]), key
+    assert all(np.array_equal(a, b) for a, b in zip(fast_drawn, ref_drawn, strict=True))

@@ -177,8 +177,8 @@ class DelimitedSource(LineSource):
                 lab, cut, feat = raw.partition(sep)
             else:
                 feat, cut, lab = raw, sep, None
-            if not cut or feat.count(sep) != nfeat - 1:
-                continue  # the width is wrong: ``parse`` says how
+            if not cut or not feat.strip() or feat.count(sep) != nfeat - 1:
+                continue  # the width is wrong, or no value at all: ``parse`` says how
             y: Label | None = None
             if lab is not None:
                 if lab in labels:
@@ -219,12 +219,14 @@ class DelimitedSource(LineSource):
         if flat is not None:
             return flat.reshape(n, self._nfeat)
         try:
-            return np.loadtxt(
+            X = np.loadtxt(
                 joined.decode("ascii").split("\n"), delimiter=self._sep, dtype=np.float64,
                 comments=None, quotechar=None, ndmin=2,
             )  # fmt: skip
         except ValueError:
             return None
+        # loadtxt skips blank lines: a row count that differs means one line per record is lost
+        return X if X.shape == (n, self._nfeat) else None
 
     def parse(self, index: int, where: str, raw: bytes) -> Sample | BadRecordError:
         """One record line (without its newline) as a Sample, or the error saying what is wrong;
