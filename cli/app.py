@@ -243,15 +243,19 @@ def learn(
     report: Annotated[
         str | None, option(MODEL, f"Reported layer: {', '.join(REPORTS)} (default: last).")
     ] = None,
-    seed: Annotated[int | None, option(MODEL, "Seed of weights and class vectors.")] = None,
+    seed: Annotated[int | None, option(MODEL, "Seed of weights, class vectors.")] = None,
     memory: Annotated[
         int | None,
         option(
             MODEL,
-            "Replay memory in samples, keeps old classes alive (default: 1000; 0: off).",
+            "Replay memory of N samples (default: 1000; 0: off).",
             min=0,
         ),
     ] = None,  # fmt: skip
+    contrast: Annotated[
+        float | None,
+        option(MODEL, "Contrastive loss temperature (default: 0.1; 0: the paper's).", min=0),
+    ] = None,
     input_readout: Annotated[
         int | None,
         option(
@@ -320,7 +324,7 @@ def learn(
         input=_input(source, fmt, label_column, header, features, frames),
         db=db, run=run, resume=resume, checkpoint=checkpoint, skip=skip,
         model={"hidden": _parsed(parse_hidden, hidden), "lr": lr, "report": report, "seed": seed,
-               "memory": memory, "input_readout": input_readout},
+               "memory": memory, "input_readout": input_readout, "contrast": contrast},
         every=every, window=window, limit=limit,
         checkpoint_every=checkpoint_every, checkpoint_seconds=checkpoint_seconds or None,
         keep=keep or None, on_error=on_error, rejects=rejects,

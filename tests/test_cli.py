@@ -640,3 +640,17 @@ def test_memory_option_sizes_or_turns_off_the_replay_memory(tmp_path: Path) -> N
     assert small["config"]["memory"] == 40 and small["memory.x"].shape == (40, 5)
     result = runner.invoke(app, ["learn", "--resume", "--run", "small", "--memory", "10"])
     assert result.exit_code != 0 and "--memory cannot change a resumed run" in result.output
+
+
+def test_contrast_option_picks_the_local_loss(tmp_path: Path) -> None:
+    data = blobs_csv(tmp_path / "b.csv", 200)
+    ok(["learn", "-s", str(data), "--run", "default", "--hidden", "16", "-q"])
+    ok(["learn", "-s", str(data), "--run", "paper", "--hidden", "16", "--contrast", "0", "-q"])
+    with CheckpointStore("runs.db", create=False) as store:
+        default, paper = store.load("default").state, store.load("paper").state
+    assert default["config"]["contrast"] == 0.1 and paper["config"]["contrast"] == 0.0
+    assert not np.array_equal(default["layers.0.weight"], paper["layers.0.weight"])
+    result = runner.invoke(app, ["learn", "--resume", "--run", "paper", "--contrast", "0.1"])
+    assert result.exit_code != 0 and "--contrast cannot change a resumed run" in result.output
+    result = runner.invoke(app, ["learn", "-s", str(data), "--contrast", "-1"])
+    assert result.exit_code == 2 and "--contrast" in result.output
