@@ -35,6 +35,8 @@ def positions(mask: np.ndarray) -> str:
 
 def check_label(y: object) -> Label:
     """Return ``y`` as a plain int, str or bool, or raise LabelError."""
+    if type(y) is int or type(y) is str:  # the common cases, already plain
+        return y
     if isinstance(y, bool | np.bool_):
         return bool(y)
     if isinstance(y, int | np.integer):
