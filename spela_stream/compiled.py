@@ -55,6 +55,8 @@ class Buffers:
         self.z = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
         self.g = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
         self.y = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
+        # the first layer's input of one sample (the fused step's standardised features)
+        self.x = np.empty(self.shapes[0][0] if self.shapes else 0, dtype=np.float32)
         n = len(layers)
         self.temps = np.empty(n)  # each stream's temperature, the fused tail's (one per layer)
         self.tops = np.zeros(n, dtype=np.int64)

@@ -84,6 +84,15 @@ class DriftDetector:
             self.changed_at = n_learned
         return fired
 
+    def observe_one(self, error: bool, n_learned: int) -> bool:
+        """``observe`` of one sample's error: the same test, no array."""
+        if n_learned < self.quiet_until:
+            return False
+        if self.update(float(error)):
+            self.changed_at = n_learned
+            return True
+        return False
+
     def new_class(self, n_learned: int) -> None:
         """A class never seen before arrived at sample ``n_learned``: pause the test."""
         self.quiet_until = n_learned + QUIET

@@ -35,6 +35,8 @@ def positions(mask: np.ndarray) -> str:
 
 def check_label(y: object) -> Label:
     """Return ``y`` as a plain int, str or bool, or raise LabelError."""
+    if type(y) is int or type(y) is str:  # the common cases, already plain
+        return y
     if isinstance(y, bool | np.bool_):
         return bool(y)
     if isinstance(y, int | np.integer):
@@ -157,10 +159,19 @@ def dict_rows(
 ) -> tuple[np.ndarray, list[Hashable]]:
     """Samples given as dicts, over the model's feature names, into a float64 (B, d + n) array.
 
-    ``index`` maps the known names to their columns (d of them); names it lacks are the ``n`` new
-    ones, returned in order of first appearance, each dict's new names in ``name_order``, and
-    placed after the known columns. A feature a dict lacks is NaN: missing, to be imputed.
+    ``index`` maps the known names to their columns (d of them, in column order); names it lacks
+    are the ``n`` new ones, returned in order of first appearance, each dict's new names in
+    ``name_order``, and placed after the known columns. A feature a dict lacks is NaN: missing,
+    to be imputed.
     """
+    if len(rows) == 1 and rows[0] and rows[0].keys() == index.keys():  # one dict, every name
+        r = rows[0]
+        try:  # its values in column order; anything unusual: the general path, its errors
+            vals = np.array([r[k] for k in index], dtype=np.float64)
+        except (TypeError, ValueError):
+            vals = None
+        if vals is not None and vals.ndim == 1 and float(np.dot(vals, vals)) <= _MAX_SQUARES:
+            return vals[None, :], []  # check_values' first test, passed
     new: dict[Hashable, int] = {}
     for r in rows:
         fresh = [k for k in r if k not in index and k not in new]

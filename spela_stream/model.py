@@ -624,7 +624,7 @@ class SpelaMLP(base.Classifier):
     def _prediction(self, tops: list[int], confs: tuple[float, ...]) -> Prediction:
         """The reported Prediction (``report`` other than a vote) from each layer's top class
         index and its probability."""
-        labels = tuple(self.labels[t] for t in tops)
+        labels = tuple([self.labels[t] for t in tops])
         if self.report == "confident":
             chosen = int(np.argmax(confs))
         elif self.report == "early_exit":  # the first confident layer; later ones unused
@@ -667,11 +667,11 @@ class SpelaMLP(base.Classifier):
         predict_now = predict and known > 0
         score_now = known > 0 and (predict or self.calibrate)  # learning is the same either way
         scores: list[np.ndarray] = []
-        boost = 1.0 if self.detector is None else self.detector.boost(self.n_learned)
+        boost = self._boost()
+        if batch.shape[0] == 1 and (fused := self._fused_buffers()) is not None:
+            k_one = self._index[ys[0]]
+            return self._learn_fused(batch, fused, k_one, known, predict, score_now, boost)
         if batch.shape[0] == 1 and self.uses_compiled:
-            if compiled_step.FUSED and self.report != "vote" and self.input_means is None:
-                k_one = self._index[ys[0]]
-                return self._learn_fused(batch, k_one, known, predict, score_now, boost)
             scores, k_np = self._learn_compiled(batch, self._index[ys[0]], known, score_now, boost)
             return self._after_learning(
                 batch, k_np, scores, predict, predict_now, score_now, compiled=True
@@ -707,6 +707,10 @@ class SpelaMLP(base.Classifier):
         return self._after_learning(
             batch, k.cpu().numpy(), scores, predict, predict_now, score_now, compiled=False
         )
+
+    def _boost(self) -> float:
+        """The step-size multiplier now: the drift detector's (1 without one)."""
+        return 1.0 if self.detector is None else self.detector.boost(self.n_learned)
 
     def _after_learning(
         self,
@@ -769,23 +773,77 @@ class SpelaMLP(base.Classifier):
                 scores[-1] = mixed
         return scores, k_np
 
+    def _fused_buffers(self) -> compiled_step.Buffers | None:
+        """The compiled step's buffers where a one-sample step takes the fused path
+        (``uses_compiled``, ``compiled.FUSED``, not a vote, no input readout), else None.
+
+        The decision is kept (``_fused_plan``) while what it rests on stays: the same layer list
+        and weight tensors (a grown input, a loaded state or new layers replace them) and the
+        same ``compiled``, ``dtype``, ``device``, ``report``, ``input_means`` and ``FUSED``
+        objects; any of them changed, it is made again. Checked by identity, per sample."""
+        plan = getattr(self, "_fused_plan", None)
+        layers = self.layers
+        if (
+            plan is not None
+            and plan[0] is layers
+            and plan[1] is self.compiled
+            and plan[2] is self.dtype
+            and plan[3] is self.device
+            and plan[4] is self.report
+            and plan[5] is self.input_means
+            and plan[6] is compiled_step.FUSED
+            and len(plan[7]) == len(layers)
+        ):
+            for layer, w in zip(layers, plan[7], strict=True):
+                if layer.weight is not w:
+                    break
+            else:
+                kept: compiled_step.Buffers | None = plan[8]
+                return kept
+        fused = (
+            compiled_step.FUSED
+            and self.report != "vote"
+            and self.input_means is None
+            and self.uses_compiled
+        )
+        buffers = self._scratch() if fused else None
+        weights = tuple(layer.weight for layer in layers)
+        self._fused_plan = (
+            layers, self.compiled, self.dtype, self.device, self.report, self.input_means,
+            compiled_step.FUSED, weights, buffers,
+        )  # fmt: skip
+        return buffers
+
     def _learn_fused(
-        self, batch: np.ndarray, k: int, known: int, predict: bool, score_now: bool, boost: float
+        self,
+        batch: np.ndarray,
+        buffers: compiled_step.Buffers,
+        k: int,
+        known: int,
+        predict: bool,
+        score_now: bool,
+        boost: float,
     ) -> list[Prediction] | None:
         """``_learn_compiled`` then ``_after_learning`` for one sample, its scores in reused
         buffers and its readout, prediction and temperature fits in two compiled calls
         (``readout_learn_one``, ``choose_calibrate``): the same numbers. Not for a vote (its
-        stream is the layers' mean) nor the input readout (it mixes the scores in numpy)."""
-        assert self.scaler is not None
-        buffers = self._scratch()
-        x = self._standardise_one(batch, np.float32)
-        if x is None:  # a missing feature, Fourier features or raw input: numpy's path
+        stream is the layers' mean) nor the input readout (it mixes the scores in numpy).
+        ``buffers``: ``_fused_buffers``'s, which serve these layers."""
+        scaler = self.scaler
+        assert scaler is not None
+        x = buffers.x  # layer 0's input, read within this sample only
+        if not (
+            self.standardise
+            and self.expansion is None
+            and compiled_step.standardise_one(scaler, batch[0], x)
+        ):  # a missing feature, Fourier features or raw input: numpy's path
             x = np.ascontiguousarray(self._scaled(batch)[0], dtype=np.float32)
             if self.standardise:
-                self.scaler.update(batch)
-        lrs = buffers.lrs(self.layers, self.lr, REFERENCE_WIDTH, boost)
+                scaler.update(batch)
+        layers = self.layers
+        lrs = buffers.lrs(layers, self.lr, REFERENCE_WIDTH, boost)
         s, means = buffers.scores(known)
-        _, out = compiled_step.step(self.layers, buffers, x, k, known, score_now, lrs, into=s)
+        _, out = compiled_step.step(layers, buffers, x, k, known, score_now, lrs, into=s)
         use_means = False
         if self.means_readout is not None:
             vec = s[-1] if score_now else None
@@ -794,20 +852,29 @@ class SpelaMLP(base.Classifier):
         predict_now = predict and known > 0
         if score_now:
             calibrate = self.calibrate and k < known
-            if predict_now:
-                temps = buffers.temps
-                for i, t in enumerate(self._temperatures()):
-                    temps[i] = t or self.temperature
+            if predict_now:  # each stream's temperature, as _temperatures (0: the model's)
+                temps, default = buffers.temps, self.temperature
+                if self.calibrate:
+                    for i, fit in enumerate(self.calibration):
+                        temps[i] = fit.temperature(default) or default
+                else:
+                    temps.fill(default)
             top = compiled_step.choose_calibrate(
                 self.calibration, buffers, s, means, use_means, k, predict_now, calibrate
             )
-            if self.detector is not None and k < known:
-                self._errors(np.array([top != k]))
+            detector = self.detector
+            if detector is not None and k < known:
+                if detector.observe_one(top != k, self.n_learned):
+                    self._drifted()
         preds = None
         if predict_now:
             preds = [self._prediction(buffers.tops.tolist(), tuple(buffers.confs.tolist()))]
-        if self.replay_memory is not None:
-            self._remember(batch, [k])
+        mem = self.replay_memory
+        if mem is not None:  # _remember of one sample
+            mem.add(batch[0], k)
+            mem.pending += 1
+            if mem.pending >= self.replay_every:
+                self._replay(mem)
         if not predict:
             return None
         return preds or [self._no_prediction()]
@@ -838,12 +905,17 @@ class SpelaMLP(base.Classifier):
 
     def _errors(self, errors: np.ndarray) -> None:
         """``_watch``'s errors (B,) to the detector, the standardisers shortened on a change."""
-        assert self.detector is not None and self.scaler is not None
+        assert self.detector is not None
         if self.detector.observe(errors, self.n_learned):
-            if drift_rules.SCALER_KEEP:
-                self.scaler.shorten(drift_rules.SCALER_KEEP)
-            if self.input_means is not None and input_rules.DRIFT_KEEP:
-                self.input_means.means.shorten(input_rules.DRIFT_KEEP)
+            self._drifted()
+
+    def _drifted(self) -> None:
+        """A change detected: the standardisers' memory shortened."""
+        assert self.scaler is not None
+        if drift_rules.SCALER_KEEP:
+            self.scaler.shorten(drift_rules.SCALER_KEEP)
+        if self.input_means is not None and input_rules.DRIFT_KEEP:
+            self.input_means.means.shorten(input_rules.DRIFT_KEEP)
 
     def _remember(self, batch: np.ndarray, ks: list[int]) -> None:
         """Offer the learned samples to the memory; rehearse stored ones when a replay is due."""
@@ -852,8 +924,11 @@ class SpelaMLP(base.Classifier):
         for row, k in zip(batch, ks, strict=True):
             mem.add(row, k)
         mem.pending += len(ks)
-        if mem.pending < self.replay_every:
-            return
+        if mem.pending >= self.replay_every:
+            self._replay(mem)
+
+    def _replay(self, mem: ReplayMemory) -> None:
+        """A replay due (``pending`` samples since the last): rehearse the classes' shortfall."""
         # Rehearse what the stream has stopped showing: the classes' shortfall (long-run share
         # minus recent share) sets both how many replays and which classes. Scaled so that a
         # recent stream of one class among C replays ``replay`` per sample (at most twice that);
@@ -883,6 +958,12 @@ class SpelaMLP(base.Classifier):
             if self.means_readout is not None:
                 compiled_step.readout_rehearse(self.means_readout, last, int(ks[0]))
             return
+        self._rehearse_torch(raw, ks)
+
+    @_on_threads
+    def _rehearse_torch(self, raw: np.ndarray, ks: np.ndarray) -> None:
+        """``_rehearse`` through torch, on ``threads`` threads (the compiled step's caller,
+        ``predict_learn_one``, leaves torch's count alone)."""
         with torch.inference_mode():
             k = torch.as_tensor(ks, device=self._torch_device)  # (B,)
             h = self._to_tensor(self._scaled(raw))
@@ -900,12 +981,10 @@ class SpelaMLP(base.Classifier):
 
     # ------------------------------------------------------------------ River API
 
-    @_on_threads
     def learn_one(self, x: object, y: object, **kwargs: Any) -> None:
         """Learn one labelled sample: standardise, then each layer forwards and updates."""
         self.predict_learn_one(x, y, predict=False)
 
-    @_on_threads
     def predict_learn_one(self, x: object, y: object, predict: bool = True) -> Prediction | None:
         """Predict ``x`` as ``predict_one`` would, then learn ``(x, y)``, in one forward pass.
 
@@ -913,11 +992,37 @@ class SpelaMLP(base.Classifier):
         output before its own update, which is exactly what ``predict_one`` would have seen.
         """
         label = check_label(y)
-        batch, new = self._rows([x])
+        new: list[Hashable] = []
+        if type(x) is np.ndarray:  # _rows of a vector
+            batch = as_vector(x, self.feature_names, self.n_features)[None, :]
+        else:
+            batch, new = self._rows([x])
+        labels = self.labels
+        ensured = getattr(self, "_ensured", None)
+        if (  # the fused compiled step of a known class, no new feature: no torch op in it
+            not new
+            and label in self._index
+            and type(label) is type(labels[0])  # check_label_kinds (True == 1 is no int)
+            and ensured is not None
+            and ensured[0] == len(labels)
+            and ensured[1] is self.layers
+            and (fused := self._fused_buffers()) is not None
+        ):  # _learn_matrix's step, nothing to add (its class known, its vectors made)
+            k, score_now = self._index[label], predict or self.calibrate  # a class known
+            boost = self._boost()  # torch's threads untouched
+            preds = self._learn_fused(batch, fused, k, len(labels), predict, score_now, boost)
+        else:
+            preds = self._predict_learn_threads(batch, new, label, predict)
+        return preds[0] if preds else None
+
+    @_on_threads
+    def _predict_learn_threads(
+        self, batch: np.ndarray, new: list[Hashable], label: Label, predict: bool
+    ) -> list[Prediction] | None:
+        """``predict_learn_one``'s step on ``threads`` torch threads (it may use torch)."""
         check_label_kinds([label], self.labels)  # before the input grows
         self._commit_input(batch.shape[1], new)
-        preds = self._learn_matrix(batch, [label], predict)
-        return preds[0] if preds else None
+        return self._learn_matrix(batch, [label], predict)
 
     @_on_threads
     def predict_one(self, x: object, **kwargs: Any) -> Label | None:

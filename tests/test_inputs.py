@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spela_stream.errors import LabelError, NonFiniteError, WidthError
-from spela_stream.inputs import MAX_ABS, as_matrix, as_vector, check_label
+from spela_stream.inputs import MAX_ABS, as_matrix, as_vector, check_label, dict_rows
 
 
 @pytest.mark.parametrize(
@@ -74,3 +74,28 @@ def test_one_vectors_single_check_decides_as_the_full_checks_do() -> None:
     for arr in (np.arange(3), np.array([True, False]), np.arange(3, dtype=np.float32) / 3):
         out = as_vector(arr, None, None)
         assert out.dtype == np.float64 and out.tolist() == np.asarray(arr, np.float64).tolist()
+
+
+def test_one_dict_of_every_known_name_reads_as_the_general_path() -> None:
+    """dict_rows' one-dict shortcut (every known name, no new one) gives the row the general
+    path (two rows) gives, whatever the key order and value types; a value it cannot take
+    quickly (a NaN, too large, a string, a sum of squares over the quick test's bound) goes
+    the general way, with its errors."""
+    index = {"a": 0, "b": 1, "c": 2}
+    for row in [
+        {"c": 3, "a": 1.5, "b": True},
+        {"a": np.float32(0.1), "b": np.int64(-2), "c": -0.0},
+        {"b": MAX_ABS * 0.9, "a": MAX_ABS * 0.9, "c": 1.0},  # over the quick bound, valid
+    ]:
+        one, new = dict_rows([row], index)
+        two, _ = dict_rows([row, row], index)
+        assert new == [] and one.shape == (1, 3) and one.dtype == np.float64
+        assert one.tobytes() == two[:1].tobytes()
+    with pytest.raises(NonFiniteError, match=r"feature\(s\) \['b'\]"):
+        dict_rows([{"a": 1.0, "b": np.nan, "c": 0.0}], index)
+    with pytest.raises(NonFiniteError, match=r"\['c'\]"):
+        dict_rows([{"c": MAX_ABS * 10, "a": 1.0, "b": 0.0}], index)
+    with pytest.raises(WidthError, match=r"\['b'\] are not numbers"):
+        dict_rows([{"a": 1.0, "b": "x", "c": 0.0}], index)
+    out, new = dict_rows([{"a": 1.0, "b": 2.0}], index)  # one missing: NaN
+    assert new == [] and np.isnan(out[0, 2]) and out[0, :2].tolist() == [1.0, 2.0]

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from spela_stream import SpelaMLP
 from spela_stream import compiled as compiled_step
@@ -421,3 +422,107 @@ def test_the_temperature_sums_equal_the_loop_that_divides_every_score_twice() ->
     before(s, 0, GRID, ref, 0.999)
     kernels.calibration_update(s, 0, GRID, got, 0.999)
     assert np.isnan(got).all() and np.isnan(ref).all()
+
+
+@needs_numba
+def test_the_fused_plan_is_made_again_when_the_model_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The per-sample decision to take the fused step (``_fused_buffers``) is kept while the
+    layers and the options it rests on stay, and made again when they change: an option set
+    on the model, compiled.FUSED, a grown dict input (new buffers of the new width)."""
+    gen = np.random.default_rng(3)
+    model = SpelaMLP(hidden=(8, 8), seed=1)
+    for i in range(60):
+        row = {f"f{j}": float(v) for j, v in enumerate(gen.normal(size=3))}
+        model.predict_learn_one(row, i % 3)
+    buffers = model._fused_buffers()
+    assert buffers is not None and buffers.x.shape == (3,)
+    assert model._fused_buffers() is buffers  # kept
+    model.report = "vote"
+    assert model._fused_buffers() is None
+    model.report = "last"
+    assert model._fused_buffers() is buffers
+    model.compiled = False
+    assert model._fused_buffers() is None
+    model.compiled = None
+    monkeypatch.setattr(compiled_step, "FUSED", False)
+    assert model._fused_buffers() is None
+    monkeypatch.setattr(compiled_step, "FUSED", True)
+    model.predict_learn_one({"f0": 1.0, "f1": 0.0, "f2": 2.0, "f3": -1.0}, 1)  # a new feature
+    grown = model._fused_buffers()
+    assert grown is not None and grown is not buffers and grown.x.shape == (4,)
+    assert grown.shapes[0] == (4, 8)
+
+
+@needs_numba
+def test_a_loaded_model_and_an_option_changed_midstream_give_the_unfused_numbers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model restored from its state continues bit for bit as the one it came from, and an
+    option changed midstream (report) is followed, with the fused step's decision kept per
+    model: the same Predictions and state as the unfused step (compiled.FUSED=False)."""
+    gen = np.random.default_rng(8)
+    xs = gen.normal(size=(600, 5))
+    ys = [int(v) for v in gen.integers(0, 3, 600)]
+    ys[300:] = [3 if i % 4 == 0 else y for i, y in enumerate(ys[300:])]  # a class arrives
+
+    def run(fused: bool) -> tuple[list[Any], list[Any], dict[str, Any]]:
+        monkeypatch.setattr(compiled_step, "FUSED", fused)
+        model = SpelaMLP(hidden=(12, 12), memory=50, seed=2)
+        preds = [model.predict_learn_one(x, y) for x, y in zip(xs[:250], ys[:250], strict=True)]
+        loaded = SpelaMLP.from_state(model.state_dict())
+        assert (loaded._fused_buffers() is not None) == fused
+        pairs = []
+        for i, (x, y) in enumerate(zip(xs[250:], ys[250:], strict=True)):
+            if i == 200:
+                model.report = loaded.report = "confident"
+            pairs.append((model.predict_learn_one(x, y), loaded.predict_learn_one(x, y)))
+        a, b = model.state_dict(), loaded.state_dict()
+        for key in a:
+            u, v = np.asarray(a[key]), np.asarray(b[key])
+            assert np.array_equal(u, v, equal_nan=u.dtype.kind == "f"), key
+        return preds, pairs, a
+
+    ref_preds, ref_pairs, ref = run(False)
+    preds, pairs, state = run(True)
+    assert all(p == q for p, q in pairs) and all(p == q for p, q in ref_pairs)
+    assert preds == ref_preds and pairs == ref_pairs
+    assert any(p.layer == 0 for p, _ in pairs[200:])  # "confident" chose a first layer
+    for key in ref:
+        a, b = np.asarray(state[key]), np.asarray(ref[key])
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), key
+
+
+@needs_numba
+def test_the_compiled_step_runs_torch_only_on_the_models_threads() -> None:
+    """predict_learn_one's compiled step leaves torch's thread count alone (it calls no torch
+    operation); what it does through torch (a replay of several samples, a new class) runs
+    on the model's ``threads``, the caller's count restored."""
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = np.random.default_rng(4)
+        model = SpelaMLP(hidden=(8, 8), memory=100, threads=1, seed=3)
+        assert model.uses_compiled
+        for i in range(300):  # three classes, then one alone: its shortfall replays many
+            y = i % 3 if i < 150 else 0
+            model.predict_learn_one(gen.normal(size=4) + y, y)
+        seen: list[int] = []
+        layer = model.layers[0]
+        forward = layer.forward
+
+        def spy(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            seen.append(torch.get_num_threads())
+            return forward(x)
+
+        layer.forward = spy  # type: ignore[method-assign]
+        try:
+            for _ in range(100):
+                model.predict_learn_one(gen.normal(size=4), 0)
+                assert torch.get_num_threads() == 2
+        finally:
+            del layer.forward
+        assert seen and set(seen) == {1}
+    finally:
+        torch.set_num_threads(outer)
