@@ -168,6 +168,15 @@ class ReplayMemory:
             by_class.append([])
         return by_class
 
+    def clear(self) -> None:
+        """Drop every stored sample (a detected drift made them stale); the counts of classes
+        seen, their recent shares, ``pending`` and the generator carry on, so the memory refills
+        from the stream and rehearses by the same shortfall as before."""
+        self.y[: self.size] = -1
+        self.size = 0
+        self._stored = None
+        self._slots = None
+
     def grow(self, k: int) -> None:
         """Widen the stored inputs by ``k`` features, unknown (NaN) in the samples already kept:
         a replay standardises them to 0, as it does any feature a sample lacked."""

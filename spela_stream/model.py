@@ -191,6 +191,12 @@ class SpelaMLP(base.Classifier):
         Watch the reported layer's prequential error for a rise (Page-Hinkley,
         ``drift.DriftDetector``) and, on a detected change, raise the step size for a while and
         shorten the input standardiser's memory, so the model re-learns a changed concept faster.
+    forget_on_drift
+        On a detected drift (``adapt``) also empty the replay memory: its samples were labelled
+        under the old concept and rehearsing them after a change pulls the model back to it. The
+        class shares it tracks are kept, and it refills from the stream at once. Research of
+        issue 11, round 8 (benchmarks/results/continual-research.md); a state saved before the
+        option loads as ``False``.
     device, dtype
         Torch device ("cpu", "cuda", ...) and "float32" or "float64".
     threads
@@ -234,6 +240,7 @@ class SpelaMLP(base.Classifier):
         fourier: int = 0,
         contrast: float = CONTRAST,
         adapt: bool = True,
+        forget_on_drift: bool = False,
         device: str = "cpu",
         dtype: str = "float32",
         threads: int | None = 1,
@@ -263,6 +270,7 @@ class SpelaMLP(base.Classifier):
         self.fourier = int(fourier)
         self.contrast = float(contrast)
         self.adapt = bool(adapt)
+        self.forget_on_drift = bool(forget_on_drift)
         self.device = str(device)
         self.dtype = str(dtype)
         self.threads = None if threads is None else int(threads)
@@ -910,8 +918,11 @@ class SpelaMLP(base.Classifier):
             self._drifted()
 
     def _drifted(self) -> None:
-        """A change detected: the standardisers' memory shortened."""
+        """A change detected: the standardisers' memory shortened (and, with
+        ``forget_on_drift``, the replay memory emptied)."""
         assert self.scaler is not None
+        if self.forget_on_drift and self.replay_memory is not None:
+            self.replay_memory.clear()
         if drift_rules.SCALER_KEEP:
             self.scaler.shorten(drift_rules.SCALER_KEEP)
         if self.input_means is not None and input_rules.DRIFT_KEEP:
@@ -1120,6 +1131,7 @@ class SpelaMLP(base.Classifier):
             "fourier": self.fourier,
             "contrast": self.contrast,
             "adapt": self.adapt,
+            "forget_on_drift": self.forget_on_drift,
             "device": self.device,
             "dtype": self.dtype,
         }
@@ -1193,7 +1205,15 @@ class SpelaMLP(base.Classifier):
         try:
             # a state saved before the expansion and the detector existed had neither
             # (and one saved before the contrastive loss, the paper's loss)
-            config = {"fourier": 0, "adapt": False, "contrast": 0.0, **state["config"], **overrides}
+            # (and one saved before forget_on_drift kept its memory through a drift)
+            config = {
+                "fourier": 0,
+                "adapt": False,
+                "contrast": 0.0,
+                "forget_on_drift": False,
+                **state["config"],
+                **overrides,
+            }
             model = cls(**config)
             model.labels = [check_label(v) for v in state["labels"]]
             model._index = {v: i for i, v in enumerate(model.labels)}

@@ -220,3 +220,33 @@ def test_contrast_is_a_default_validated_and_kept_in_the_state() -> None:
     old = model.state_dict()
     del old["config"]["contrast"]  # as a version before the option wrote it: the paper's loss
     assert SpelaMLP.from_state(old).contrast == 0.0
+
+
+def test_forget_on_drift_empties_the_memory_at_a_detection_and_round_trips(
+    states_equal: Any,
+) -> None:
+    X, y = _concept_stream(1_800, flip_at=1_000, seed=3)
+    model = SpelaMLP(**SMALL, memory=400, forget_on_drift=True)
+    _run(model, X[:1_000], y[:1_000])
+    mem = model.replay_memory
+    assert mem is not None and len(mem) == 400 and model.config()["forget_on_drift"]
+    seen = mem.seen.copy()
+    model._drifted()  # a forced detection: the memory empties, its class counts carry on
+    assert len(mem) == 0 and mem.class_counts().sum() == 0 and np.array_equal(mem.seen, seen)
+    saved = model.state_dict()
+    assert saved["memory.x"].shape == (0, 4) and saved["memory.y"].shape == (0,)
+    resumed = SpelaMLP.from_state(saved)
+    assert resumed.forget_on_drift and resumed.replay_memory is not None
+    assert len(resumed.replay_memory) == 0
+    a = _run(model, X[1_000:], y[1_000:])  # refills from the stream, flushed again when the
+    b = _run(resumed, X[1_000:], y[1_000:])  # flip is detected
+    assert np.array_equal(a, b) and states_equal(model.state_dict(), resumed.state_dict())
+    assert model.detector is not None and model.detector.detections >= 1
+    # every sample since the last detection is kept (fewer than the budget), none from before
+    assert len(mem) == min(400, model.n_learned - model.detector.changed_at)
+    keep = SpelaMLP(**SMALL, memory=400)
+    _run(keep, X, y)
+    assert keep.replay_memory is not None and len(keep.replay_memory) == 400
+    old = model.state_dict()
+    del old["config"]["forget_on_drift"]  # as a version before the option wrote it
+    assert not SpelaMLP.from_state(old).forget_on_drift
