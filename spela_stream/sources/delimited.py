@@ -204,7 +204,9 @@ class DelimitedSource(LineSource):
             X = self._numbers(joined, len(feats)) if feats else None
             if X is not None:
                 good = (np.abs(X) <= MAX_ABS).all(axis=1).tolist()  # False for NaN and infinity
-                for k, x, y, ok in zip(rows, X.astype(np.float32), ys, good, strict=True):
+                with np.errstate(over="ignore"):  # a row too large for float32 is not good
+                    X32 = X.astype(np.float32)
+                for k, x, y, ok in zip(rows, X32, ys, good, strict=True):
                     if ok:
                         index, where, _ = batch[k]
                         out[k] = Sample(x, y, index, where)
