@@ -860,13 +860,8 @@ class SpelaMLP(base.Classifier):
         predict_now = predict and known > 0
         if score_now:
             calibrate = self.calibrate and k < known
-            if predict_now:  # each stream's temperature, as _temperatures (0: the model's)
-                temps, default = buffers.temps, self.temperature
-                if self.calibrate:
-                    for i, fit in enumerate(self.calibration):
-                        temps[i] = fit.temperature(default) or default
-                else:
-                    temps.fill(default)
+            if predict_now:  # each stream's temperature
+                buffers.temps[:] = self._temperatures()
             top = compiled_step.choose_calibrate(
                 self.calibration, buffers, s, means, use_means, k, predict_now, calibrate
             )
@@ -877,12 +872,8 @@ class SpelaMLP(base.Classifier):
         preds = None
         if predict_now:
             preds = [self._prediction(buffers.tops.tolist(), tuple(buffers.confs.tolist()))]
-        mem = self.replay_memory
-        if mem is not None:  # _remember of one sample
-            mem.add(batch[0], k)
-            mem.pending += 1
-            if mem.pending >= self.replay_every:
-                self._replay(mem)
+        if self.replay_memory is not None:
+            self._remember(batch, [k])
         if not predict:
             return None
         return preds or [self._no_prediction()]
