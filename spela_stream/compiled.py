@@ -324,7 +324,7 @@ def readout_rehearse(readout: Readout, h: np.ndarray, k: int) -> None:
     assert kernels is not None
     cm = readout.layers[0]
     if k >= len(cm.counts):
-        cm._grow(k + 1)
+        cm.grow(k + 1)
     cm.n = int(
         kernels.readout_update(cm.means, cm.counts, cm.var, cm.n, h, k, MEAN_WINDOW, VAR_WINDOW)
     )
@@ -346,7 +346,7 @@ def readout_learn(readout: Readout, vec: np.ndarray | None, h: np.ndarray, k: in
                 hit = 1.0 if int(s[0].argmax()) == k else 0.0
                 hits[0, j] = CHOICE_DECAY * hits[0, j] + (1 - CHOICE_DECAY) * hit
     if k >= len(cm.counts):
-        cm._grow(k + 1)
+        cm.grow(k + 1)
     cm.n = int(
         kernels.readout_update(cm.means, cm.counts, cm.var, cm.n, h, k, MEAN_WINDOW, VAR_WINDOW)
     )
@@ -362,7 +362,7 @@ def readout_learn_one(
     assert kernels is not None
     cm = readout.layers[0]
     if k >= len(cm.counts):
-        cm._grow(k + 1)
+        cm.grow(k + 1)
     n_classes = -1 if vec is None else vec.shape[0]
     n, use_means = kernels.readout_learn(
         out if vec is None else vec, cm.means, cm.counts, cm.var, cm.n, h, k, n_classes,

@@ -41,7 +41,7 @@ class ClassMeans:
         self.var = np.zeros(d)  # (d,) within-class variance
         self.n = 0
 
-    def _grow(self, n_classes: int) -> None:
+    def grow(self, n_classes: int) -> None:
         extra = n_classes - len(self.counts)
         if extra > 0:
             self.means = np.vstack([self.means, np.zeros((extra, self.d))])
@@ -49,7 +49,7 @@ class ClassMeans:
 
     def update(self, h: np.ndarray, k: np.ndarray) -> None:
         """Fold outputs h (B, d) of classes k (B,) in, one at a time (as a stream would)."""
-        self._grow(int(k.max()) + 1)
+        self.grow(int(k.max()) + 1)
         for row, c in zip(np.asarray(h, dtype=np.float64), k.tolist(), strict=True):
             n_c = self.counts[c] = self.counts[c] + 1
             delta = row - self.means[c]
