@@ -6,14 +6,13 @@ flwr (its processes do).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from spela_stream.display import report_json
 from spela_stream.fleet_device import DeviceLink
 from spela_stream.fleet_procs import Keeper, end_strays, free_port, supernode
 from spela_stream.model import SpelaMLP
@@ -61,6 +60,6 @@ def run_device(
         finally:
             link.close()
             end_strays(folder / "flwr-home")
-    row: dict[str, Any] = json.loads(report_json(report, "device"))
+    row: dict[str, Any] = {"kind": "device", **asdict(report)}  # report_json's object
     row.update(device=name, rounds=link.rounds, bytes_in=link.bytes_in, bytes_out=link.bytes_out)
     return row
