@@ -496,6 +496,18 @@ def _header(report: dict[str, Any]) -> list[str]:
         else f"{report['started']} to {report['finished']} ({report['wall_s'] / 60:.0f} min), "
         f"jobs run {report['parallel']} at a time"
     )
+    earlier = report.get("updated_from")
+    if earlier:  # an --update run: its own rows, then where the others came from
+        runs = report["results"]
+        fresh = sorted({r["learner"] for r in runs if r.get("run") == report["started"]})
+        when = (
+            f"rows of {', '.join(fresh)} run {report['started']} to {report['finished']} "
+            f"({report['wall_s'] / 60:.0f} min, {report['parallel']} at a time, `--update`); "
+            f"every other row from earlier runs, {earlier['started']} to {earlier['finished']} "
+            f"(load average {earlier['load_average_start'][0]:.1f} at their start"
+            + (f": {earlier['load_note'].rstrip('.')}" if earlier.get("load_note") else "")
+            + ")"
+        )
     return [
         f"Mode **{report['mode']}**, {when}. {m['cpu']}, {m['cores']} cores, one thread per "
         f"learner"
@@ -686,6 +698,46 @@ def plot_curves(report: dict[str, Any], outdir: Path) -> list[str]:
 # ---------------------------------------------------------------------------- main
 
 
+def _previous(path: Path) -> dict[str, Any]:
+    """The report an ``--update`` run refreshes: this mode's last JSON, which must exist."""
+    if not path.exists():
+        raise SystemExit(f"suite: --update needs {path}: run the suite in this mode once first")
+    report: dict[str, Any] = json.loads(path.read_text())
+    return report
+
+
+def _provenance(previous: dict[str, Any]) -> dict[str, Any]:
+    """What an updated report keeps of the run(s) its other rows came from."""
+    earlier = previous.get("updated_from") or {}
+    m = previous["machine"]
+    return {
+        "started": earlier.get("started", previous["started"]),
+        "finished": earlier.get("finished", previous["finished"]),
+        "load_average_start": earlier.get("load_average_start", m["load_average_start"]),
+        "load_note": earlier.get("load_note", previous.get("load_note") or ""),
+    }
+
+
+def _merge(
+    previous: dict[str, Any],
+    results: list[dict[str, Any]],
+    learners: Sequence[Spec],
+    stream_info: dict[str, Any],
+) -> tuple[list[dict[str, Any]], list[Any], dict[str, Any]]:
+    """``results`` in place of the previous report's rows of the same stream and learner; the
+    learners and streams of both, the previous order first."""
+    fresh = {(r["stream"], r["learner"]) for r in results}
+    kept = [r for r in previous["results"] if (r["stream"], r["learner"]) not in fresh]
+    for r in kept:
+        r.setdefault("run", previous["started"])
+    names = [x["name"] for x in previous["learners"]]
+    order = names + [s.name for s in learners if s.name not in names]
+    by_name = {s.name: s for s in learners}
+    merged = [by_name.get(n) or spec(n) for n in order]
+    streams = dict(previous["streams"]) | stream_info
+    return kept + results, merged, streams
+
+
 def run_suite(
     *,
     mode: str,
@@ -703,8 +755,16 @@ def run_suite(
     peer_seconds: float | None = None,
     resume: bool = False,
     only_cached: bool = False,
+    update: bool = False,
 ) -> dict[str, Any]:
-    """Run the suite and write its JSON, markdown and curves into ``outdir``; the report."""
+    """Run the suite and write its JSON, markdown and curves into ``outdir``; the report.
+
+    With ``update`` the jobs run replace their rows (same stream and learner) in the report this
+    mode last wrote, and every other row is kept from the run that produced it: how to refresh
+    spela-stream's rows after a change to its defaults without the hours the peers take (their
+    figures do not depend on this code). The report then says which rows came from which run.
+    """
+    previous = _previous(outdir / f"suite-{mode}.json") if update else None
     t_start = time.perf_counter()
     started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     pythons: dict[str, str] = {}
@@ -729,6 +789,10 @@ def run_suite(
             )
         log(f"suite: {len(jobs)} jobs on {', '.join(stream_info)}")
         results = execute(jobs, pythons, unavailable, parallel, timeout)
+    for r in results:
+        r.setdefault("run", started)
+    if previous is not None:
+        results, learners, stream_info = _merge(previous, results, learners, stream_info)
     stream_order = {name: i for i, name in enumerate(stream_info)}
     learner_order = {s.name: i for i, s in enumerate(learners)}
     results.sort(
@@ -740,7 +804,7 @@ def run_suite(
     )
     mark_best(results)
     for s in stream_info.values():
-        s.pop("path")
+        s.pop("path", None)
     info["load_average_end"] = list(os.getloadavg())
     report: dict[str, Any] = {
         "format": "spela-stream.suite/1",
@@ -756,6 +820,7 @@ def run_suite(
         "resumed_jobs": sum(bool(r.get("resumed")) for r in results),
         "only_cached": only_cached,
         "machine": info,
+        "updated_from": None if previous is None else _provenance(previous),
         "streams": stream_info,
         "learners": [
             {"name": s.name, "family": s.family, "config": s.config, "batch": s.batch}
@@ -807,6 +872,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="run nothing: tabulate what an interrupted run finished, the rest as not run",
     )
+    ap.add_argument(
+        "--update",
+        action="store_true",
+        help="run only these learners/streams and replace their rows in results/suite-MODE.json, "
+        "keeping every other row from the run that produced it",
+    )
     ap.add_argument("--no-install", action="store_true", help="do not pip-install peers")
     ap.add_argument("--no-readme", action="store_true", help="full mode: leave README.md alone")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -834,6 +905,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         peer_seconds=QUICK_PEER_SECONDS if a.quick else a.peer_seconds,
         resume=a.resume,
         only_cached=a.only_cached,
+        update=a.update,
     )
     if mode == "full" and not a.no_readme and a.out == RESULTS:
         write_readme(render_readme_block(report, f"benchmarks/results/suite-{mode}.json"))

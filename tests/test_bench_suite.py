@@ -154,3 +154,63 @@ def test_readme_block_is_what_the_suite_renders_from_its_committed_json() -> Non
     assert block == suite.render_readme_block(report, source)
     assert report["readme_curve"] in block
     assert (ROOT / report["readme_curve"]).stat().st_size < 250_000
+
+
+def test_update_replaces_only_the_rows_it_runs_and_says_where_the_others_came_from(
+    tiny_run: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    before, out = tiny_run
+    (tmp_path / "suite-test.json").write_text((out / "suite-test.json").read_text())
+    report = suite.run_suite(
+        mode="test",
+        streams=["embedded"],
+        learners=[spec("spela 1x1024")],
+        limit=300,
+        limits={},
+        window=100,
+        grid=(0.01,),
+        install=False,
+        outdir=tmp_path,
+        update=True,
+    )
+    saved = json.loads((tmp_path / "suite-test.json").read_text())
+    assert saved == json.loads(json.dumps(report))
+    old = {(r["learner"], (r.get("extra") or {}).get("lr")): r for r in before["results"]}
+    new = {(r["learner"], (r.get("extra") or {}).get("lr")): r for r in saved["results"]}
+    assert set(new) == set(old) | {("spela 1x1024", None)}
+    for key, r in old.items():  # kept as they were, with the run they came from
+        assert json.loads(json.dumps(r)) == new[key]
+        assert new[key]["run"] == before["started"]
+    assert new[("spela 1x1024", None)]["run"] == saved["started"]
+    assert new[("spela 1x1024", None)]["n"] == 300
+    assert [x["name"] for x in saved["learners"]] == [
+        "spela 2x1024",
+        "backprop 2x1024",
+        "River SoftmaxRegression",
+        "spela 1x1024",
+    ]
+    assert saved["updated_from"]["started"] == before["started"]
+    header = suite._header(saved)[0]
+    assert f"rows of spela 1x1024 run {saved['started']}" in header
+    assert f"every other row from earlier runs, {before['started']}" in header
+    assert "| spela 1x1024 |" in (tmp_path / "suite-test.md").read_text()
+    targets = {t["target"]: t for t in saved["targets"]}
+    assert targets["accuracy >= torch backprop (same shape)"]["spela"] == (
+        new[("spela 2x1024", None)]["accuracy"]
+    )
+
+
+def test_update_without_an_earlier_report_says_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="run the suite in this mode once first"):
+        suite.run_suite(
+            mode="test",
+            streams=["embedded"],
+            learners=[spec("spela 1x1024")],
+            limit=50,
+            limits={},
+            window=10,
+            grid=(0.01,),
+            install=False,
+            outdir=tmp_path,
+            update=True,
+        )
