@@ -48,7 +48,8 @@ def run_device(
             run = Run.start(store, model, source, name=name, checkpoint_every=every, log=log)
         link = DeviceLink(run.loop, name, resumed=resumed, per_round=per_round, linger=linger)
         config = {"device": name, "exchange": link.address}
-        folder = db.parent / f"{db.name}.{name}.flower"
+        folder = (db.parent / f"{db.name}.{name}.flower").resolve()  # its FLWR_HOME marks
+        # its Flower processes for end_strays: relative, it would mark another fleet's too
         if stray := end_strays(folder / "flwr-home"):  # a killed device's SuperNode, ClientApp
             log(f"device {name!r}: ended {len(stray)} Flower processes its last run left")
         try:

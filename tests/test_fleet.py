@@ -288,3 +288,34 @@ def test_a_fleet_that_pools_readouts_carries_them_to_every_device(blobs: Any) ->
     model = SpelaMLP.from_state(adopt(sa, merged))
     assert model.means_readout is not None and len(model.means_readout.layers[0].counts) == 3
     assert model.predict_one(X[0].astype(np.float32)) in merged["labels"]
+
+
+def test_a_device_ends_only_its_own_flower_processes(tmp_path: Any, monkeypatch: Any) -> None:
+    """Two fleets' devices of one name, each in its own folder with the same relative ``--db``
+    (as every test of tests/test_flower.py runs them): the FLWR_HOME that marks a device's
+    Flower processes is absolute, so one device ending its strays (as it does when it starts
+    and ends) leaves the other's SuperNode alone, and the one marked is its own folder's."""
+    from pathlib import Path
+
+    from spela_stream import fleet_procs
+
+    fake = tmp_path / "flower-supernode"  # a SuperNode that waits: flwr is not needed here
+    fake.write_text("#!/bin/sh\nexec sleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(fleet_procs, "executable", lambda name: str(fake))
+    nodes = {}
+    try:
+        for fleet in ("a", "b"):
+            (tmp_path / fleet).mkdir()
+            monkeypatch.chdir(tmp_path / fleet)
+            nodes[fleet] = fleet_procs.supernode(
+                "127.0.0.1:1", 0, {"device": "d0"}, Path("d0.db.d0.flower")).start()  # fmt: skip
+        assert fleet_procs.end_strays(Path("d0.db.d0.flower/flwr-home"), grace=5) == [
+            nodes["b"].pid]  # fmt: skip
+        assert nodes["a"].alive() and nodes["b"].proc.wait(10) is not None
+        environ = (Path("/proc") / str(nodes["a"].pid) / "environ").read_bytes()
+        home = tmp_path.resolve() / "a" / "d0.db.d0.flower" / "flwr-home"
+        assert f"FLWR_HOME={home}\0".encode() in environ
+    finally:
+        for node in nodes.values():
+            node.stop()
