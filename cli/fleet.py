@@ -119,6 +119,10 @@ def device(
                                             "--per-round", min=1)] = None,
     linger: Annotated[float, option(DEVICE, "Seconds to stay in the fleet after the stream "
                                     "ends, for the last merge.", "--linger")] = 600.0,
+    patience: Annotated[float, option(DEVICE, "Seconds nothing may listen at --superlink "
+                                      "before the device counts the server gone: it stops "
+                                      "waiting for rounds, and ends once its stream has.",
+                                      "--patience")] = 60.0,
     every: Annotated[int, option(DEVICE, "Checkpoint every N samples.", "--every",
                                  min=1)] = 1000,
 ) -> None:  # fmt: skip
@@ -132,8 +136,8 @@ def device(
 
     def learn() -> None:  # the final report on stdout
         row = run_device(superlink, name, source=source, db=db, hidden=widths, seed=seed,
-                         labels=fleet_labels, per_round=per_round, linger=linger, every=every,
-                         log=stderr)  # fmt: skip
+                         labels=fleet_labels, per_round=per_round, linger=linger,
+                         patience=patience, every=every, log=stderr)  # fmt: skip
         typer.echo(json.dumps(row))
 
     guarded(learn)

@@ -14,8 +14,19 @@ took in (``contributions``); the learner, at a sample boundary (``wrap`` the str
 samples it waits (up to ``hold`` seconds) for the next round, takes the fleet's model it brings,
 learns its next quota from it and only then answers (an answer sent at once would carry a
 quota learned on the device's own model of the round before: measured on the class-skewed
-split, held-out 0.684 that way against 0.800 in lockstep in process). After its stream ends a
-device still answers rounds until the server's last message (``final``) or ``linger`` seconds.
+split, held-out 0.684 that way against 0.800 in lockstep in process). No round within ``hold``:
+it learns its next quota alone, then waits again. After its stream ends a device still answers
+rounds until the server's last message (``final``) or ``linger`` seconds.
+
+The fleet's server gone: a device that was in the fleet and finds nothing listening at its
+``superlink`` for ``patience`` seconds (probed once a second while it waits) counts the server
+gone (``gone``): a paced device stops waiting for rounds and learns on alone (the next round
+that comes, from a server run again, puts it back in lockstep: what it learned alone goes with
+its next update), and a device whose stream has ended stops lingering and ends without the last
+merge. A server ends its SuperLink only after it sent its ``final``, so a device that missed
+that message (its SuperNode, which takes one message at a time, still busy with a late answer
+when the server ended; a server killed after its last round) ends ``patience`` seconds after
+the server, not after a ``hold`` for each sample it had left, or ``linger``.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ import queue
 import socket
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -63,6 +74,9 @@ class DeviceLink:
         hold: float = 120.0,
         linger: float = 600.0,
         answer_within: float = 120.0,
+        superlink: str | None = None,
+        patience: float = 60.0,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.loop = loop
         self.name = name
@@ -70,8 +84,16 @@ class DeviceLink:
         self.hold = hold
         self.linger = linger
         self.answer_within = answer_within
+        self.superlink = superlink  # HOST:PORT, probed while waiting (None: never gone)
+        self.patience = patience
+        self._log = log or (lambda message: None)
         self.rounds = 0  # rounds this device answered
         self.final = False
+        self.gone = False  # its SuperLink did not listen for ``patience`` seconds
+        self._seen = False  # it was in the fleet (its SuperLink listened, or a round came)
+        self._silent_since: float | None = None
+        self._probed = -1.0
+        self._alone = False  # paced, the server gone: learning on until a round comes
         self.bytes_in = self.bytes_out = 0
         self._resumed = resumed
         self._seq = 0
@@ -138,18 +160,29 @@ class DeviceLink:
 
     def wrap(self, stream: Iterable[T]) -> Iterator[T | None]:
         """``stream`` with the fleet's rounds answered between samples; after it ends, ``None``
-        (a live stream waiting) until the server's last message or ``linger`` seconds."""
+        (a live stream waiting) until the server's last message, ``linger`` seconds, or the
+        server gone (``gone``)."""
         for item in stream:
-            if self.per_round is None:
+            if self.per_round is None or self._alone:
                 self.answer()
             elif self._since_round >= self.per_round:  # paced: a round takes its quota
                 if self._held is not None:  # learned from the model the round brought
                     self._reply_held()
                 until = time.monotonic() + self.hold
-                while (self._since_round >= self.per_round and not self.final
-                       and time.monotonic() < until):  # fmt: skip
-                    if not self.answer(wait=0.2):
-                        yield None  # the loop checks signals and timed checkpoints
+                while self._since_round >= self.per_round and not self.final:
+                    if self.answer(wait=0.2):
+                        continue
+                    if self._server_gone():  # no round will come: learn on alone
+                        self._log(f"device {self.name!r}: learning on alone until a round "
+                                  "comes")  # fmt: skip
+                        self._alone = True
+                        break
+                    if time.monotonic() >= until:  # none within hold: a quota alone
+                        self._log(f"device {self.name!r}: no round in {self.hold:g} s; "
+                                  f"learning its next {self.per_round} samples alone")  # fmt: skip
+                        self._since_round = 0
+                        break
+                    yield None  # the loop checks signals and timed checkpoints
             self._since_round += 1
             yield item
         if self._held is not None:  # the stream ended within the round's quota
@@ -157,7 +190,35 @@ class DeviceLink:
         until = time.monotonic() + self.linger
         while not self.final and time.monotonic() < until:
             self.answer(wait=0.2)
+            if not self.final and self._server_gone():
+                self._log(f"device {self.name!r}: its stream has ended and the fleet's "
+                          "server is gone; ending without the fleet's last merge")  # fmt: skip
+                return
             yield None
+
+    def _server_gone(self) -> bool:
+        """Whether the fleet's SuperLink, once seen, has not listened for ``patience`` seconds
+        (probed at most once a second); a SuperLink that listens again clears it."""
+        if self.superlink is None:
+            return False
+        now = time.monotonic()
+        if now - self._probed < 1.0:
+            return self.gone
+        self._probed = now
+        if listens(self.superlink):
+            if self.gone:
+                self._log(f"device {self.name!r}: the fleet's SuperLink at {self.superlink} "
+                          "listens again")  # fmt: skip
+            self._seen, self._silent_since, self.gone = True, None, False
+        elif self._seen:
+            if self._silent_since is None:
+                self._silent_since = now
+            if not self.gone and now - self._silent_since >= self.patience:
+                self.gone = True
+                self._log(f"device {self.name!r}: nothing has listened at the fleet's "
+                          f"SuperLink {self.superlink} for {self.patience:g} s: the server "
+                          "is gone")  # fmt: skip
+        return self.gone
 
     def answer(self, wait: float = 0.0) -> bool:
         """Answer the rounds waiting (up to ``wait`` seconds for one); whether any was."""
@@ -170,6 +231,8 @@ class DeviceLink:
                 return answered
             if self._held is not None:  # a new round before the quota: answer the old one
                 self._reply_held()
+            self._seen, self._silent_since = True, None  # a round: the fleet is there
+            self._alone = self.gone = False
             try:
                 took = self._take(ask.blob)
                 if took and self.per_round is not None and not self.final:
@@ -246,6 +309,16 @@ class DeviceLink:
         })  # fmt: skip
         self.bytes_out += len(answer)
         return answer
+
+
+def listens(address: str, timeout: float = 1.0) -> bool:
+    """Whether something accepts a TCP connection at ``address`` (HOST:PORT) now."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
 
 
 def correct(loop: Prequential) -> int:

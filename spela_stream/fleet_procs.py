@@ -151,6 +151,7 @@ def superlink(port: int, folder: Path) -> Process:
     """``flower-superlink --insecure`` on 127.0.0.1:``port`` (Fleet, Control and Runtime APIs
     over HTTP on the one port in flwr 1.42); its state in memory, the fleet's model in
     ``folder``."""
+    folder = folder.resolve()  # FLWR_HOME marks its processes: absolute, this fleet's alone
     args = [executable("flower-superlink"), "--insecure", "--host", "127.0.0.1",
             "--port", str(port), "--disable-runtime-dependency-installation"]  # fmt: skip
     return Process(args, folder / "superlink.log", {"FLWR_HOME": str(folder / "flwr-home")})
@@ -159,7 +160,9 @@ def superlink(port: int, folder: Path) -> Process:
 def supernode(address: str, port: int, config: Mapping[str, Any], folder: Path) -> Process:
     """``flower-supernode --insecure`` connected to the SuperLink at ``address``; ``config``
     goes to its ``--node-config`` (what the ClientApp reads); its log and FLWR_HOME in
-    ``folder``."""
+    ``folder`` (made absolute: the FLWR_HOME that marks its processes for ``end_strays``; a
+    relative one, the same in every folder, would mark another fleet's device of that name)."""
+    folder = folder.resolve()
     node_config = " ".join(f"{k}={json.dumps(v)}" for k, v in config.items())
     args = [executable("flower-supernode"), "--insecure", "--superlink", address,
             "--port", str(port), "--node-config", node_config]  # fmt: skip
@@ -203,8 +206,8 @@ def submit(folder: Path, address: str, run_config: Mapping[str, Any], timeout: f
 
 
 def _marked(home: Path) -> list[int]:
-    """The live processes whose environment names ``home`` as their FLWR_HOME."""
-    mark = f"FLWR_HOME={home}".encode() + b"\0"
+    """The live processes whose environment names ``home`` (made absolute) as their FLWR_HOME."""
+    mark = f"FLWR_HOME={home.resolve()}".encode() + b"\0"
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():

@@ -28,14 +28,17 @@ __all__ = ["run_device"]
 def run_device(
     superlink: str, name: str, *, source: str = "builtin:mnist", db: Path = Path("runs.db"),
     hidden: tuple[int, ...] = (1024, 1024), seed: int = 0, labels: Sequence[Any] = (),
-    per_round: int | None = None, linger: float = 600.0, every: int = 1000,
-    log: Callable[[str], None],
+    per_round: int | None = None, linger: float = 600.0, patience: float = 60.0,
+    every: int = 1000, log: Callable[[str], None],
 ) -> dict[str, Any]:  # fmt: skip
     """Learn ``source`` test-then-train into run ``name`` of ``db`` (resumed if it is there, a
     new model of ``hidden``, ``seed`` and the fleet's ``labels`` if not), checkpointing every
     ``every`` samples, as one device of the fleet at ``superlink``; ``log`` hears the news.
-    The final report with the device's rounds and bytes (the JSON row ``fleet device`` prints).
-    A killed device's Flower processes on the same run are ended first."""
+    Nothing listening at ``superlink`` for ``patience`` seconds, once it was there: the server
+    is gone (``DeviceLink``), and a device whose stream has ended ends without the last merge.
+    The final report with the device's rounds, bytes and whether it got the fleet's last merge
+    (``final``; the JSON row ``fleet device`` prints). A killed device's Flower processes on
+    the same run are ended first."""
     torch.set_num_threads(1)
     with CheckpointStore(db) as store, StopGuard() as guard:
         resumed = any(r.name == name for r in store.runs())
@@ -46,9 +49,11 @@ def run_device(
             if labels:  # the fleet's order, before any sample (SpelaMLP takes no labels=)
                 model = SpelaMLP.from_state({**model.state_dict(), "labels": list(labels)})
             run = Run.start(store, model, source, name=name, checkpoint_every=every, log=log)
-        link = DeviceLink(run.loop, name, resumed=resumed, per_round=per_round, linger=linger)
+        link = DeviceLink(run.loop, name, resumed=resumed, per_round=per_round, linger=linger,
+                          superlink=superlink, patience=patience, log=log)  # fmt: skip
         config = {"device": name, "exchange": link.address}
-        folder = db.parent / f"{db.name}.{name}.flower"
+        folder = (db.parent / f"{db.name}.{name}.flower").resolve()  # its FLWR_HOME marks
+        # its Flower processes for end_strays: relative, it would mark another fleet's too
         if stray := end_strays(folder / "flwr-home"):  # a killed device's SuperNode, ClientApp
             log(f"device {name!r}: ended {len(stray)} Flower processes its last run left")
         try:
@@ -57,9 +62,14 @@ def run_device(
                 with open_source(run.source, skip=run.skip) as stream:
                     report = run.learn(link.wrap(stream), every=every, guard=guard)
                 link.settle()  # the SuperNode stays until the answer to the last message left
+                if not link.final:
+                    log(f"device {name!r}: ended without the fleet's last merge (after "
+                        f"{link.rounds} rounds); its checkpoint holds its own model, and run "
+                        "again it takes the fleet's")  # fmt: skip
         finally:
             link.close()
             end_strays(folder / "flwr-home")
     row: dict[str, Any] = {"kind": "device", **asdict(report)}  # report_json's object
-    row.update(device=name, rounds=link.rounds, bytes_in=link.bytes_in, bytes_out=link.bytes_out)
+    row.update(device=name, rounds=link.rounds, final=link.final, bytes_in=link.bytes_in,
+               bytes_out=link.bytes_out)  # fmt: skip
     return row

@@ -3,6 +3,8 @@ merge of standardiser statistics, the fleet's label order, and a fleet that beat
 
 from __future__ import annotations
 
+import socket
+import threading
 from typing import Any
 
 import numpy as np
@@ -288,3 +290,118 @@ def test_a_fleet_that_pools_readouts_carries_them_to_every_device(blobs: Any) ->
     model = SpelaMLP.from_state(adopt(sa, merged))
     assert model.means_readout is not None and len(model.means_readout.layers[0].counts) == 3
     assert model.predict_one(X[0].astype(np.float32)) in merged["labels"]
+
+
+# ---------------------------------------------------------------------- a device's link, no flwr
+
+
+def _drive(link: Any, stream: Any, on_wait: Any = None) -> threading.Thread:
+    """Run ``link.wrap(stream)`` through its loop in a thread (``on_wait`` at each ``None``)."""
+
+    def items() -> Any:
+        for item in link.wrap(stream):
+            if item is None and on_wait is not None:
+                on_wait()
+            yield item
+
+    def work() -> None:
+        for _ in link.loop.run(items(), every=10**6):
+            pass
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    return thread
+
+
+def _link(blobs: Any, **kw: Any) -> tuple[Any, list[Any], list[str]]:
+    from spela_stream.fleet_device import DeviceLink
+    from spela_stream.prequential import Prequential
+
+    X, y = blobs(n=20)
+    loop = Prequential(SpelaMLP(hidden=(8,), seed=0, memory=0))
+    logs: list[str] = []
+    return DeviceLink(loop, "d0", log=logs.append, **kw), list(zip(X, y, strict=True)), logs
+
+
+def test_a_paced_device_with_no_round_learns_its_next_quota_alone_not_one_sample(
+    blobs: Any,
+) -> None:
+    """No round within ``hold``: a paced device learns its next ``per_round`` samples alone and
+    waits again; 20 samples at 5 a round wait three times (before samples 6, 11 and 16), not
+    once a sample past its first quota (15 waits of ``hold`` each); no linger after it."""
+    link, stream, logs = _link(blobs, per_round=5, hold=0.3, linger=0)
+    try:
+        thread = _drive(link, stream)
+        thread.join(60)
+        assert not thread.is_alive(), logs
+    finally:
+        link.close()
+    assert link.loop.learned == 20
+    assert logs == ["device 'd0': no round in 0.3 s; learning its next 5 samples alone"] * 3
+
+
+def test_a_device_whose_superlink_goes_learns_on_alone_and_ends_without_the_last_merge(
+    blobs: Any,
+) -> None:
+    """A paced device waits (an hour's ``hold``) for a round at its SuperLink; the SuperLink
+    goes and nothing listens there for ``patience``: the device counts the server gone, learns
+    the rest of its stream alone and, its stream ended, stops lingering (an hour too) for a
+    last merge that will not come; each step is on its log."""
+    superlink = socket.create_server(("127.0.0.1", 0))
+    address = f"127.0.0.1:{superlink.getsockname()[1]}"
+    probed = threading.Event()
+
+    def on_wait() -> None:  # the device has waited a while, its SuperLink there: it goes
+        if probed.is_set():
+            superlink.close()
+        elif link._seen:
+            probed.set()
+
+    link, stream, logs = _link(blobs, per_round=5, hold=3600, linger=3600, superlink=address,
+                               patience=0.5)  # fmt: skip
+    try:
+        thread = _drive(link, stream, on_wait)
+        thread.join(60)
+        assert not thread.is_alive(), logs
+    finally:
+        link.close()
+        superlink.close()
+    assert link.loop.learned == 20 and link.gone and not link.final and link.rounds == 0
+    assert logs == [
+        f"device 'd0': nothing has listened at the fleet's SuperLink {address} for 0.5 s: "
+        "the server is gone",
+        "device 'd0': learning on alone until a round comes",
+        "device 'd0': its stream has ended and the fleet's server is gone; ending without the "
+        "fleet's last merge",
+    ]
+
+
+def test_a_device_ends_only_its_own_flower_processes(tmp_path: Any, monkeypatch: Any) -> None:
+    """Two fleets' devices of one name, each in its own folder with the same relative ``--db``
+    (as every test of tests/test_flower.py runs them): the FLWR_HOME that marks a device's
+    Flower processes is absolute, so one device ending its strays (as it does when it starts
+    and ends) leaves the other's SuperNode alone, and the one marked is its own folder's."""
+    from pathlib import Path
+
+    from spela_stream import fleet_procs
+
+    fake = tmp_path / "flower-supernode"  # a SuperNode that waits: flwr is not needed here
+    fake.write_text("#!/bin/sh\nexec sleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setattr(fleet_procs, "executable", lambda name: str(fake))
+    nodes = {}
+    try:
+        for fleet in ("a", "b"):
+            (tmp_path / fleet).mkdir()
+            monkeypatch.chdir(tmp_path / fleet)
+            nodes[fleet] = fleet_procs.supernode(
+                "127.0.0.1:1", 0, {"device": "d0"}, Path("d0.db.d0.flower")).start()  # fmt: skip
+        assert fleet_procs.end_strays(Path("d0.db.d0.flower/flwr-home"), grace=5) == [
+            nodes["b"].pid]  # fmt: skip
+        assert nodes["a"].alive() and nodes["b"].proc.wait(10) is not None
+        environ = (Path("/proc") / str(nodes["a"].pid) / "environ").read_bytes()
+        home = tmp_path.resolve() / "a" / "d0.db.d0.flower" / "flwr-home"
+        assert f"FLWR_HOME={home}\0".encode() in environ
+    finally:
+        for node in nodes.values():
+            node.stop()

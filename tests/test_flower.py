@@ -59,11 +59,12 @@ class Fleet:
         return self.start("server", "server", "--dir", "fleet", "--port", str(port),
                           "--rounds", str(rounds), "--labels", LABELS, *extra)  # fmt: skip
 
-    def device(self, name: str, port: int, source: Path, per_round: int) -> subprocess.Popen[str]:
+    def device(self, name: str, port: int, source: Path, per_round: int,
+               *extra: str) -> subprocess.Popen[str]:  # fmt: skip
         return self.start(name, "device", "--superlink", f"127.0.0.1:{port}", "--name", name,
                           "--source", str(source), "--db", f"{name}.db", "--hidden", HIDDEN,
                           "--labels", LABELS, "--per-round", str(per_round),
-                          "--linger", "120", "--every", "50")  # fmt: skip
+                          "--linger", "120", "--every", "50", *extra)  # fmt: skip
 
     def rows(self, until: int, timeout: float = 240) -> Iterator[dict[str, Any]]:
         """The server's stdout rows, up to and including round ``until`` (or its ``done``)."""
@@ -261,14 +262,17 @@ def test_a_serverapp_killed_past_its_restarts_ends_the_server_naming_the_fix(
     fleet: Fleet, tmp_path: Path
 ) -> None:
     """With ``--restarts 0`` the same kill ends ``fleet server``: exit 1 and an ``Error:`` that
-    says how to go on (the server again with the same ``--dir``, from ``fleet.npz``)."""
+    says how to go on (the server again with the same ``--dir``, from ``fleet.npz``). Its
+    paced device, left waiting for a round (before: 120 s a sample past its quota), finds nothing
+    at its SuperLink for ``--patience``, learns the rest of its stream alone and ends on its
+    own: exit 0, its report (``final`` false), and why on stderr."""
     from spela_stream.fleet_procs import server_apps
 
     X, y = load_mnist(200)
     write_csv(tmp_path / "d0.csv", X, y)
     port = free_port()
     fleet.server(port, 3, "--round-timeout", "40", "--restarts", "0")
-    fleet.device("d0", port, tmp_path / "d0.csv", per_round=40)
+    fleet.device("d0", port, tmp_path / "d0.csv", 40, "--patience", "5")
     rows = []
     for row in fleet.rows(until=3, timeout=300):
         rows.append(row)
@@ -280,6 +284,13 @@ def test_a_serverapp_killed_past_its_restarts_ends_the_server_naming_the_fix(
     assert "Error: the fleet's ServerApp died and its --restarts (0) are used up" in err, err
     assert "run `spela-stream fleet server` again with --dir" in err and "fleet.npz" in err, err
     assert [r["round"] for r in rows if "event" not in r] == [1], rows
+    out, _ = fleet.procs["d0"].communicate(timeout=120)
+    err = (tmp_path / "d0.err").read_text()
+    assert fleet.procs["d0"].returncode == 0, err
+    report = json.loads(out.splitlines()[-1])
+    assert (report["samples"], report["final"]) == (200, False), report
+    assert f"nothing has listened at the fleet's SuperLink 127.0.0.1:{port} for 5 s" in err, err
+    assert "ending without the fleet's last merge" in err, err
 
 
 def test_the_server_killed_and_run_again_on_its_dir_goes_on_from_its_model(
