@@ -169,7 +169,8 @@ DETECTORS: dict[str, dict[str, Any]] = {
     "prop0.25": {"install": lambda: _proportional(0.25)},
 }
 for _name in DETECTORS:
-    PATCHES.setdefault(_name, {"BOOST_SPAN": 3000} | ({} if _name.startswith("prop") else {"QUIET": 0}))
+    _quiet = {} if _name.startswith("prop") else {"QUIET": 0}  # prop*: the pause, shortened
+    PATCHES.setdefault(_name, {"BOOST_SPAN": 3000} | _quiet)
 # every patch on top of the defaults before round 10 (d-base); "new": the library's as it is
 _BEFORE = {"QUIET": 2000, "BOOST_SPAN": 1000}
 PATCHES = {name: _BEFORE | patch for name, patch in PATCHES.items()}
