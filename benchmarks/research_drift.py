@@ -72,6 +72,112 @@ VARIANTS: dict[str, tuple[dict[str, Any], float | None]] = {
 for _params, _ in VARIANTS.values():
     _params.setdefault("contrast", 0.0)
 
+# round 10 (detect11): the defaults with drift-module constants patched (``PATCHES``) and, for
+# the ``prop*``/``sd*``/``adwin*`` rows, the detector's pause or test replaced (``DETECTORS``)
+PATCHES: dict[str, dict[str, float]] = {
+    "d-base": {},
+    "q0": {"QUIET": 0},
+    "q250": {"QUIET": 250},
+    "q500": {"QUIET": 500},
+    "q1000": {"QUIET": 1000},
+    "l25": {"PH_THRESHOLD": 25.0},
+    "l35": {"PH_THRESHOLD": 35.0},
+    "l25-q500": {"PH_THRESHOLD": 25.0, "QUIET": 500},
+    "b5": {"BOOST": 5.0},
+    "b5-span2000": {"BOOST": 5.0, "BOOST_SPAN": 2000},
+    "keep0": {"SCALER_KEEP": 0},
+    "keep100": {"SCALER_KEEP": 100},
+    "q0-l25": {"QUIET": 0, "PH_THRESHOLD": 25.0},
+    "q0-l35": {"QUIET": 0, "PH_THRESHOLD": 35.0},
+    "q0-b5": {"QUIET": 0, "BOOST": 5.0},
+    "q0-b2": {"QUIET": 0, "BOOST": 2.0},
+    "q0-span2000": {"QUIET": 0, "BOOST_SPAN": 2000},
+    "q0-span500": {"QUIET": 0, "BOOST_SPAN": 500},
+    "q0-keep0": {"QUIET": 0, "SCALER_KEEP": 0},
+    "q0-keep50": {"QUIET": 0, "SCALER_KEEP": 50},
+    "q0-span3000": {"QUIET": 0, "BOOST_SPAN": 3000},
+    "q0-span4000": {"QUIET": 0, "BOOST_SPAN": 4000},
+    "q0-b5-span2000": {"QUIET": 0, "BOOST": 5.0, "BOOST_SPAN": 2000},
+    "q0-b2-span3000": {"QUIET": 0, "BOOST": 2.0, "BOOST_SPAN": 3000},
+    "span2000-q500": {"QUIET": 500, "BOOST_SPAN": 2000},
+    "span2000": {"BOOST_SPAN": 2000},
+}
+
+
+def _scaled_ph(lam_sd: float, delta_sd: float, floor: float = 0.01) -> None:
+    """Page-Hinkley in units of the error's standard deviation sqrt(p (1 - p)) (p: the mean since
+    the reset, at least ``floor``): lambda and delta grow with the error's spread."""
+    from spela_stream import drift
+
+    def update(self: Any, error: float) -> bool:
+        self.n += 1
+        self.mean += (error - self.mean) / self.n
+        sd = max(self.mean * (1.0 - self.mean), floor * (1.0 - floor)) ** 0.5
+        self.cum += error - self.mean - delta_sd * sd
+        self.cum_min = min(self.cum_min, self.cum)
+        if self.n >= drift.PH_MIN and self.cum - self.cum_min > lam_sd * sd:
+            self.reset()
+            self.detections += 1
+            return True
+        return False
+
+    drift.DriftDetector.update = update  # type: ignore[method-assign]
+
+
+def _adwin(delta: float) -> None:
+    """River's ADWIN on the error stream; a change counts only when the error rose (the window's
+    mean after the cut above the one before)."""
+    from river.drift import ADWIN
+
+    from spela_stream import drift
+
+    def update(self: Any, error: float) -> bool:
+        if not hasattr(self, "_adwin"):
+            self._adwin = ADWIN(delta=delta)
+        before = self._adwin.estimation
+        self._adwin.update(error)
+        self.n += 1
+        if self._adwin.drift_detected and self._adwin.estimation > before:
+            self.detections += 1
+            return True
+        return False
+
+    drift.DriftDetector.update = update  # type: ignore[method-assign]
+
+
+def _proportional(frac: float) -> None:
+    """The pause after a new class: ``frac`` of the samples learned so far (at most QUIET)."""
+    from spela_stream import drift
+
+    def new_class(self: Any, n_learned: int) -> None:
+        self.quiet_until = n_learned + min(drift.QUIET, int(frac * n_learned))
+        self.reset()
+
+    drift.DriftDetector.new_class = new_class  # type: ignore[method-assign]
+
+
+DETECTORS: dict[str, dict[str, Any]] = {
+    "sd125": {"install": lambda: _scaled_ph(125.0, 0.025)},  # today's at p = 0.2
+    "sd60": {"install": lambda: _scaled_ph(60.0, 0.025)},
+    "sd90": {"install": lambda: _scaled_ph(90.0, 0.025)},
+    "sd60-d0": {"install": lambda: _scaled_ph(60.0, 0.0)},
+    "sd45": {"install": lambda: _scaled_ph(45.0, 0.025)},
+    "sd75": {"install": lambda: _scaled_ph(75.0, 0.025)},
+    "adwin0.002": {"install": lambda: _adwin(0.002)},
+    "adwin0.0002": {"install": lambda: _adwin(0.0002)},
+    "prop0.5": {"install": lambda: _proportional(0.5)},
+    "prop0.25": {"install": lambda: _proportional(0.25)},
+}
+for _name in DETECTORS:
+    _quiet = {} if _name.startswith("prop") else {"QUIET": 0}  # prop*: the pause, shortened
+    PATCHES.setdefault(_name, {"BOOST_SPAN": 3000} | _quiet)
+# every patch on top of the defaults before round 10 (d-base); "new": the library's as it is
+_BEFORE = {"QUIET": 2000, "BOOST_SPAN": 1000}
+PATCHES = {name: _BEFORE | patch for name, patch in PATCHES.items()}
+PATCHES["new"] = {}
+for _name in PATCHES:
+    VARIANTS[_name] = ({}, None)
+
 _ORIGINAL_UPDATE = layer_mod.SpelaLayer.update
 _ORIGINAL_ENSURE = layer_mod.SpelaLayer.ensure_classes
 
@@ -130,14 +236,47 @@ class LayerSpela:
         return 0 if mem is None else len(mem)
 
 
+def watch_detections(name: str) -> list[int] | None:
+    """Apply the variant's drift patches; the sample counts at which the detector fires (filled
+    while the row runs; None for the older variants, whose rows did not record them)."""
+    from spela_stream import drift
+    from spela_stream.model import SpelaMLP
+
+    if name not in PATCHES:
+        return None
+    for attr, value in PATCHES[name].items():
+        assert hasattr(drift, attr), attr
+        setattr(drift, attr, value)
+    if name in DETECTORS:
+        DETECTORS[name]["install"]()
+    fired: list[int] = []
+    original = SpelaMLP._drifted
+
+    def drifted(self: Any) -> None:
+        fired.append(self.n_learned)
+        original(self)
+
+    SpelaMLP._drifted = drifted  # type: ignore[method-assign]
+    return fired
+
+
 def main(argv: list[str]) -> None:
     part, name = argv[0], argv[1]
+    seed = None
+    if "@" in name:  # VARIANT@SEED: the variant with SpelaMLP(seed=SEED)
+        name, seed_text = name.split("@")
+        seed = int(seed_text)
     drift_n = int(argv[2]) if len(argv) > 2 else 10_000
     torch.set_num_threads(1)
     params, temperature = VARIANTS[name]
+    if seed is not None:
+        params = {**params, "seed": seed}
     if temperature is not None:
         contrastive(temperature)
     row: dict[str, Any] = {"part": part, "variant": name, "params": params}
+    fired = watch_detections(name)
+    if name in PATCHES:
+        row["patch"] = PATCHES[name]
     if part in DRIFT:
         from benchmarks.continual_data import drift_streams, materialise
         from benchmarks.continual_drift import run_drift
@@ -164,6 +303,8 @@ def main(argv: list[str]) -> None:
             r = iid(part, params)
             row |= {"accuracy": r["accuracy"], "seconds": r["seconds"]}
     row["seconds"] = round(row["seconds"])
+    if fired is not None:
+        row["fired"] = fired
     print(json.dumps(row), flush=True)
     with ROWS.open("a") as fh:
         fh.write(json.dumps(row) + "\n")

@@ -17,7 +17,8 @@ from spela_stream.expansion import FOURIER_MAX_FEATURES, FourierFeatures
 from spela_stream.scaling import Standardiser
 
 SMALL: dict[str, Any] = {"hidden": (32, 32), "seed": 0}
-QUIET = 300  # the pause after a new class, shortened so that the tests' streams can be short
+DEFAULT_QUIET = drift.QUIET  # the library's pause after a new class (0 since round 10)
+QUIET = 300  # a pause after a new class, so that the pause's own test has one to check
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +39,41 @@ def test_page_hinkley_fires_soon_after_the_error_rises_and_never_on_a_steady_one
     # lambda 50 over an excess of ~0.4 - delta per sample: about 125 samples, measured 127
     assert 60 < fired.index(True) < 250
     assert det.detections >= 1
+
+
+def _pattern(ones: int, period: int, n: int) -> list[float]:
+    """A hand-made 0/1 error sequence: ``ones`` errors in every ``period`` samples."""
+    return [float(i % period < ones) for i in range(n)]
+
+
+def test_page_hinkley_on_a_hand_made_sequence_fires_after_the_rate_change_only() -> None:
+    det = DriftDetector()
+    changed = _pattern(1, 5, 3_000) + _pattern(2, 5, 1_000)  # error rate 0.2, then 0.4
+    fired = [i for i, e in enumerate(changed) if det.update(e)]
+    # excess ~0.2 - delta per sample against the running mean: lambda 50 in ~270 samples
+    assert fired == [3_271]
+    # a stationary sequence of the same mean (0.25) for as long: never
+    steady = DriftDetector()
+    assert float(np.mean(changed)) == 0.25
+    assert not any(steady.update(e) for e in _pattern(1, 4, 4_000))
+
+
+def test_a_switch_soon_after_the_second_class_arrives_is_detected(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # recurring Agrawal's case: both classes within the first samples, the concept switched at
+    # 600; the old 2,000-sample pause after a new class hid it (round 10)
+    X, y = _concept_stream(1_500, flip_at=600)
+    monkeypatch.setattr(drift, "QUIET", DEFAULT_QUIET)
+    assert DEFAULT_QUIET == 0
+    model = SpelaMLP(**SMALL)
+    _run(model, X, y)
+    assert model.detector is not None and model.detector.detections == 1
+    assert model.detector.changed_at == 714
+    monkeypatch.setattr(drift, "QUIET", 2_000)
+    paused = SpelaMLP(**SMALL)
+    _run(paused, X, y)
+    assert paused.detector is not None and paused.detector.detections == 0
 
 
 def test_the_boost_falls_linearly_back_to_one() -> None:
