@@ -69,8 +69,39 @@ VARIANTS: dict[str, tuple[dict[str, Any], float | None]] = {
 }
 
 # rows measured before contrast=0.1 became the default: the paper's loss unless a variant names one
+# (and before replay_gate=5 did: every class below its long-run share rehearsed)
 for _params, _ in VARIANTS.values():
     _params.setdefault("contrast", 0.0)
+    _params.setdefault("replay_gate", 0.0)
+
+# round 9 (issue 11, gone11): the replay memory's rehearsal gate. Every row but "gate5"
+# (today's default) sets SpelaMLP(replay_gate=...) itself, so the rows measured before
+# replay_gate=5 became the default repeat: "defaults" is main's before round 9 (no gate);
+# the dict patches spela_stream.memory's research constants (RECENT_SCALE: rehearse
+# max(0, p - r / alpha); GONE_BELOW: only where r < f p; GONE_FULL: a gone class's whole p).
+# name -> (SpelaMLP parameters, spela_stream.memory constants)
+GATES: dict[str, tuple[dict[str, Any], dict[str, float]]] = {
+    "defaults": ({"replay_gate": 0.0}, {}),
+    "gate5": ({}, {}),
+    "mem0": ({"memory": 0}, {}),
+    "alpha0.5": ({"replay_gate": 0.0}, {"RECENT_SCALE": 0.5}),
+    "alpha0.25": ({"replay_gate": 0.0}, {"RECENT_SCALE": 0.25}),
+    "alpha0.1": ({"replay_gate": 0.0}, {"RECENT_SCALE": 0.1}),
+    "gate0.5": ({"replay_gate": 0.0}, {"GONE_BELOW": 0.5}),
+    "gate0.25": ({"replay_gate": 0.0}, {"GONE_BELOW": 0.25}),
+    "gate0.1": ({"replay_gate": 0.0}, {"GONE_BELOW": 0.1}),
+    "gap3": ({"replay_gate": 3.0}, {}),
+    "gap5": ({"replay_gate": 5.0}, {}),
+    "gap10": ({"replay_gate": 10.0}, {}),
+    "gap20": ({"replay_gate": 20.0}, {}),
+    "gap5full": ({"replay_gate": 5.0}, {"GONE_FULL": True}),
+    "gap10full": ({"replay_gate": 10.0}, {"GONE_FULL": True}),
+}
+for _seed in (1, 2):  # other model seeds: the class-incremental figures' spread
+    GATES[f"defaults-s{_seed}"] = ({"replay_gate": 0.0, "seed": _seed}, {})
+    GATES[f"gate5-s{_seed}"] = ({"seed": _seed}, {})
+for _name, (_params, _) in GATES.items():
+    VARIANTS[_name] = (_params, None)
 
 # round 10 (detect11): the defaults with drift-module constants patched (``PATCHES``) and, for
 # the ``prop*``/``sd*``/``adwin*`` rows, the detector's pause or test replaced (``DETECTORS``)
@@ -175,7 +206,7 @@ for _name in DETECTORS:
 _BEFORE = {"QUIET": 2000, "BOOST_SPAN": 1000}
 PATCHES = {name: _BEFORE | patch for name, patch in PATCHES.items()}
 PATCHES["new"] = {}
-for _name in PATCHES:
+for _name in PATCHES:  # the library's other defaults: rows run after round 9 merged have its gate
     VARIANTS[_name] = ({}, None)
 
 _ORIGINAL_UPDATE = layer_mod.SpelaLayer.update
@@ -271,9 +302,19 @@ def main(argv: list[str]) -> None:
     params, temperature = VARIANTS[name]
     if seed is not None:
         params = {**params, "seed": seed}
+    if name in GATES:
+        from spela_stream import memory as memory_mod
+
+        for key, value in GATES[name][1].items():
+            setattr(memory_mod, key, value)
+        row_gate = GATES[name][1]
+    else:
+        row_gate = {}
     if temperature is not None:
         contrastive(temperature)
     row: dict[str, Any] = {"part": part, "variant": name, "params": params}
+    if row_gate:
+        row["memory_constants"] = row_gate
     fired = watch_detections(name)
     if name in PATCHES:
         row["patch"] = PATCHES[name]

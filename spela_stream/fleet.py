@@ -350,7 +350,7 @@ def adopt(own: Mapping[str, Any], merged: Mapping[str, Any]) -> dict[str, Any]:
         remap = np.asarray([index[label] for label in mine], dtype=np.int64)
         y = np.asarray(own["memory.y"])
         state["memory.y"] = remap[y].astype(y.dtype) if len(y) else y.copy()
-        for key in ("memory.seen", "memory.recent"):  # per class, in label order
+        for key in ("memory.seen", "memory.recent", "memory.last"):  # per class, label order
             if key in own:
                 per_class = np.asarray(own[key])
                 out = np.zeros(len(fleet), dtype=per_class.dtype)

@@ -13,10 +13,14 @@ current statistics; a feature a sample lacked is stored as NaN (standardised to 
 
 The memory also tracks which classes the stream has stopped showing: each class's share of the
 recent stream (a moving average over about the last ``1 / (1 - RECENT_DECAY)`` = 100 samples)
-against its share of everything seen. ``shortfall()`` is the long-run share minus the recent one,
-clipped at zero: near zero for every class of an i.i.d. stream, the whole share of a class that
-has not come back since later classes arrived. The model rehearses in proportion to it, so old
-classes are rehearsed and a stream whose classes keep coming is barely replayed at all.
+against its share of everything seen, and when each class was last seen. ``shortfall(gaps)`` is
+the long-run share minus the recent one, clipped at zero, of the classes that have gone: not seen
+for more than ``gaps`` times their expected gap (samples seen / samples of the class; 0 counts
+every class). It is near zero for every class of an i.i.d. stream, the whole share of a class that
+has not come back since later classes arrived, and zero for a class whose share merely fell (a
+concept change that moves the class shares, as on Agrawal's streams, where rehearsing the old
+concept's samples cost accuracy: issue 11, round 9). The model rehearses in proportion to it, so
+old classes are rehearsed and a stream whose classes keep coming is barely replayed at all.
 
 >>> mem = ReplayMemory(budget=4, n_features=2, seed=0)
 >>> for i in range(10):
@@ -41,6 +45,12 @@ except (ImportError, RuntimeError):
 
 _MASK64 = (1 << 64) - 1
 RECENT_DECAY = 0.99  # the recent class shares average about the last 100 samples
+# Research knobs of issue 11, round 9 (benchmarks/research_drift.py patches them; off here):
+# RECENT_SCALE < 1 counts max(0, p - r / RECENT_SCALE); GONE_BELOW > 0 counts p - r only where
+# r < GONE_BELOW * p; GONE_FULL counts a gone class's whole long-run share p instead of p - r.
+RECENT_SCALE = 1.0
+GONE_BELOW = 0.0
+GONE_FULL = False
 
 
 def _rng_to_array(rng: np.random.Generator) -> np.ndarray:
@@ -78,6 +88,7 @@ class ReplayMemory:
         self.recent = np.zeros(0)  # (C,) moving average of the one-hot labels (not bias-corrected)
         self.recent_weight = 0.0  # the weight that average has had: 1 - RECENT_DECAY**seen
         self.pending = 0  # new samples learned since the last replay
+        self.last = np.zeros(0, dtype=np.int64)  # (C,) samples seen when the class last came
         self.rng = np.random.default_rng(seed)
         self._stored: np.ndarray | None = None  # class_counts() kept up to date by a full add
         # per class, its slots in ascending order (np.flatnonzero(y == c) without the scan),
@@ -100,6 +111,8 @@ class ReplayMemory:
         if k >= len(self.seen):
             self.seen = np.concatenate([self.seen, np.zeros(k + 1 - len(self.seen), np.int64)])
             self.recent = np.concatenate([self.recent, np.zeros(k + 1 - len(self.recent))])
+            self.last = np.concatenate([self.last, np.zeros(k + 1 - len(self.last), np.int64)])
+        self.last[k] = self.seen.sum() + 1  # the count once this sample is noted below
         if self.size < self.budget:
             self._note(k)
             self.x[self.size] = x
@@ -184,13 +197,23 @@ class ReplayMemory:
         self.x = np.concatenate([self.x, pad], axis=1)
         self.n_features += k
 
-    def shortfall(self) -> np.ndarray:
-        """Per class, its share of all samples seen minus its recent share, clipped at 0 (C,)."""
+    def shortfall(self, gaps: float = 0.0) -> np.ndarray:
+        """Per class, its share of all samples seen minus its recent share, clipped at 0 (C),
+        for the classes that have gone: not seen for more than ``gaps`` times their expected
+        gap (samples seen / samples of the class), 0 for the others; ``gaps`` 0: every class."""
         if self.recent_weight == 0.0:
             return np.zeros(len(self.seen))
-        out: np.ndarray = np.maximum(
-            self.seen / self.seen.sum() - self.recent / self.recent_weight, 0.0
-        )
+        total = self.seen.sum()
+        p = self.seen / total
+        r = self.recent / self.recent_weight
+        if GONE_BELOW > 0.0:
+            out: np.ndarray = np.where(r < GONE_BELOW * p, p - r, 0.0)
+        else:
+            out = np.maximum(p - r / RECENT_SCALE, 0.0)
+        if gaps > 0.0:
+            # gone: the samples since the class last came exceed gaps * total / seen
+            gone = (total - self.last) * self.seen > gaps * total
+            out = np.where(gone, p if GONE_FULL else out, 0.0)
         return out
 
     def sample(self, n: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -227,7 +250,8 @@ class ReplayMemory:
 
     def nbytes(self) -> int:
         """Bytes the memory holds (its arrays, allocated up front)."""
-        return int(self.x.nbytes + self.y.nbytes + self.seen.nbytes + self.recent.nbytes)
+        arrays = (self.x, self.y, self.seen, self.recent, self.last)
+        return int(sum(a.nbytes for a in arrays))
 
     def state(self) -> dict[str, np.ndarray]:
         """The memory as arrays: only the filled rows, counts and the RNG's exact state."""
@@ -237,6 +261,7 @@ class ReplayMemory:
             "seen": self.seen.copy(),
             "recent": self.recent.copy(),
             "recent_weight": np.asarray(self.recent_weight, dtype=np.float64),
+            "last": self.last.copy(),
             "pending": np.asarray(self.pending, dtype=np.int64),
             "rng": _rng_to_array(self.rng),
         }
@@ -263,9 +288,14 @@ class ReplayMemory:
             total = max(int(mem.seen.sum()), 1)
             mem.recent = mem.seen / total
             mem.recent_weight = 1.0
-        if mem.recent.shape != mem.seen.shape:
+        if "last" in state:
+            mem.last = np.asarray(state["last"], dtype=np.int64).copy()
+        else:  # saved before the memory tracked it: every class as if it had just come
+            mem.last = np.full(len(mem.seen), int(mem.seen.sum()), dtype=np.int64)
+        if mem.recent.shape != mem.seen.shape or mem.last.shape != mem.seen.shape:
             raise ModelError(
-                f"memory.recent holds {mem.recent.shape} class shares for {mem.seen.shape} classes"
+                f"memory.recent holds {mem.recent.shape} class shares and memory.last "
+                f"{mem.last.shape} for {mem.seen.shape} classes"
             )
         mem.pending = int(state["pending"])
         mem.rng = _rng_from_array(state["rng"])

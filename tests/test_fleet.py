@@ -94,8 +94,9 @@ def test_adopt_renumbers_the_replay_memory_to_the_fleets_labels(blobs: Any) -> N
     assert state["labels"] == order
     before = [mine["labels"][k] for k in mine["memory.y"]]
     assert [order[k] for k in state["memory.y"]] == before
-    seen = dict(zip(mine["labels"], mine["memory.seen"], strict=True))
-    assert dict(zip(order, state["memory.seen"], strict=True)) == seen
+    for key in ("memory.seen", "memory.last"):  # per class: when it was last seen too
+        mine_per_class = dict(zip(mine["labels"], mine[key], strict=True))
+        assert dict(zip(order, state[key], strict=True)) == mine_per_class
     model = SpelaMLP.from_state(state)
     assert model.predict_one(X[0].astype(np.float32)) in order
 

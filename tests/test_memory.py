@@ -156,6 +156,57 @@ def test_shortfall_is_the_long_run_share_minus_the_recent_share() -> None:
     assert mem.shortfall()[0] == pytest.approx(0.5 - 0.2680, abs=1e-4)
 
 
+def _shares_then_gone() -> ReplayMemory:
+    """100 samples 0, 1, 0, 1, ... then 100 of 1, 2, 2, 2, ...: class 0 has gone (last seen at
+    sample 99), class 1's share merely fell (1/2 -> 1/4; last seen at sample 197)."""
+    mem = ReplayMemory(budget=500, n_features=1, seed=0)
+    for i in range(100):
+        mem.add(np.zeros(1, dtype=np.float32), i % 2)
+    for i in range(100):
+        mem.add(np.zeros(1, dtype=np.float32), 1 if i % 4 == 0 else 2)
+    return mem
+
+
+def test_the_gate_rehearses_a_gone_class_and_not_one_whose_share_merely_fell() -> None:
+    mem = _shares_then_gone()
+    assert mem.seen.tolist() == [50, 75, 75] and mem.last.tolist() == [99, 197, 200]
+    # by hand: the recent shares, a moving average (0.99) of the one-hot labels over 200 samples
+    labels = [i % 2 for i in range(100)] + [1 if i % 4 == 0 else 2 for i in range(100)]
+    recent = np.zeros(3)
+    for k in labels:
+        recent *= 0.99
+        recent[k] += 0.01
+    r = recent / (1 - 0.99**200)
+    p = np.array([50, 75, 75]) / 200
+    assert r[1] < p[1]  # class 1 is below its long-run share: the old rule rehearses it
+    assert mem.shortfall() == pytest.approx([p[0] - r[0], p[1] - r[1], 0.0], abs=1e-12)
+    assert mem.shortfall()[1] == pytest.approx(0.0601, abs=1e-4)  # 0.375 - 0.315
+    # gated: class 0, unseen for 101 samples against an expected gap of 200 / 50 = 4, has gone
+    # past 5 gaps (20 samples) and up to 25 (100); class 1, unseen for 3 of 200 / 75, has not
+    assert mem.shortfall(5.0) == pytest.approx([p[0] - r[0], 0.0, 0.0], abs=1e-12)
+    assert mem.shortfall(25.0)[0] == pytest.approx(p[0] - r[0], abs=1e-12)
+    assert mem.shortfall(25.25).tolist() == [0.0, 0.0, 0.0]  # 101 samples: not past 101
+
+
+def test_the_gate_is_in_the_config_and_an_older_state_loads_without_it() -> None:
+    assert SpelaMLP().replay_gate == 5.0 and SpelaMLP(replay_gate=2).config()["replay_gate"] == 2
+    with pytest.raises(ConfigError, match="replay_gate must be a number >= 0"):
+        SpelaMLP(replay_gate=-1)
+    model = SpelaMLP(hidden=(8,), memory=20)
+    for i in range(40):
+        model.learn_one(np.full(3, i % 3, dtype=np.float32), i // 20)
+    state = model.state_dict()
+    back = SpelaMLP.from_state(state)
+    assert back.replay_gate == 5.0 and back.replay_memory is not None
+    assert back.replay_memory.last.tolist() == [20, 40]
+    # saved before the gate: no replay_gate in its config, no memory.last: today's rule then
+    old = {k: v for k, v in state.items() if k != "memory.last"}
+    old["config"] = {k: v for k, v in state["config"].items() if k != "replay_gate"}
+    older = SpelaMLP.from_state(old)
+    assert older.replay_gate == 0.0 and older.replay_memory is not None
+    assert older.replay_memory.last.tolist() == [40, 40]  # every class as if it had just come
+
+
 def _count_replays(model: SpelaMLP, X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Learn (X, y); how many times each class was replayed."""
     replayed: list[int] = []
@@ -176,12 +227,35 @@ def test_an_iid_stream_is_barely_replayed_and_old_classes_are_rehearsed() -> Non
     shuffled = np.random.default_rng(0).permutation(len(y))
     iid = _count_replays(SpelaMLP(hidden=(16,)), X[shuffled], y[shuffled])
     staged = _count_replays(SpelaMLP(hidden=(16,)), X, y)
-    # i.i.d.: every class keeps coming, so only the noise of the recent shares is replayed
-    # (measured: 27 replays for 1,000 samples); class-incremental: 572 replays, none while the
+    # i.i.d.: every class keeps coming, so nothing has gone and nothing is replayed (measured:
+    # 0 replays for 1,000 samples; 27, the noise of the recent shares, with replay_gate=0);
+    # class-incremental: 572 replays, none while the
     # first class is alone, all of classes that are not the current one (420 / 129 / 23 / 0: the
     # oldest class has the largest long-run share, and a class is missed only once it has left
     # the last ~100 samples).
-    assert iid.sum() < 0.05 * len(y)
+    assert iid.sum() == 0
+    assert staged.sum() > 0.5 * len(y)
+    assert staged[3] == 0 and (staged[:3] > 0).all()
+
+
+def test_a_two_concept_stream_is_not_rehearsed_and_a_gone_class_is() -> None:
+    X, y, _, _ = _blobs(4, 250, seed=5)
+    rng = np.random.default_rng(1)
+    # two concepts over classes 0 and 1: shares 0.8 / 0.2 for 500 samples, then 0.2 / 0.8; the
+    # old rule rehearses class 0 after the change (its share fell), the gate does not
+    first = rng.random(500) < 0.2
+    second = rng.random(500) < 0.8
+    labels = np.concatenate([first, second]).astype(np.int64)
+    picks = np.concatenate([rng.integers(250, size=500), rng.integers(250, size=500)])
+    Xs = X[labels * 250 + picks]
+    gated = _count_replays(SpelaMLP(hidden=(16,)), Xs, labels)
+    ungated = _count_replays(SpelaMLP(hidden=(16,), replay_gate=0), Xs, labels)
+    staged = _count_replays(SpelaMLP(hidden=(16,)), X, y)  # class-incremental
+    # measured: the gate replays 14 of these 1,000 samples (class 0, in the rare runs of class 1
+    # after the change), the old rule 290; class-incremental, the gate rehearses every class
+    # that left as the old rule does (420 / 129 / 23 / 0, the same replays)
+    assert gated.sum() < 0.02 * len(labels)
+    assert ungated[0] > 5 * max(int(gated[0]), 1)
     assert staged.sum() > 0.5 * len(y)
     assert staged[3] == 0 and (staged[:3] > 0).all()
 
