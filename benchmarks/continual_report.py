@@ -93,6 +93,7 @@ SHOWN_DEFAULTS = (
     "memory",
     "replay",
     "replay_every",
+    "replay_gate",
     "hidden_decay",
     "report",
 )
