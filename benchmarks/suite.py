@@ -500,18 +500,25 @@ def _header(report: dict[str, Any]) -> list[str]:
     if earlier:  # an --update run: its own rows, then where the others came from
         runs = report["results"]
         fresh = sorted({r["learner"] for r in runs if r.get("run") == report["started"]})
+        span = (
+            earlier["finished"]
+            if earlier["started"] == earlier["finished"]
+            else f"{earlier['started']} to {earlier['finished']}"
+        )
         when = (
             f"rows of {', '.join(fresh)} run {report['started']} to {report['finished']} "
-            f"({report['wall_s'] / 60:.0f} min, {report['parallel']} at a time, `--update`); "
-            f"every other row from earlier runs, {earlier['started']} to {earlier['finished']} "
-            f"(load average {earlier['load_average_start'][0]:.1f} at their start"
-            + (f": {earlier['load_note'].rstrip('.')}" if earlier.get("load_note") else "")
-            + ")"
+            f"({report['wall_s'] / 60:.0f} min, {report['parallel']} at a time, `--update`; "
+            f"load average {m['load_average_start'][0]:.1f} at start, "
+            f"{m.get('load_average_end', [0.0])[0]:.1f} at end); every other row from earlier "
+            f"runs, {span}"
+            + (f" on {earlier['cpu']}" if earlier.get("cpu") not in ("", m["cpu"]) else "")
+            + (f" ({earlier['load_note'].rstrip('.')})" if earlier.get("load_note") else "")
         )
+        load = ""
     return [
         f"Mode **{report['mode']}**, {when}. {m['cpu']}, {m['cores']} cores, one thread per "
         f"learner"
-        + (". " if report.get("only_cached") else f"; {load}. ")
+        + (". " if report.get("only_cached") or not load else f"; {load}. ")
         + (
             f"River, VW and MOA learners stop after {report['peer_seconds']:.0f} s of learning "
             "(their figures then cover the samples they learned, as noted). "
@@ -715,6 +722,7 @@ def _provenance(previous: dict[str, Any]) -> dict[str, Any]:
         "finished": earlier.get("finished", previous["finished"]),
         "load_average_start": earlier.get("load_average_start", m["load_average_start"]),
         "load_note": earlier.get("load_note", previous.get("load_note") or ""),
+        "cpu": earlier.get("cpu", m.get("cpu", "")),
     }
 
 
