@@ -195,8 +195,9 @@ def test_update_replaces_only_the_rows_it_runs_and_says_where_the_others_came_fr
     assert f"every other row from earlier runs, {before['started']}" in header
     assert "| spela 1x1024 |" in (tmp_path / "suite-test.md").read_text()
     targets = {t["target"]: t for t in saved["targets"]}
-    assert targets["accuracy >= torch backprop (same shape)"]["spela"] == (
-        new[("spela 2x1024", None)]["accuracy"]
+    assert (
+        targets["accuracy >= torch backprop (same shape)"]["spela"]
+        == (new[("spela 2x1024", None)]["accuracy"])
     )
 
 
