@@ -19,7 +19,7 @@ It lives in ``storage`` because it must see the store; the core stays free of SQ
 ...     with open_source(run.source, skip=run.skip) as stream:
 ...         last = run.learn(stream, limit=500)
 >>> first.samples, run.skip, last.samples, f"{last.accuracy:.4f}"
-(200, 200, 500, '0.7234')
+(200, 200, 500, '0.7295')
 """
 
 from __future__ import annotations

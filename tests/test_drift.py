@@ -69,7 +69,7 @@ def test_a_switch_soon_after_the_second_class_arrives_is_detected(
     model = SpelaMLP(**SMALL)
     _run(model, X, y)
     assert model.detector is not None and model.detector.detections == 1
-    assert model.detector.changed_at == 714
+    assert model.detector.changed_at == 713
     monkeypatch.setattr(drift, "QUIET", 2_000)
     paused = SpelaMLP(**SMALL)
     _run(paused, X, y)
