@@ -77,8 +77,9 @@ for _params, _ in VARIANTS.values():
 # round 9 (issue 11, gone11): the replay memory's rehearsal gate. Every row but "gate5"
 # (today's default) sets SpelaMLP(replay_gate=...) itself, so the rows measured before
 # replay_gate=5 became the default repeat: "defaults" is main's before round 9 (no gate);
-# the dict patches spela_stream.memory's research constants (RECENT_SCALE: rehearse
-# max(0, p - r / alpha); GONE_BELOW: only where r < f p; GONE_FULL: a gone class's whole p).
+# the dict replaces ReplayMemory.shortfall by the round's other rules (``gate_rule``:
+# RECENT_SCALE: rehearse max(0, p - r / alpha); GONE_BELOW: only where r < f p; GONE_FULL: a gone
+# class's whole p), which the library does not carry.
 # name -> (SpelaMLP parameters, spela_stream.memory constants)
 GATES: dict[str, tuple[dict[str, Any], dict[str, float]]] = {
     "defaults": ({"replay_gate": 0.0}, {}),
@@ -291,6 +292,28 @@ def watch_detections(name: str) -> list[int] | None:
     return fired
 
 
+def gate_rule(RECENT_SCALE: float = 1.0, GONE_BELOW: float = 0.0, GONE_FULL: bool = False) -> None:
+    """Round 9's rejected rehearsal gates: ``ReplayMemory.shortfall`` replaced (see GATES)."""
+    from spela_stream.memory import ReplayMemory
+
+    def shortfall(self: Any, gaps: float = 0.0) -> np.ndarray:
+        if self.recent_weight == 0.0:
+            return np.zeros(len(self.seen))
+        total = self.seen.sum()
+        p = self.seen / total
+        r = self.recent / self.recent_weight
+        if GONE_BELOW > 0.0:
+            out: np.ndarray = np.where(r < GONE_BELOW * p, p - r, 0.0)
+        else:
+            out = np.maximum(p - r / RECENT_SCALE, 0.0)
+        if gaps > 0.0:
+            gone = (total - self.last) * self.seen > gaps * total
+            out = np.where(gone, p if GONE_FULL else out, 0.0)
+        return out
+
+    ReplayMemory.shortfall = shortfall  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> None:
     part, name = argv[0], argv[1]
     seed = None
@@ -303,11 +326,9 @@ def main(argv: list[str]) -> None:
     if seed is not None:
         params = {**params, "seed": seed}
     if name in GATES:
-        from spela_stream import memory as memory_mod
-
-        for key, value in GATES[name][1].items():
-            setattr(memory_mod, key, value)
         row_gate = GATES[name][1]
+        if row_gate:
+            gate_rule(**row_gate)
     else:
         row_gate = {}
     if temperature is not None:

@@ -45,12 +45,6 @@ except (ImportError, RuntimeError):
 
 _MASK64 = (1 << 64) - 1
 RECENT_DECAY = 0.99  # the recent class shares average about the last 100 samples
-# Research knobs of issue 11, round 9 (benchmarks/research_drift.py patches them; off here):
-# RECENT_SCALE < 1 counts max(0, p - r / RECENT_SCALE); GONE_BELOW > 0 counts p - r only where
-# r < GONE_BELOW * p; GONE_FULL counts a gone class's whole long-run share p instead of p - r.
-RECENT_SCALE = 1.0
-GONE_BELOW = 0.0
-GONE_FULL = False
 
 
 def _rng_to_array(rng: np.random.Generator) -> np.ndarray:
@@ -206,14 +200,11 @@ class ReplayMemory:
         total = self.seen.sum()
         p = self.seen / total
         r = self.recent / self.recent_weight
-        if GONE_BELOW > 0.0:
-            out: np.ndarray = np.where(r < GONE_BELOW * p, p - r, 0.0)
-        else:
-            out = np.maximum(p - r / RECENT_SCALE, 0.0)
+        out: np.ndarray = np.maximum(p - r, 0.0)
         if gaps > 0.0:
             # gone: the samples since the class last came exceed gaps * total / seen
             gone = (total - self.last) * self.seen > gaps * total
-            out = np.where(gone, p if GONE_FULL else out, 0.0)
+            out = np.where(gone, out, 0.0)
         return out
 
     def sample(self, n: int, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
