@@ -122,7 +122,7 @@ def device(
     patience: Annotated[float, option(DEVICE, "Seconds nothing may listen at --superlink "
                                       "before the device counts the server gone: it stops "
                                       "waiting for rounds, and ends once its stream has.",
-                                      "--patience")] = 60.0,
+                                      "--patience", min=0)] = 60.0,
     every: Annotated[int, option(DEVICE, "Checkpoint every N samples.", "--every",
                                  min=1)] = 1000,
 ) -> None:  # fmt: skip
