@@ -52,8 +52,7 @@ def run_device(
         link = DeviceLink(run.loop, name, resumed=resumed, per_round=per_round, linger=linger,
                           superlink=superlink, patience=patience, log=log)  # fmt: skip
         config = {"device": name, "exchange": link.address}
-        folder = (db.parent / f"{db.name}.{name}.flower").resolve()  # its FLWR_HOME marks
-        # its Flower processes for end_strays: relative, it would mark another fleet's too
+        folder = db.parent / f"{db.name}.{name}.flower"  # supernode and end_strays make it absolute
         if stray := end_strays(folder / "flwr-home"):  # a killed device's SuperNode, ClientApp
             log(f"device {name!r}: ended {len(stray)} Flower processes its last run left")
         try:
