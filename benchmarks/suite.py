@@ -498,8 +498,7 @@ def _header(report: dict[str, Any]) -> list[str]:
     )
     earlier = report.get("updated_from")
     if earlier:  # an --update run: its own rows, then where the others came from
-        runs = report["results"]
-        fresh = sorted({r["learner"] for r in runs if r.get("run") == report["started"]})
+        fresh = report["updated_learners"]
         span = (
             earlier["finished"]
             if earlier["started"] == earlier["finished"]
@@ -799,6 +798,7 @@ def run_suite(
         results = execute(jobs, pythons, unavailable, parallel, timeout)
     for r in results:
         r.setdefault("run", started)
+    fresh_rows = list(results)
     if previous is not None:
         results, learners, stream_info = _merge(previous, results, learners, stream_info)
     stream_order = {name: i for i, name in enumerate(stream_info)}
@@ -829,6 +829,10 @@ def run_suite(
         "only_cached": only_cached,
         "machine": info,
         "updated_from": None if previous is None else _provenance(previous),
+        # named, not told by the rows' run times: those have a minute's resolution
+        "updated_learners": None
+        if previous is None
+        else sorted({r["learner"] for r in fresh_rows}),
         "streams": stream_info,
         "learners": [
             {"name": s.name, "family": s.family, "config": s.config, "batch": s.batch}
