@@ -17,6 +17,7 @@ import math
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from .calibration import GRID, LOG_GRID, LOG_STEP, OnlineTemperature
 from .readout import CHOICE_DECAY, MEAN_WINDOW, VAR_EPS, VAR_WINDOW, ClassMeans, Readout
@@ -34,10 +35,13 @@ except (ImportError, RuntimeError):
     kernels = None  # type: ignore[assignment]
 
 AVAILABLE = kernels is not None
-# The default takes the compiled step while no layer holds more weights than this: the kernels'
-# forward loop is about 4x slower than BLAS's sgemv on 1024 x 1024 (487 against 122 us), so a
-# wide model keeps torch's path, where per-sample overhead is a small share anyway.
-MAX_WEIGHTS = 512 * 512
+# A layer holding more weights than this takes torch's matrix-vector product (BLAS's sgemv) for
+# its forward inside the compiled step, the rest of its step compiled. The kernels' forward loop
+# keeps its sums in a fixed order (no fastmath: the same numbers on every CPU) and does not
+# vectorise: one call against torch.addmv's, one thread, least of 7 (/tmp script, 2026-12-03):
+# 64x64 4.0 us against 3.8, 128x64 3.9 against 3.5, 128x128 11.8 against 6.1, 512x512 113
+# against 27; 64x8 1.7 against 4.5 (torch's dispatch). At or below it, the whole step compiles.
+TORCH_PRODUCT = 8192
 _LOG_GRID = np.array(LOG_GRID)  # the very floats temperature() adds
 # One sample's readout, prediction and temperature fits in two compiled calls, its scores in
 # reused buffers (``SpelaMLP._learn_fused``); False: the step before them, sample for sample the
@@ -55,6 +59,13 @@ class Buffers:
         self.z = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
         self.g = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
         self.y = [np.empty(d_out, dtype=np.float32) for _, d_out in self.shapes]
+        # the layers past TORCH_PRODUCT, with torch views of their z and normalised input
+        self.wide = [d_in * d_out > TORCH_PRODUCT for d_in, d_out in self.shapes]
+        # (normal tensors even when built under inference mode, as a first predict_one builds
+        # them: torch refuses an in-place write to an inference tensor outside it)
+        with torch.inference_mode(False):
+            self.z_t = [torch.from_numpy(z) for z in self.z]
+            self.xin_t = [torch.from_numpy(x) for x in self.xin]
         # the first layer's input of one sample (the fused step's standardised features)
         self.x = np.empty(self.shapes[0][0] if self.shapes else 0, dtype=np.float32)
         n = len(layers)
@@ -132,6 +143,31 @@ class Buffers:
         return self._views[i]
 
 
+def _product(
+    layer: SpelaLayer,
+    buffers: Buffers,
+    i: int,
+    h: np.ndarray,
+    norm_mode: int,
+    denom: float,
+    mean: np.ndarray,
+    m2: np.ndarray,
+) -> None:
+    """A wide layer's input normalised (``norm_mode`` as ``kernels.layer_step``'s) and its
+    z = W x + b by torch's product into ``buffers.z[i]``, ahead of ``layer_step(product=False)``
+    with ``norm_mode`` 0."""
+    assert kernels is not None
+    if layer.input_norm is None:
+        x = torch.from_numpy(h)
+    else:
+        x = buffers.xin_t[i]
+        if norm_mode == 1:
+            buffers.xin[i].fill(0.0)
+        elif norm_mode == 2:
+            kernels.normalise(h, mean, m2, denom, buffers.xin[i])
+    torch.addmv(layer.bias, layer.weight, x, out=buffers.z_t[i])
+
+
 def rehearse_one(
     layers: list[SpelaLayer], buffers: Buffers, x: np.ndarray, k: int, lrs: list[float]
 ) -> np.ndarray:
@@ -151,10 +187,14 @@ def rehearse_one(
             if norm.count:
                 denom = norm.weight if norm.decay is not None else float(norm.count)
         y = np.empty(w.shape[0], dtype=np.float32)
+        wide = buffers.wide[i]
+        if wide:
+            _product(layer, buffers, i, h, norm_mode, denom, mean, m2)
+            norm_mode = 0
         kernels.layer_step(
             w, b, v, k, h, h_in, mean, m2, norm_mode, denom, -1, no_scores,
             buffers.z[i], y, buffers.g[i], lrs[i], LEAKY_SLOPE, 0, 0.0, 0.0, 0.0, 0,
-            layer.contrast, layer.n_known,
+            layer.contrast, layer.n_known, not wide,
         )  # fmt: skip
         h = y
     return h
@@ -208,10 +248,14 @@ def step(
             row = s[0]
         else:
             y, row = buffers.y[i], into[i]
+        wide = buffers.wide[i]
+        if wide:
+            _product(layer, buffers, i, h, norm_mode, denom, mean, m2)
+            norm_mode = 0
         kernels.layer_step(
             w, b, v, k, h, h_in, mean, m2, norm_mode, denom, n_classes, row,
             buffers.z[i], y, buffers.g[i], lrs[i], LEAKY_SLOPE, obs_mode, keep, add, beta, count,
-            layer.contrast, layer.n_known,
+            layer.contrast, layer.n_known, not wide,
         )  # fmt: skip
         if score and into is None:
             out_scores.append(s)
@@ -236,7 +280,14 @@ def forward_one(
         denom = norm.weight if norm.decay is not None else float(norm.count)
         kernels.normalise(h, norm.mean.numpy(), norm.m2.numpy(), denom, h_in)
     y = np.empty(layer.d_out, dtype=np.float32)  # handed on: a fresh array each sample
-    kernels.forward(layer.weight.numpy(), layer.bias.numpy(), h_in, LEAKY_SLOPE, buffers.z[i], y)
+    if buffers.wide[i]:
+        x = buffers.xin_t[i] if h_in is buffers.xin[i] else torch.from_numpy(h_in)
+        torch.addmv(layer.bias, layer.weight, x, out=buffers.z_t[i])
+        kernels.leaky(buffers.z[i], LEAKY_SLOPE, y)
+    else:
+        kernels.forward(
+            layer.weight.numpy(), layer.bias.numpy(), h_in, LEAKY_SLOPE, buffers.z[i], y
+        )
     if n_classes < 0:
         return h_in, y, None
     s = np.empty((1, n_classes), dtype=np.float32)

@@ -72,6 +72,15 @@ def forward(
 
 
 @_compiled
+def leaky(z: np.ndarray, slope: float, y: np.ndarray) -> None:  # pragma: no cover - compiled
+    """y = LeakyReLU(z), as ``forward``'s last line."""
+    s = np.float32(slope)
+    for i in range(z.shape[0]):
+        zi = z[i]
+        y[i] = zi if zi > 0 else zi * s
+
+
+@_compiled
 def scores(
     v: np.ndarray, y: np.ndarray, n_classes: int, out: np.ndarray
 ) -> None:  # pragma: no cover
@@ -228,11 +237,14 @@ def layer_step(
     count: int,
     contrast: float,
     n_known: int,
+    product: bool,
 ) -> None:  # pragma: no cover - compiled
     """One layer's whole per-sample step in one call, the kernels above in the torch path's
-    order: the input h normalised into xin (``norm_mode`` 0: xin is h itself, 1: zeros before
-    any statistics, 2: ``normalise`` with ``denom``), ``forward`` into z and y, ``scores`` of the
-    first n_classes into out_scores (none when n_classes < 0), ``update`` towards v[k]
+    order: the input h normalised into xin (``norm_mode`` 0: xin is h itself or already
+    normalised, 1: zeros before any statistics, 2: ``normalise`` with ``denom``), ``forward``
+    into z and y (not ``product``: z holds W xin + b already, y is computed from it),
+    ``scores`` of the first n_classes into out_scores (none when n_classes < 0), ``update``
+    towards v[k]
     (``update_contrastive`` over the first n_known classes when ``contrast`` > 0), then the raw
     h folded into the statistics (``obs_mode`` 0: none, 1: ``ema_update``, 2:
     ``welford_update`` with ``count``)."""
@@ -241,7 +253,10 @@ def layer_step(
             xin[j] = 0.0
     elif norm_mode == 2:
         normalise(h, mean, m2, denom, xin)
-    forward(w, b, xin, slope, z, y)
+    if product:
+        forward(w, b, xin, slope, z, y)
+    else:
+        leaky(z, slope, y)
     if n_classes >= 0:
         scores(v, y, n_classes, out_scores)
     if contrast > 0:

@@ -225,9 +225,10 @@ class SpelaMLP(base.Classifier):
     compiled
         Learn one sample at a time through the fused numba step (``compiled``: the same
         arithmetic, within float32 rounding, at a fraction of torch's per-sample overhead).
-        ``None`` (the default): on a CPU float32 model whose layers hold at most
-        ``compiled.MAX_WEIGHTS`` weights each, whenever numba imports, else torch's path;
-        ``True``: compiled whatever the width; ``False``: always torch's. Micro-batches,
+        ``None`` (the default): on a CPU float32 model whenever numba imports, else torch's
+        path (a layer of more than ``compiled.TORCH_PRODUCT`` weights takes torch's
+        matrix-vector product inside the compiled step); ``True``: the same, and an error
+        where numba does not import; ``False``: always torch's. Micro-batches,
         replay and CUDA always use torch. A runtime choice, not part of the saved state (a
         state resumes on either path).
     """
@@ -376,10 +377,7 @@ class SpelaMLP(base.Classifier):
             return False
         if self._torch_device.type != "cpu" or self.dtype != "float32":
             return False
-        if self.compiled:
-            return True
-        limit = compiled_step.MAX_WEIGHTS
-        return all(layer.weight.numel() <= limit for layer in self.layers)
+        return True
 
     @property
     def _n_streams(self) -> int:

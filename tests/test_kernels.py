@@ -48,6 +48,8 @@ CONFIGS = [
     {"hidden": (32, 32), "fourier": 16, "memory": 50, "replay_every": 5},
     {"hidden": (20, 20), "report": "early_exit", "calibrate": False, "standardise": False},
     {"hidden": (32, 32), "contrast": 0.1, "memory": 50, "replay_every": 5},
+    # a second layer past TORCH_PRODUCT (128 x 96): torch's product inside the compiled step
+    {"hidden": (128, 96), "memory": 50, "replay_every": 5},
 ]
 
 
@@ -115,9 +117,34 @@ def test_compiled_is_the_cpu_default_and_a_runtime_choice() -> None:
     assert not SpelaMLP(hidden=(8,), dtype="float64").uses_compiled
     assert model.clone({"compiled": False}).uses_compiled is False
     wide = SpelaMLP(hidden=(600,))
-    wide.learn_one(np.ones(500), "a")  # 300,000 weights: past MAX_WEIGHTS, torch's BLAS
-    assert not wide.uses_compiled
-    assert SpelaMLP.from_state(wide.state_dict(), compiled=True).uses_compiled
+    wide.learn_one(np.ones(500), "a")  # 300,000 weights: compiled, torch's product inside
+    assert wide.uses_compiled
+    assert not SpelaMLP.from_state(wide.state_dict(), compiled=False).uses_compiled
+
+
+@needs_numba
+def test_a_wide_first_layer_takes_torchs_product_with_the_same_numbers() -> None:
+    # 100 -> 120: 12,000 weights past TORCH_PRODUCT, the layer's input the standardised sample
+    # (no input statistics of its own); prediction-only calls take the same product
+    X, y = _stream(N, 100, 5, seed=4)
+    assert 100 * 120 > compiled_step.TORCH_PRODUCT >= 120 * 8
+    fast, slow = _pair(hidden=(120, 8), seed=1)
+    agree = 0
+    for xi, yi in zip(X, y, strict=True):
+        pf, ps = fast.predict_learn_one(xi, yi), slow.predict_learn_one(xi, yi)
+        assert pf is not None and ps is not None
+        agree += pf.label == ps.label
+    assert agree >= N - 3
+    _assert_same_state(fast, slow)
+    assert fast._scratch().wide == [True, False]
+    probe = X[:20]
+    assert [fast.predict_one(x) for x in probe] == [slow.predict_one(x) for x in probe]
+    # the buffers first built by a prediction (under torch's inference mode) serve learning
+    fresh = SpelaMLP.from_state(fast.state_dict())
+    assert fresh.predict_one(X[0]) == fast.predict_one(X[0])
+    fresh.learn_one(X[0], y[0])
+    fast.learn_one(X[0], y[0])
+    _assert_same_state(fresh, fast, atol=0.0)
 
 
 def test_without_numba_the_default_falls_back_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
