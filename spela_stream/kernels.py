@@ -133,6 +133,22 @@ def update(
 
 
 @_compiled
+def cosines(v: np.ndarray, y: np.ndarray, n_classes: int, out: np.ndarray) -> float:
+    """out[c] = cos(y, v_c) in float64 for the first n_classes unit class vectors v (n_alloc, d),
+    ``scores``' sums in ``scores``' order; returns max(|y|, eps)."""  # pragma: no cover
+    nn = 0.0
+    for j in range(y.shape[0]):
+        nn += float(y[j]) * float(y[j])
+    n = max(math.sqrt(nn), _EPS)
+    for c in range(n_classes):
+        acc = 0.0
+        for j in range(y.shape[0]):
+            acc += float(v[c, j]) * float(y[j])
+        out[c] = acc / n
+    return n
+
+
+@_compiled
 def update_contrastive(
     w: np.ndarray,
     b: np.ndarray,
@@ -146,22 +162,16 @@ def update_contrastive(
     lr: float,
     slope: float,
     g: np.ndarray,
+    cos: np.ndarray,
+    n: float,
 ) -> None:  # pragma: no cover - compiled
     """One SGD step on the contrastive loss T * CE(softmax(cos(y, v_j) / T), k) over the first
     n_known class vectors (``rule.contrastive_grad``): dL/dy = sum_j q_j (v_j - c_j y_hat) / n,
-    q = p - onehot(k), times phi'(z); W -= lr g x^T (rank 1), b -= lr g."""
+    q = p - onehot(k), times phi'(z); W -= lr g x^T (rank 1), b -= lr g. ``cos`` and ``n``:
+    ``cosines`` of y over (at least) the first n_known classes."""
     d_out, d_in = w.shape
-    nn = 0.0
-    for i in range(d_out):
-        nn += float(y[i]) * float(y[i])
-    n = max(math.sqrt(nn), _EPS)
-    cos = np.empty(n_known)
     top = -1e300
     for c in range(n_known):
-        acc = 0.0
-        for i in range(d_out):
-            acc += float(v[c, i]) * float(y[i])
-        cos[c] = acc / n
         top = max(top, cos[c] / temperature)
     q = np.empty(n_known)
     total = 0.0
@@ -257,11 +267,17 @@ def layer_step(
         forward(w, b, xin, slope, z, y)
     else:
         leaky(z, slope, y)
-    if n_classes >= 0:
-        scores(v, y, n_classes, out_scores)
     if contrast > 0:
-        update_contrastive(w, b, xin, z, y, v, k, max(n_known, k + 1), contrast, lr, slope, g)
+        # the scores and the contrastive step's cosines are one computation: once, in float64
+        m = max(n_known, k + 1)
+        cos = np.empty(max(m, n_classes))
+        n = cosines(v, y, cos.shape[0], cos)
+        for c in range(n_classes):
+            out_scores[c] = cos[c]
+        update_contrastive(w, b, xin, z, y, v, k, m, contrast, lr, slope, g, cos, n)
     else:
+        if n_classes >= 0:
+            scores(v, y, n_classes, out_scores)
         update(w, b, xin, z, y, v[k], lr, slope, g)
     if obs_mode == 1:
         ema_update(mean, m2, h, keep, add, beta)
