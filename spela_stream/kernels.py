@@ -133,9 +133,11 @@ def update(
 
 
 @_compiled
-def cosines(v: np.ndarray, y: np.ndarray, n_classes: int, out: np.ndarray) -> float:
+def cosines(
+    v: np.ndarray, y: np.ndarray, n_classes: int, out: np.ndarray
+) -> float:  # pragma: no cover - compiled
     """out[c] = cos(y, v_c) in float64 for the first n_classes unit class vectors v (n_alloc, d),
-    ``scores``' sums in ``scores``' order; returns max(|y|, eps)."""  # pragma: no cover
+    ``scores``' sums in ``scores``' order; returns max(|y|, eps)."""
     nn = 0.0
     for j in range(y.shape[0]):
         nn += float(y[j]) * float(y[j])
