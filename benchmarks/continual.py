@@ -15,10 +15,14 @@ at which its last 10 prequential predictions were >= 80% right (``None``: never)
 
 Drift parts (River generators, ``benchmarks.continual_drift`` for the figures): prequential
 accuracy, pre/post-drift accuracy, the dip, samples to recover within 1 point; recurring concepts:
-accuracy per block, each concept's first appearance against its returns.
+accuracy per block, each concept's first appearance against its returns. A learner with a seed
+runs once per model seed of ``--seeds`` (default 0,1,2; the stream is the same for each) and its
+row holds every seed's figures and their median with the range; a deterministic one (SLDA, River's
+SoftmaxRegression and kNN, no-change) runs once. Class-incremental parts run model seed 0.
 
     make bench-continual                                   # everything, 2 jobs at a time
     python -m benchmarks.continual --streams drift --jobs 2
+    python -m benchmarks.continual --streams drift --drift-n 10000 --seeds 0,1,2,3,4
     python -m benchmarks.continual --streams mnist-2 --learners "spela;spela:hidden_decay=0.999"
     python -m benchmarks.continual --learners "spela;spela-m0" --per-stage 2   # research rows
 
@@ -44,6 +48,7 @@ from benchmarks.continual_learners import Learner
 from spela_stream.model import SpelaMLP
 
 RESULTS = Path(__file__).resolve().parent / "results"
+SEEDS = (0, 1, 2)  # model seeds of the drift parts (the README block's)
 WINDOW = 10  # samples-to-80%: rolling window over the class's own samples
 
 
@@ -175,8 +180,32 @@ def parts(spec: str) -> list[str]:
     return [p for p in PARTS if p in wanted]
 
 
-def run_job(part: str, name: str, drift_n: int, limit: int | None) -> dict[str, Any]:
-    """One learner on one part (in a worker process): its row of the results."""
+def parse_seeds(spec: str) -> tuple[int, ...]:
+    """``--seeds`` (comma-separated distinct non-negative integers) -> the seeds, in order."""
+    try:
+        seeds = tuple(int(v) for v in spec.split(",") if v.strip())
+    except ValueError:
+        seeds = ()
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise SystemExit(
+            f"--seeds: {spec!r} is not a list of distinct non-negative integers; "
+            "give e.g. --seeds 0,1,2"
+        )
+    return seeds
+
+
+def job_seeds(part: str, name: str, seeds: Sequence[int]) -> list[int | None]:
+    """The model seeds a learner runs with on a part: every one of ``seeds`` on a drift part if
+    its figures depend on the seed, else one run (``None``: the learner's own default)."""
+    from benchmarks.continual_learners import seeded
+
+    return list(seeds) if part not in CI_STAGES and seeded(name) else [None]
+
+
+def run_job(
+    part: str, name: str, drift_n: int, limit: int | None, seed: int | None = None
+) -> dict[str, Any]:
+    """One learner on one part with one model seed (in a worker process): its figures."""
     import torch
 
     from benchmarks.continual_data import drift_streams, load_class_incremental, materialise
@@ -184,13 +213,14 @@ def run_job(part: str, name: str, drift_n: int, limit: int | None) -> dict[str, 
     from benchmarks.continual_learners import make
 
     torch.set_num_threads(1)
+    kw = {} if seed is None else {"seed": seed}
     if part in CI_STAGES:
         X, y = load_class_incremental(part.split("-")[0], limit)
-        learner = make(name, X.shape[1], int(y.max()) + 1)
+        learner = make(name, X.shape[1], int(y.max()) + 1, **kw)
         return evaluate(learner, X, y, CI_STAGES[part])
     stream = drift_streams(drift_n, int(drift_n * 0.8), drift_n // 10)[part]
     X, y = materialise(stream)
-    learner = make(name, X.shape[1], int(y.max()) + 1)
+    learner = make(name, X.shape[1], int(y.max()) + 1, **kw)
     return run_drift(learner, stream, X, y) | {"title": stream.title}
 
 
@@ -231,14 +261,19 @@ def run_benchmark(
     drift_n: int,
     limit: int | None,
     out: Path,
+    seeds: Sequence[int] = SEEDS,
 ) -> dict[str, Any]:
-    """Run every (part, learner) job, ``jobs`` processes at a time; merge each row into
-    ``out/continual.json`` as it finishes (rows of parts not run are kept, with their commit; the
-    file is re-read before each write, so two runs of different parts can share it)."""
+    """Run every (part, learner, model seed) job, ``jobs`` processes at a time; merge each row
+    into ``out/continual.json`` as it finishes (rows of parts not run are kept, with their commit;
+    the file is re-read before each write, so two runs of different parts can share it). A seeded
+    learner's drift row is rewritten as each of its seeds finishes: the seeds done so far in this
+    run, their median and range (``continual_drift.over_seeds``); every job's figures are also
+    appended to ``out/continual-rows.jsonl`` with its seed."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from benchmarks.continual_data import camera_features
+    from benchmarks.continual_drift import over_seeds
     from benchmarks.continual_report import load_results, save_results
 
     t0 = time.perf_counter()
@@ -246,30 +281,43 @@ def run_benchmark(
     results = load_results(out / "continual.json")
     prov = provenance()
     todo = [
-        (part, name)
+        (part, name, seed)
         for part in chosen
         for name in (learners or (ROSTERS.get(part) or DRIFT_ROSTER))
+        for seed in job_seeds(part, name, seeds)
     ]
     log(t0, f"continual: {len(todo)} jobs on {', '.join(chosen)}, {jobs} at a time; "
+        f"drift model seeds {', '.join(map(str, seeds))}; "
         f"spela defaults of {prov['commit']}")  # fmt: skip
+    by_seed: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
     if "camera-2" in chosen:
         camera_features(limit)  # embed once, before workers would race to
         log(t0, "camera: EfficientNet-Lite0 features ready (benchmarks/.cache)")
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = {pool.submit(run_job, p, n, drift_n, limit): (p, n) for p, n in todo}
+        futures = {pool.submit(run_job, p, n, drift_n, limit, s): (p, n, s) for p, n, s in todo}
         for done, fut in enumerate(as_completed(futures), start=1):
-            part, name = futures[fut]
-            row = {"learner": name, **fut.result(), **prov, "drift_n": drift_n, "limit": limit}
+            part, name, seed = futures[fut]
+            got = fut.result()
+            tail = {**prov, "drift_n": drift_n, "limit": limit}
             kind = "class-incremental" if part in CI_STAGES else "drift"
-            with (out / "continual-rows.jsonl").open("a") as fh:  # every row ever run, a log
-                fh.write(json.dumps({"part": part, **row}) + "\n")
+            with (out / "continual-rows.jsonl").open("a") as fh:  # every job ever run, a log
+                fh.write(json.dumps({"part": part, "learner": name, "seed": seed, **got,
+                                     **tail}) + "\n")  # fmt: skip
+            if seed is not None:
+                by_seed.setdefault((part, name), {})[seed] = got
+                row = {"learner": name, **over_seeds(by_seed[(part, name)]), **tail}
+            else:  # one run: a deterministic learner on a drift part (seeds None), or a CI part
+                row = {"learner": name, **got, **tail}
+                if kind == "drift":
+                    row["seeds"] = None
             results = load_results(out / "continual.json")  # another run may have added rows
             entry = results["parts"].setdefault(part, {"kind": kind, "rows": {}})
             entry["rows"][name] = row
             save_results(results, out / "continual.json")
-            log(t0, f"{done}/{len(todo)} {part} {name}: preq {row['prequential']:.3f}"
-                f"{_headline(row)} ({row['cpu_seconds']:.0f} CPU s)")  # fmt: skip
+            which = "" if seed is None else f" seed {seed}"
+            log(t0, f"{done}/{len(todo)} {part} {name}{which}: preq {got['prequential']:.3f}"
+                f"{_headline(got)} ({got['cpu_seconds']:.0f} CPU s)")  # fmt: skip
     return results
 
 
@@ -298,6 +346,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (one thread each)")
     ap.add_argument("--drift-n", type=int, default=50_000, help="samples of a drift stream")
+    ap.add_argument(
+        "--seeds",
+        default=",".join(map(str, SEEDS)),
+        help="model seeds of the drift parts, comma-separated (the stream stays the same): a "
+        "seeded learner runs once per seed, its row gives the median and range (default "
+        "%(default)s)",
+    )
     ap.add_argument("--limit", type=int, default=None, help="first N samples of a data set")
     ap.add_argument("--no-readme", action="store_true", help="leave README.md's block alone")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -318,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--params", default="{}", help="JSON overrides of SpelaMLP for --iid")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
+    seeds = parse_seeds(args.seeds)
     learners = args.learners.split(";") if args.learners else None
     if args.iid:
         for stream in args.iid.split(","):
@@ -330,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from benchmarks.continual_report import publish
 
     results = run_benchmark(
-        parts(args.streams), learners, args.jobs, args.drift_n, args.limit, args.out
+        parts(args.streams), learners, args.jobs, args.drift_n, args.limit, args.out, seeds
     )
     md = publish(results, args.out, readme=not args.no_readme and args.out == RESULTS)
     print(md)

@@ -10,12 +10,20 @@
 - Recurring streams: accuracy on each block, and for each concept its first block against its
   returns (mean of the later blocks), on the whole block and on its first fifth (``EARLY``: 1,000
   samples of a 5,000-sample block; how fast the concept is re-learned).
+- Over model seeds (``over_seeds``; the stream is the same for every seed, only the learner's
+  initialisation and sampling change): every figure is the median of the seeds' figures, with its
+  range (min-max) beside it and each seed's in ``per_seed``. A seed that never recovers counts as
+  worse than any number, so the median recovery is ``never`` (``None``) when the middle seed (for
+  an even count: either middle seed) never recovers; ``recovered`` says how many did. The curve is
+  the median of the seeds' rolling accuracies at each point; seconds are summed.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -102,4 +110,67 @@ def run_drift(
         out |= drift_figures(hits, stream.drift_at, stream.width)
     if stream.blocks is not None:
         out |= recurring_figures(hits, stream.blocks)
+    return out
+
+
+def median_recovery(values: Sequence[int | None]) -> int | float | None:
+    """The median of recoveries where ``None`` (never) is worse than any number (+inf): ``None``
+    when the median is never; an even count's two middle values are averaged."""
+    v = sorted(math.inf if x is None else float(x) for x in values)
+    if not v:
+        raise ValueError("median_recovery: no values; give at least one seed's recovery")
+    mid = (v[(len(v) - 1) // 2] + v[len(v) // 2]) / 2
+    if math.isinf(mid):
+        return None
+    return int(mid) if mid.is_integer() else mid
+
+
+def recovery_range(values: Sequence[int | None]) -> list[int | None]:
+    """``[fastest, slowest]``: the fastest is ``None`` if no seed recovered, the slowest ``None``
+    (never) if any seed did not."""
+    done = [x for x in values if x is not None]
+    return [min(done) if done else None, max(done) if len(done) == len(values) else None]
+
+
+# figures summarised by their median and range; kept per seed with the rest but the curve
+MEDIAN = ("prequential", "pre_drift", "post_drift", "dip")
+ONCE = ("n", "title", "curve")
+
+
+def over_seeds(by_seed: Mapping[int, dict[str, Any]]) -> dict[str, Any]:
+    """One row from ``run_drift`` results keyed by model seed (see the module's docstring)."""
+    if not by_seed:
+        raise ValueError("over_seeds: no runs; give at least one seed's run_drift result")
+    seeds = sorted(by_seed)
+    runs = [by_seed[s] for s in seeds]
+    first = runs[0]
+    out: dict[str, Any] = {k: first[k] for k in ("n", "title") if k in first}
+    out["seeds"] = seeds
+    out["memory_samples"] = max(r["memory_samples"] for r in runs)
+    out["seconds"] = float(sum(r["seconds"] for r in runs))
+    out["cpu_seconds"] = float(sum(r["cpu_seconds"] for r in runs))
+    for k in MEDIAN:
+        if k in first:
+            vals = [float(r[k]) for r in runs]
+            out[k] = float(np.median(vals))
+            out[f"{k}_range"] = [min(vals), max(vals)]
+    if "recovery" in first:
+        recs = [r["recovery"] for r in runs]
+        out["recovery"] = median_recovery(recs)
+        out["recovery_range"] = recovery_range(recs)
+        out["recovered"] = sum(v is not None for v in recs)
+    if "blocks" in first:
+        out["blocks"] = [float(v) for v in np.median([r["blocks"] for r in runs], axis=0)]
+    for c in ("concept0", "concept1"):
+        if c in first:
+            out[c] = {k: float(np.median([r[c][k] for r in runs])) for k in first[c]}
+    curves = np.array([r["curve"]["rolling"] for r in runs])
+    out["curve"] = {
+        "samples": first["curve"]["samples"],
+        "rolling": [round(float(v), 4) for v in np.median(curves, axis=0)],
+    }
+    out["per_seed"] = [
+        {"seed": s, **{k: v for k, v in r.items() if k not in ONCE}}
+        for s, r in zip(seeds, runs, strict=True)
+    ]
     return out

@@ -3,6 +3,11 @@
 ``predict_learn(x, y)`` predicts, then learns (test-then-train); ``predict(X)`` scores a frozen
 learner on many rows; ``memory_samples()`` is how many input vectors it stores (a replay memory,
 kNN's window). Class labels are ``0..C-1``.
+
+``make(name, d, n_classes, seed)`` builds one with model seed ``seed`` (its initial weights, its
+memory's and ARF's sampling; the stream is not touched). ``seeded(name)`` says whether the seed
+matters: SLDA, River's SoftmaxRegression and kNN and no-change have none (deterministic), so one
+run of them is every seed's.
 """
 
 from __future__ import annotations
@@ -154,16 +159,17 @@ class SLDA:
 
 class River:
     """A River classifier: ``softmax`` (StandardScaler | SoftmaxRegression()), ``arf``
-    (ARFClassifier(seed=0), raw input) or ``knn`` (StandardScaler | KNNClassifier(), its window of
-    1,000 samples), each with River's defaults, as the suite configures them."""
+    (ARFClassifier(seed=seed), raw input) or ``knn`` (StandardScaler | KNNClassifier(), its window
+    of 1,000 samples), each with River's defaults, as the suite configures them (``seed`` is
+    ARF's; the other two have none)."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, seed: int = 0) -> None:
         from river import forest, linear_model, neighbors, preprocessing
 
         if kind == "softmax":
             self.model: Any = preprocessing.StandardScaler() | linear_model.SoftmaxRegression()
         elif kind == "arf":
-            self.model = forest.ARFClassifier(seed=0)
+            self.model = forest.ARFClassifier(seed=seed)
         elif kind == "knn":
             self.knn = neighbors.KNNClassifier()
             self.model = preprocessing.StandardScaler() | self.knn
@@ -202,28 +208,45 @@ class NoChange:
         return 0
 
 
-def learners(d: int, n_classes: int) -> dict[str, Callable[[], Learner]]:
-    """Every learner by name (spela variants are ``spela:key=value,key=value``)."""
+def learners(d: int, n_classes: int, seed: int = 0) -> dict[str, Callable[[], Learner]]:
+    """Every learner by name (spela variants are ``spela:key=value,key=value``), those with a
+    seed (``SEEDED``) built with ``seed``."""
     return {
-        "spela": lambda: Spela(),
-        "spela-m0": lambda: Spela(memory=0),
+        "spela": lambda: Spela(seed=seed),
+        "spela-m0": lambda: Spela(memory=0, seed=seed),
         # what `learn --source camera...` builds: one layer of 1024, input readout 2,000
-        "spela-frames": lambda: Spela(**FRAME_MODEL_DEFAULTS),
-        "backprop": lambda: Backprop(d, n_classes),
-        "backprop-replay": lambda: Backprop(d, n_classes, memory=1000),
+        "spela-frames": lambda: Spela(**{**FRAME_MODEL_DEFAULTS, "seed": seed}),
+        "backprop": lambda: Backprop(d, n_classes, seed=seed),
+        "backprop-replay": lambda: Backprop(d, n_classes, memory=1000, seed=seed),
         "slda": lambda: SLDA(d),
         "river-softmax": lambda: River("softmax"),
-        "arf": lambda: River("arf"),
+        "arf": lambda: River("arf", seed=seed),
         "knn": lambda: River("knn"),
         "no-change": lambda: NoChange(),
     }
 
 
-def make(name: str, d: int, n_classes: int) -> Learner:
+# the learners whose figures depend on the model seed (the others are deterministic)
+SEEDED = frozenset({"spela", "spela-m0", "spela-frames", "backprop", "backprop-replay", "arf"})
+
+
+def _variant(name: str) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for item in name.split(":", 1)[1].split(","):
+        key, value = item.split("=")
+        params[key] = json.loads(value) if value not in ("None",) else None
+    return params
+
+
+def seeded(name: str) -> bool:
+    """Whether ``name``'s figures depend on the model seed (a spela variant that fixes its own
+    ``seed=`` does not take another)."""
     if name.startswith("spela:"):
-        params: dict[str, Any] = {}
-        for item in name.split(":", 1)[1].split(","):
-            key, value = item.split("=")
-            params[key] = json.loads(value) if value not in ("None",) else None
-        return Spela(**params)
-    return learners(d, n_classes)[name]()
+        return "seed" not in _variant(name)
+    return name in SEEDED
+
+
+def make(name: str, d: int, n_classes: int, seed: int = 0) -> Learner:
+    if name.startswith("spela:"):
+        return Spela(**{"seed": seed, **_variant(name)})
+    return learners(d, n_classes, seed)[name]()

@@ -82,6 +82,75 @@ def _name(learner: str) -> str:
     return LEARNER_TITLES.get(learner, learner)
 
 
+def _multi(r: dict[str, Any]) -> bool:
+    """A row of more than one model seed (``continual_drift.over_seeds``)."""
+    return len(r.get("per_seed", ())) > 1
+
+
+def _value(r: dict[str, Any], key: str, digits: int = 3) -> str:
+    """A figure; over seeds, its median and the range: ``0.970 (0.968-0.971)``."""
+    text = _f(r[key], digits)
+    if _multi(r) and f"{key}_range" in r:
+        lo, hi = r[f"{key}_range"]
+        text += f" ({lo:.{digits}f}-{hi:.{digits}f})"
+    return text
+
+
+def _samples(v: int | float | None) -> str:
+    return "never" if v is None else f"{v:,.0f}"
+
+
+def recovery_text(r: dict[str, Any]) -> str:
+    """Recovery; over seeds, the median, the range and how many seeds recovered if not all:
+    ``548 (535-871)``, ``3,735 (1,575-never; 2/3 recovered)``, ``never (0/3 recovered)``."""
+    text = _samples(r["recovery"])
+    if not _multi(r):
+        return text
+    n, k = len(r["per_seed"]), r["recovered"]
+    lo, hi = r["recovery_range"]
+    inner = [] if lo is None else [f"{_samples(lo)}-{_samples(hi)}"]
+    if k < n:
+        inner.append(f"{k}/{n} recovered")
+    return f"{text} ({'; '.join(inner)})"
+
+
+def seeds_note(results: dict[str, Any], parts: Sequence[str]) -> str:
+    """What the drift figures are over: which model seeds, which rows are one run and why (a
+    deterministic learner; one seed: a row from before ``--seeds``, or a run of one seed)."""
+    from benchmarks.continual_learners import seeded
+
+    seed_sets: dict[tuple[int, ...], None] = {}
+    fixed: dict[str, None] = {}
+    single: dict[tuple[str, int], list[str]] = {}
+    for p in parts:
+        for name, r in rows(results, p).items():
+            if _multi(r):
+                seed_sets[tuple(r["seeds"])] = None
+            elif r.get("seeds", ()) is None or not seeded(name):
+                fixed[_name(name)] = None
+            else:  # an older row has no seeds: it ran the learner's default, seed 0
+                single.setdefault((_name(name), (r.get("seeds") or [0])[0]), []).append(p)
+    out = []
+    if seed_sets:
+        which = " / ".join(", ".join(map(str, s)) for s in seed_sets)
+        out.append(
+            f"Seeded learners: the median over model seeds {which} (the same stream for each), "
+            "min-max in brackets; a seed that never recovers counts as slower than any, and the "
+            "brackets say how many recovered when not all did."
+        )
+    if fixed:
+        out.append(f"One run of {', '.join(fixed)}: deterministic, no seed.")
+    if single:
+        items = [
+            f"{name} (seed {seed}"
+            + ("" if len(ps) == len(parts) else f"; {', '.join(DRIFT_TITLES[p] for p in ps)}")
+            + ")"
+            for (name, seed), ps in single.items()
+        ]
+        out.append(f"One seed only: {', '.join(items)}.")
+    return " ".join(out)
+
+
 def _ordered(results: dict[str, Any], titles: dict[str, str]) -> list[str]:
     return [p for p in titles if p in results["parts"]]
 
@@ -182,8 +251,13 @@ def drift_tables(results: dict[str, Any]) -> list[str]:
     for name in names:
         cells = [results["parts"][p]["rows"].get(name) for p in parts]
         lines.append(
-            f"| {_name(name)} | " + " | ".join(_f(r and r["prequential"]) for r in cells) + " |"
+            f"| {_name(name)} | "
+            + " | ".join(_value(r, "prequential") if r else "" for r in cells)
+            + " |"
         )
+    note = seeds_note(results, parts)
+    if note:
+        lines += ["", note]
     if drifts:
         lines += [
             "",
@@ -203,11 +277,12 @@ def drift_tables(results: dict[str, Any]) -> list[str]:
                 if r is None:
                     cells.append("")
                     continue
-                rec = "never" if r["recovery"] is None else f"{r['recovery']:,}"
                 cells.append(
-                    f"{r['pre_drift']:.3f} -> {r['post_drift']:.3f}; {r['dip']:.2f}; {rec}"
+                    f"{r['pre_drift']:.3f} -> {r['post_drift']:.3f}; {r['dip']:.2f}; "
+                    f"{recovery_text(r)}"
                 )
             lines.append(f"| {_name(name)} | " + " | ".join(cells) + " |")
+    lines += per_seed_table(results, parts)
     if "recurring" in parts:
         rec_rows = rows(results, "recurring")
         n_blocks = len(next(iter(rec_rows.values()))["blocks"])
@@ -237,6 +312,38 @@ def drift_tables(results: dict[str, Any]) -> list[str]:
                 )
             lines.append(f"| {_name(name)} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def per_seed_table(results: dict[str, Any], parts: Sequence[str]) -> list[str]:
+    """Each model seed's prequential accuracy and recovery, for the rows of several seeds."""
+    names = [n for n in _learners(results, parts)
+             if any(_multi(results["parts"][p]["rows"].get(n) or {}) for p in parts)]  # fmt: skip
+    if not names:
+        return []
+    lines = [
+        "",
+        "### Each model seed: prequential accuracy; recovery",
+        "",
+        "Seeds in order (`seed 0 / seed 1 / ...`, as listed in the row's `seeds`); the medians "
+        "above are over these.",
+        "",
+        "| learner | " + " | ".join(DRIFT_TITLES[p] for p in parts) + " |",
+        "|---|" + "---|" * len(parts),
+    ]
+    for name in names:
+        cells = []
+        for p in parts:
+            r = results["parts"][p]["rows"].get(name)
+            if r is None or not _multi(r):
+                cells.append("")
+                continue
+            ps = r["per_seed"]
+            cell = " / ".join(f"{s['prequential']:.3f}" for s in ps)
+            if "recovery" in r:
+                cell += "; " + " / ".join(_samples(s["recovery"]) for s in ps)
+            cells.append(f"seeds {', '.join(str(s['seed']) for s in ps)}: {cell}")
+        lines.append(f"| {_name(name)} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def render_markdown(results: dict[str, Any], curves: Sequence[str]) -> str:
@@ -325,7 +432,8 @@ def render_readme_block(results: dict[str, Any], curves: Sequence[str]) -> str:
                 f"{DRIFT_TITLES[p]} {next(iter(results['parts'][p]['rows'].values()))['n']:,}"
                 for p in dr
             )
-            + " samples, the change in the middle:",
+            + " samples, the change in the middle. "
+            + seeds_note(results, dr),
             "",
             "| learner | " + " | ".join(DRIFT_TITLES[p] for p in dr) + " |",
             "|---|" + "---|" * len(dr),
@@ -344,11 +452,10 @@ def render_readme_block(results: dict[str, Any], curves: Sequence[str]) -> str:
 
 def _drift_cell(r: dict[str, Any]) -> str:
     if "recovery" in r:
-        rec = "never" if r["recovery"] is None else f"{r['recovery']:,}"
-        return f"{r['prequential']:.3f}; {rec}"
+        return f"{_value(r, 'prequential')}; {recovery_text(r)}"
     first = np.mean([r[c]["first"] for c in ("concept0", "concept1") if c in r])
     ret = np.mean([r[c]["returns"] for c in ("concept0", "concept1") if c in r])
-    return f"{r['prequential']:.3f}; {first:.3f} -> {ret:.3f}"
+    return f"{_value(r, 'prequential')}; {first:.3f} -> {ret:.3f}"
 
 
 def write_readme(block: str, path: Path = README) -> None:

@@ -193,3 +193,107 @@ def test_the_readme_block_is_replaced_between_its_markers(tmp_path: Path) -> Non
     bare.write_text("no markers\n")
     with pytest.raises(SystemExit, match="has no <!-- continual:begin -->"):
         continual_report.write_readme(block, bare)
+
+
+def test_median_recovery_counts_never_as_slower_than_any_number() -> None:
+    med, rng = continual_drift.median_recovery, continual_drift.recovery_range
+    assert med([871, 535, 548]) == 548 and rng([871, 535, 548]) == [535, 871]
+    assert med([3735, None, 1575]) == 3735  # never is the slowest: 1,575 < 3,735 < never
+    assert rng([3735, None, 1575]) == [1575, None]
+    assert med([None, 4409, None]) is None and rng([None, 4409, None]) == [4409, None]
+    assert med([None, None, None]) is None and rng([None, None, None]) == [None, None]
+    assert med([500, 600]) == 550 and med([500, 601]) == 550.5  # even: the two middle averaged
+    assert med([500, None]) is None  # (500 + never) / 2 is never
+    assert med([700]) == 700 and med([None]) is None
+    with pytest.raises(ValueError, match="no values"):
+        med([])
+
+
+def _run(preq: float, rec: int | None, curve: list[float], cpu: float) -> dict[str, object]:
+    return {"prequential": preq, "pre_drift": preq + 0.01, "post_drift": preq - 0.01,
+            "dip": 0.1 + preq, "recovery": rec, "n": 1000, "title": "hand-made",
+            "memory_samples": 5, "seconds": cpu, "cpu_seconds": cpu,
+            "curve": {"samples": [250, 500], "rolling": curve}}  # fmt: skip
+
+
+def test_over_seeds_gives_each_seed_and_the_median_with_its_range() -> None:
+    by_seed = {  # given out of order: the row lists them by seed
+        2: _run(0.90, None, [0.5, 0.9], 3.0),
+        0: _run(0.80, 871, [0.7, 0.8], 1.0),
+        1: _run(0.85, 535, [0.6, 1.0], 2.0),
+    }
+    r = continual_drift.over_seeds(by_seed)
+    assert r["seeds"] == [0, 1, 2] and [s["seed"] for s in r["per_seed"]] == [0, 1, 2]
+    assert [s["recovery"] for s in r["per_seed"]] == [871, 535, None]
+    assert [s["prequential"] for s in r["per_seed"]] == [0.80, 0.85, 0.90]
+    assert "curve" not in r["per_seed"][0] and "title" not in r["per_seed"][0]
+    assert r["prequential"] == 0.85 and r["prequential_range"] == [0.80, 0.90]
+    assert r["pre_drift"] == pytest.approx(0.86) and r["dip"] == pytest.approx(0.95)
+    assert r["recovery"] == 871 and r["recovery_range"] == [535, None] and r["recovered"] == 2
+    assert r["curve"] == {"samples": [250, 500], "rolling": [0.6, 0.9]}  # median at each point
+    assert r["cpu_seconds"] == 6.0 and r["n"] == 1000 and r["title"] == "hand-made"
+    text = continual_report.recovery_text
+    assert text(r) == "871 (535-never; 2/3 recovered)"
+    assert continual_report._value(r, "prequential") == "0.850 (0.800-0.900)"
+    assert text(continual_drift.over_seeds({0: by_seed[0], 1: by_seed[1]})) == "703 (535-871)"
+    never = {s: _run(0.5, None, [0.5, 0.5], 1.0) for s in (0, 1, 2)}
+    assert text(continual_drift.over_seeds(never)) == "never (0/3 recovered)"
+    one = continual_drift.over_seeds({4: by_seed[0]})  # --seeds 4: shown as a single run
+    assert text(one) == "871" and continual_report._value(one, "prequential") == "0.800"
+    assert text({"recovery": 1584}) == "1,584"  # a row from before --seeds
+
+
+def test_over_seeds_takes_the_median_of_recurring_blocks_and_concepts() -> None:
+    def rec(blocks: list[float], first: float) -> dict[str, object]:
+        c = {"first": first, "returns": 0.8, "first_early": 0.5, "returns_early": 0.7}
+        return {"prequential": float(np.mean(blocks)), "blocks": blocks, "concept0": c,
+                "n": 4, "memory_samples": 0, "seconds": 1.0, "cpu_seconds": 1.0,
+                "curve": {"samples": [2], "rolling": [0.5]}}  # fmt: skip
+
+    r = continual_drift.over_seeds({0: rec([0.1, 0.9], 0.6), 1: rec([0.3, 0.5], 0.7),
+                                    2: rec([0.2, 0.7], 0.2)})  # fmt: skip
+    assert r["blocks"] == pytest.approx([0.2, 0.7])
+    assert r["concept0"]["first"] == pytest.approx(0.6) and "recovery" not in r
+
+
+def test_parse_seeds() -> None:
+    assert continual.parse_seeds("0,1,2") == (0, 1, 2) and continual.parse_seeds("5") == (5,)
+    for bad in ("", "0,0", "a,1", "-1"):
+        with pytest.raises(SystemExit, match="--seeds: .* e.g. --seeds 0,1,2"):
+            continual.parse_seeds(bad)
+
+
+def test_a_drift_run_over_two_seeds_keeps_each_seed_and_their_median(tmp_path: Path) -> None:
+    from benchmarks.continual_learners import make
+
+    results = continual.run_benchmark(
+        ["sea-abrupt"], ["spela", "no-change"], 1, 2000, None, tmp_path, seeds=(0, 1)
+    )
+    on_disk = json.loads((tmp_path / "continual.json").read_text())
+    assert on_disk == results
+    row = on_disk["parts"]["sea-abrupt"]["rows"]["spela"]
+    assert row["seeds"] == [0, 1] and [s["seed"] for s in row["per_seed"]] == [0, 1]
+    # each seed's figures are those of SpelaMLP(seed=s) on the same stream, run here
+    stream = continual_data.drift_streams(2000, 1600, 200)["sea-abrupt"]
+    X, y = continual_data.materialise(stream)
+    for s, got in zip((0, 1), row["per_seed"], strict=True):
+        want = continual_drift.run_drift(make("spela", 3, 2, seed=s), stream, X, y)
+        assert (got["prequential"], got["recovery"]) == (want["prequential"], want["recovery"])
+    preqs = [s["prequential"] for s in row["per_seed"]]
+    assert preqs[0] != preqs[1]  # the model seed reaches the learner
+    assert row["prequential"] == pytest.approx(np.mean(preqs))  # two seeds: their mean
+    assert row["prequential_range"] == [min(preqs), max(preqs)]
+    assert row["recovery"] == continual_drift.median_recovery(
+        [s["recovery"] for s in row["per_seed"]]
+    )
+    fixed = on_disk["parts"]["sea-abrupt"]["rows"]["no-change"]  # deterministic: one run
+    assert fixed["seeds"] is None and "per_seed" not in fixed
+    logged = [json.loads(line) for line in (tmp_path / "continual-rows.jsonl").open()]
+    assert sorted((r["learner"], str(r["seed"])) for r in logged) == [
+        ("no-change", "None"), ("spela", "0"), ("spela", "1")
+    ]  # fmt: skip
+    md = continual_report.publish(results, tmp_path, readme=False)
+    assert "median over model seeds 0, 1" in md and "One run of no-change" in md
+    assert "### Each model seed" in md and f"seeds 0, 1: {preqs[0]:.3f} / {preqs[1]:.3f}" in md
+    block = continual_report.render_readme_block(results, [])
+    assert f"| spela-stream defaults | {continual_report._value(row, 'prequential')}; " in block
