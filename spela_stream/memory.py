@@ -203,11 +203,11 @@ class ReplayMemory:
         if self.recent_weight == 0.0:
             return np.zeros(len(self.seen))
         if kernels is not None:  # the same arithmetic in one compiled call
-            out = np.empty(len(self.seen))
+            fast = np.empty(len(self.seen))
             if kernels.memory_shortfall(
-                self.seen, self.recent, self.recent_weight, self.last, float(gaps), out
+                self.seen, self.recent, self.recent_weight, self.last, float(gaps), fast
             ):
-                return out
+                return fast
         total = self.seen.sum()
         p = self.seen / total
         r = self.recent / self.recent_weight
