@@ -438,13 +438,13 @@ def choose_calibrate(
     compiled call: stream i scores s[i] (L, C), the last one ``last`` where ``use_last``.
     Returns numpy's argmax of the last stream's scores."""
     assert kernels is not None
-    nlls = tuple(fit.nll for fit in fits)
+    nlls = tuple([fit.nll for fit in fits])  # a list first: no generator per sample
     top = kernels.choose_calibrate(
         s, last, use_last, k, buffers.temps, choose, calibrate, GRID, nlls, fits[0].decay,
         _LOG_GRID, LOG_STEP, buffers.tops, buffers.confs, buffers.fitted,
     )  # fmt: skip
     if calibrate:
         for fit, fitted in zip(fits, buffers.fitted.tolist(), strict=True):
-            fit.n += 1
-            fit.fitted = (fit.n, fitted) if fitted > 0 else None
+            n = fit.n = fit.n + 1
+            fit.fitted = (n, fitted) if fitted > 0 else None
     return int(top)

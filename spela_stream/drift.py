@@ -97,10 +97,19 @@ class DriftDetector:
         return fired
 
     def observe_one(self, error: bool, n_learned: int) -> bool:
-        """``observe`` of one sample's error: the same test, no array."""
+        """``observe`` of one sample's error: the same test, no array (``update``'s arithmetic
+        inline, the per-sample path's)."""
         if n_learned < self.quiet_until:
             return False
-        if self.update(float(error)):
+        e = 1.0 if error else 0.0
+        n = self.n = self.n + 1
+        mean = self.mean = self.mean + (e - self.mean) / n
+        cum = self.cum = self.cum + (e - mean - PH_DELTA)
+        if cum < self.cum_min:
+            self.cum_min = cum
+        if n >= PH_MIN and cum - self.cum_min > PH_THRESHOLD:
+            self.reset()
+            self.detections += 1
             self.changed_at = n_learned
             return True
         return False

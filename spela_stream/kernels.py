@@ -631,15 +631,21 @@ def choose_calibrate(
 def memory_note(
     seen: np.ndarray,
     recent: np.ndarray,
+    last: np.ndarray,
     k: int,
     decay: float,
     counts: np.ndarray,
     big: np.ndarray,
-) -> int:  # pragma: no cover - compiled
+) -> tuple[int, float]:  # pragma: no cover - compiled
     """The arithmetic of ``ReplayMemory.add`` for a full memory, before its draws: class k
-    counted in ``seen`` and the recent shares (recent *= decay, recent[k] += 1 - decay), then
-    the classes stored most (``counts``) written ascending into ``big``; returns how many, or 0
-    when k is among them (reservoir sampling within k then)."""
+    stamped in ``last`` (the samples seen once it is counted) and counted in ``seen`` and the
+    recent shares (recent *= decay, recent[k] += 1 - decay), then the classes stored most
+    (``counts``) written ascending into ``big``. Returns how many, or 0 when k is among them,
+    and the share of k's samples kept (counts[k] / seen[k], reservoir sampling within k then)."""
+    total = 0
+    for j in range(seen.shape[0]):
+        total += seen[j]
+    last[k] = total + 1
     seen[k] += 1
     for j in range(recent.shape[0]):
         recent[j] *= decay
@@ -648,10 +654,37 @@ def memory_note(
     for j in range(1, counts.shape[0]):
         largest = max(largest, counts[j])
     if not counts[k] < largest:
-        return 0
+        return 0, counts[k] / seen[k]
     n_big = 0
     for j in range(counts.shape[0]):
         if counts[j] == largest:
             big[n_big] = j
             n_big += 1
-    return n_big
+    return n_big, 0.0
+
+
+@_compiled
+def memory_shortfall(
+    seen: np.ndarray,
+    recent: np.ndarray,
+    recent_weight: float,
+    last: np.ndarray,
+    gaps: float,
+    out: np.ndarray,
+) -> bool:  # pragma: no cover - compiled
+    """``ReplayMemory.shortfall(gaps)`` into out (C,): per class, max(seen / total - recent /
+    recent_weight, 0), 0 where gaps > 0 and the class has not gone ((total - last) * seen >
+    gaps * total fails); elementwise, so numpy's numbers. False, nothing written, when no
+    sample was counted (total 0: numpy's division by zero decides then)."""
+    total = 0
+    for j in range(seen.shape[0]):
+        total += seen[j]
+    if total == 0:
+        return False
+    for j in range(seen.shape[0]):
+        d = seen[j] / total - recent[j] / recent_weight
+        v = d if d >= 0.0 or math.isnan(d) else 0.0  # np.maximum(d, 0.0)
+        if gaps > 0.0 and not (total - last[j]) * seen[j] > gaps * total:
+            v = 0.0
+        out[j] = v
+    return True

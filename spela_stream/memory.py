@@ -106,8 +106,8 @@ class ReplayMemory:
             self.seen = np.concatenate([self.seen, np.zeros(k + 1 - len(self.seen), np.int64)])
             self.recent = np.concatenate([self.recent, np.zeros(k + 1 - len(self.recent))])
             self.last = np.concatenate([self.last, np.zeros(k + 1 - len(self.last), np.int64)])
-        self.last[k] = self.seen.sum() + 1  # the count once this sample is noted below
         if self.size < self.budget:
+            self.last[k] = self.seen.sum() + 1  # the count once this sample is noted below
             self._note(k)
             self.x[self.size] = x
             self.y[self.size] = k
@@ -120,21 +120,26 @@ class ReplayMemory:
             counts = self._stored = self.class_counts()
         if len(self._big) < len(counts):
             self._big = np.zeros(len(counts), dtype=np.int64)
-        if kernels is not None:  # _note and _largest in one compiled call
-            n_big = kernels.memory_note(self.seen, self.recent, k, RECENT_DECAY, counts, self._big)
+        if kernels is not None:  # last, _note and _largest in one compiled call
+            n_big, keep = kernels.memory_note(
+                self.seen, self.recent, self.last, k, RECENT_DECAY, counts, self._big
+            )
             self.recent_weight = self.recent_weight * RECENT_DECAY + (1.0 - RECENT_DECAY)
         else:
+            self.last[k] = self.seen.sum() + 1  # the count once this sample is noted below
             self._note(k)
             n_big = self._largest(counts, k)
-        by_class = self._class_slots()
+            keep = counts[k] / self.seen[k]
         if n_big:  # a minority class: evict a random sample of a largest class
             big = self._big
             victim_class = int(big[int(self.rng.integers(n_big))] if n_big > 1 else big[0])
+            by_class = self._class_slots()
             slots = by_class[victim_class]
             slot = slots[int(self.rng.integers(len(slots)))]
         else:  # reservoir sampling within the class: keep with probability stored / seen
-            if self.rng.random() >= counts[k] / self.seen[k]:
+            if self.rng.random() >= keep:
                 return
+            by_class = self._class_slots()
             slots = by_class[k]
             slot = slots[int(self.rng.integers(len(slots)))]
         old = int(self.y[slot])
@@ -197,6 +202,12 @@ class ReplayMemory:
         gap (samples seen / samples of the class), 0 for the others; ``gaps`` 0: every class."""
         if self.recent_weight == 0.0:
             return np.zeros(len(self.seen))
+        if kernels is not None:  # the same arithmetic in one compiled call
+            fast = np.empty(len(self.seen))
+            if kernels.memory_shortfall(
+                self.seen, self.recent, self.recent_weight, self.last, float(gaps), fast
+            ):
+                return fast
         total = self.seen.sum()
         p = self.seen / total
         r = self.recent / self.recent_weight

@@ -891,8 +891,12 @@ class SpelaMLP(base.Classifier):
         preds = None
         if predict_now:
             preds = [self._prediction(buffers.tops.tolist(), tuple(buffers.confs.tolist()))]
-        if self.replay_memory is not None:
-            self._remember(batch, [k])
+        mem = self.replay_memory
+        if mem is not None:  # _remember of one sample
+            mem.add(batch[0], k)
+            mem.pending += 1
+            if mem.pending >= self.replay_every:
+                self._replay(mem)
         if not predict:
             return None
         return preds or [self._no_prediction()]

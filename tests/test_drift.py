@@ -58,6 +58,24 @@ def test_page_hinkley_on_a_hand_made_sequence_fires_after_the_rate_change_only()
     assert not any(steady.update(e) for e in _pattern(1, 4, 4_000))
 
 
+def test_observe_one_is_observe_of_one_error_bit_for_bit() -> None:
+    """The per-sample path's inline test gives ``observe``'s detections and statistics exactly,
+    through rate changes, quiet spells and restarts."""
+    gen = np.random.default_rng(2)
+    errors = gen.random(12_000) < np.repeat(gen.random(12) * 0.6, 1000)
+    a, b = DriftDetector(), DriftDetector()
+    fired_a, fired_b = [], []
+    for i, e in enumerate(errors.tolist()):
+        if i % 2500 == 7:
+            a.new_class(i)
+            b.new_class(i)
+        fired_a.append(a.observe(np.array([e]), i))
+        fired_b.append(b.observe_one(e, i))
+    assert fired_a == fired_b and sum(fired_a) >= 3
+    for key, value in a.state().items():
+        assert np.array_equal(value, b.state()[key]), key
+
+
 def test_a_switch_soon_after_the_second_class_arrives_is_detected(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

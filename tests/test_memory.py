@@ -354,9 +354,10 @@ def test_a_weighted_sample_draws_what_rng_choice_draws() -> None:
 
 
 def test_a_full_adds_compiled_arithmetic_equals_numpys(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A full memory's add counts and finds the largest classes in one compiled call: the same
-    stored samples, counts, recent shares and generator state, bit for bit, as numpy's, through
-    classes arriving late, ties among the largest, a rare class and weighted samples between."""
+    """A full memory's add counts, stamps and finds the largest classes in one compiled call,
+    and the shortfall is one: the same stored samples, counts, recent shares, last stamps,
+    shortfalls and generator state, bit for bit, as numpy's, through classes arriving late,
+    ties among the largest, a rare class and weighted samples between."""
     from spela_stream import memory
 
     if memory.kernels is None:
@@ -375,6 +376,7 @@ def test_a_full_adds_compiled_arithmetic_equals_numpys(monkeypatch: pytest.Monke
             mem.add(x, k)
             if i % 97 == 0:
                 drawn.append(mem.sample(5, mem.shortfall() + 0.1)[1])
+                drawn.append(mem.shortfall(5.0))  # gated: compiled too, as numpy's
         return mem.state(), drawn
 
     fast, fast_drawn = run()
