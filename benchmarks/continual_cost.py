@@ -10,6 +10,9 @@ rough, the ratio steadier). ``--profile`` prints cProfile's top calls of one def
 
     OPENBLAS_NUM_THREADS=1 python -m benchmarks.continual_cost [--n 1500] [--warm 200] [--runs 3]
     OPENBLAS_NUM_THREADS=1 python -m benchmarks.continual_cost --profile
+    OPENBLAS_NUM_THREADS=1 python -m benchmarks.continual_cost --shape 784-1024-1024  # MNIST's
+
+``--shape D-H1-H2...``: another model (D features, hidden widths H1, H2, ...), the same stream.
 """
 
 from __future__ import annotations
@@ -35,12 +38,30 @@ def stream(n: int, d: int = 8, classes: int = 10, seed: int = 0) -> tuple[np.nda
     return gen.standard_normal((n, d)), gen.integers(0, classes, n).tolist()
 
 
-def cpu_us(configs: list[dict[str, Any]], n: int, warm: int, runs: int = 3) -> list[float]:
+SMALL = (8, 64, 64)
+
+
+def parse_shape(spec: str) -> tuple[int, ...]:
+    """``"784-1024-1024"`` -> (784, 1024, 1024): the input width, then the hidden widths."""
+    try:
+        shape = tuple(int(v) for v in spec.split("-"))
+    except ValueError:
+        shape = ()
+    if len(shape) < 2 or min(shape) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--shape wants D-H1[-H2...] of positive integers, e.g. 784-1024-1024; got {spec!r}"
+        )
+    return shape
+
+
+def cpu_us(
+    configs: list[dict[str, Any]], n: int, warm: int, runs: int = 3, shape: tuple[int, ...] = SMALL
+) -> list[float]:
     """Least CPU microseconds per ``predict_learn_one`` of each config over ``runs`` passes of n
     samples, after ``warm`` samples (the kernels load then); each pass carries on the same
     model, and the configs take turns pass by pass (a shared machine's load falls on each)."""
-    X, y = stream(warm + n)
-    models = [SpelaMLP(hidden=(64, 64), **params) for params in configs]
+    X, y = stream(warm + n, d=shape[0])
+    models = [SpelaMLP(hidden=shape[1:], **params) for params in configs]
     for model in models:
         for xi, yi in zip(X[:warm], y[:warm], strict=True):
             model.predict_learn_one(xi, yi)
@@ -55,9 +76,9 @@ def cpu_us(configs: list[dict[str, Any]], n: int, warm: int, runs: int = 3) -> l
     return [b * 1e6 for b in best]
 
 
-def profile(n: int, warm: int) -> None:
-    X, y = stream(warm + n)
-    model = SpelaMLP(hidden=(64, 64))
+def profile(n: int, warm: int, shape: tuple[int, ...] = SMALL) -> None:
+    X, y = stream(warm + n, d=shape[0])
+    model = SpelaMLP(hidden=shape[1:])
     for xi, yi in zip(X[:warm], y[:warm], strict=True):
         model.predict_learn_one(xi, yi)
     prof = cProfile.Profile()
@@ -74,14 +95,16 @@ def main() -> None:
     p.add_argument("--warm", type=int, default=200)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--shape", type=parse_shape, default=SMALL, help="D-H1-H2 (default 8-64-64)")
     a = p.parse_args()
     torch.set_num_threads(1)
     if a.profile:
-        profile(a.n, a.warm)
+        profile(a.n, a.warm, a.shape)
         return
-    full, off = cpu_us([{}, OFF], a.n, a.warm, a.runs)
+    full, off = cpu_us([{}, OFF], a.n, a.warm, a.runs, a.shape)
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
-    print(f"8-64-64 defaults {full:.1f} us, parts off {off:.1f} us: {full / off:.2f}x "
+    name = "-".join(map(str, a.shape))
+    print(f"{name} defaults {full:.1f} us, parts off {off:.1f} us: {full / off:.2f}x "
           f"(CPU, least of {a.runs} x {a.n} after {a.warm}; load average {load})")  # fmt: skip
 
 
