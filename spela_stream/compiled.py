@@ -291,7 +291,7 @@ def forward_one(
     if n_classes < 0:
         return h_in, y, None
     s = np.empty((1, n_classes), dtype=np.float32)
-    kernels.scores(layer.vectors.numpy(), y, n_classes, s[0])
+    kernels.cosines(layer.vectors.numpy(), y, n_classes, s[0])
     return h_in, y, s
 
 

@@ -73,12 +73,13 @@ class DriftDetector:
 
     def update(self, error: float) -> bool:
         """Fold one error (0 or 1) in; True when a rise of the mean error is detected (and the
-        test restarts)."""
-        self.n += 1
-        self.mean += (error - self.mean) / self.n
-        self.cum += error - self.mean - PH_DELTA
-        self.cum_min = min(self.cum_min, self.cum)
-        if self.n >= PH_MIN and self.cum - self.cum_min > PH_THRESHOLD:
+        test restarts). Locals, not attribute updates in place: it runs once a sample."""
+        n = self.n = self.n + 1
+        mean = self.mean = self.mean + (error - self.mean) / n
+        cum = self.cum = self.cum + (error - mean - PH_DELTA)
+        if cum < self.cum_min:
+            self.cum_min = cum
+        if n >= PH_MIN and cum - self.cum_min > PH_THRESHOLD:
             self.reset()
             self.detections += 1
             return True
@@ -97,10 +98,13 @@ class DriftDetector:
         return fired
 
     def observe_one(self, error: bool, n_learned: int) -> bool:
-        """``observe`` of one sample's error: the same test, no array (``update``'s arithmetic
-        inline, the per-sample path's)."""
+        """``observe`` of one sample's error: the same test, no array."""
         if n_learned < self.quiet_until:
             return False
+        if self.update(1.0 if error else 0.0):
+            self.changed_at = n_learned
+            return True
+        return False
         e = 1.0 if error else 0.0
         n = self.n = self.n + 1
         mean = self.mean = self.mean + (e - self.mean) / n

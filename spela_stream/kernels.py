@@ -81,22 +81,6 @@ def leaky(z: np.ndarray, slope: float, y: np.ndarray) -> None:  # pragma: no cov
 
 
 @_compiled
-def scores(
-    v: np.ndarray, y: np.ndarray, n_classes: int, out: np.ndarray
-) -> None:  # pragma: no cover
-    """out[k] = cos(y, v_k) for the first n_classes unit class vectors v (n_alloc, d)."""
-    nn = 0.0
-    for j in range(y.shape[0]):
-        nn += float(y[j]) * float(y[j])
-    n = max(math.sqrt(nn), _EPS)
-    for k in range(n_classes):
-        acc = 0.0
-        for j in range(y.shape[0]):
-            acc += float(v[k, j]) * float(y[j])
-        out[k] = acc / n
-
-
-@_compiled
 def update(
     w: np.ndarray,
     b: np.ndarray,
@@ -136,8 +120,9 @@ def update(
 def cosines(
     v: np.ndarray, y: np.ndarray, n_classes: int, out: np.ndarray
 ) -> float:  # pragma: no cover - compiled
-    """out[c] = cos(y, v_c) in float64 for the first n_classes unit class vectors v (n_alloc, d),
-    ``scores``' sums in ``scores``' order; returns max(|y|, eps)."""
+    """out[c] = cos(y, v_c) for the first n_classes unit class vectors v (n_alloc, d), summed in
+    float64 (out float32: a layer's scores; float64: the contrastive step's); returns
+    max(|y|, eps)."""
     nn = 0.0
     for j in range(y.shape[0]):
         nn += float(y[j]) * float(y[j])
@@ -255,7 +240,7 @@ def layer_step(
     order: the input h normalised into xin (``norm_mode`` 0: xin is h itself or already
     normalised, 1: zeros before any statistics, 2: ``normalise`` with ``denom``), ``forward``
     into z and y (not ``product``: z holds W xin + b already, y is computed from it),
-    ``scores`` of the first n_classes into out_scores (none when n_classes < 0), ``update``
+    ``cosines`` of the first n_classes into out_scores (none when n_classes < 0), ``update``
     towards v[k]
     (``update_contrastive`` over the first n_known classes when ``contrast`` > 0), then the raw
     h folded into the statistics (``obs_mode`` 0: none, 1: ``ema_update``, 2:
@@ -279,7 +264,7 @@ def layer_step(
         update_contrastive(w, b, xin, z, y, v, k, m, contrast, lr, slope, g, cos, n)
     else:
         if n_classes >= 0:
-            scores(v, y, n_classes, out_scores)
+            cosines(v, y, n_classes, out_scores)
         update(w, b, xin, z, y, v[k], lr, slope, g)
     if obs_mode == 1:
         ema_update(mean, m2, h, keep, add, beta)

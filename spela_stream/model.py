@@ -892,11 +892,9 @@ class SpelaMLP(base.Classifier):
         if predict_now:
             preds = [self._prediction(buffers.tops.tolist(), tuple(buffers.confs.tolist()))]
         mem = self.replay_memory
-        if mem is not None:  # _remember of one sample
+        if mem is not None:  # _remember of one sample, without its loop
             mem.add(batch[0], k)
-            mem.pending += 1
-            if mem.pending >= self.replay_every:
-                self._replay(mem)
+            self._replay_if_due(mem, 1)
         if not predict:
             return None
         return preds or [self._no_prediction()]
@@ -948,7 +946,12 @@ class SpelaMLP(base.Classifier):
         assert mem is not None
         for row, k in zip(batch, ks, strict=True):
             mem.add(row, k)
-        mem.pending += len(ks)
+        self._replay_if_due(mem, len(ks))
+
+    def _replay_if_due(self, mem: ReplayMemory, n: int) -> None:
+        """Count n newly learned samples; rehearse once ``replay_every`` have come since the
+        last replay."""
+        mem.pending += n
         if mem.pending >= self.replay_every:
             self._replay(mem)
 
